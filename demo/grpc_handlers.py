@@ -1,0 +1,11 @@
+"""Register every gRPC service of the project on a server."""
+
+from posts.servicers import PostService
+from protos import posts_pb2_grpc, users_pb2_grpc
+from users.servicers import UserService
+
+
+def grpc_handlers(server) -> None:
+    """Add the project's servicers to ``server`` (djangogrpcframework's ROOT_HANDLERS_HOOK)."""
+    users_pb2_grpc.add_UserControllerServicer_to_server(UserService.as_servicer(), server)
+    posts_pb2_grpc.add_PostControllerServicer_to_server(PostService.as_servicer(), server)

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class GrpcExtConfig(AppConfig):
+    name = "grpc_ext"
+    verbose_name = "gRPC layer over djangogrpcframework"

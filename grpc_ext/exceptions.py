@@ -1,0 +1,134 @@
+"""Client errors as declarative exceptions, and the one map from errors to gRPC status.
+
+Services raise; ``grpc_ext.generics.Service`` catches and calls
+``abort_with_error``. Nothing else in the project calls ``context.abort``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
+from django.http import Http404
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.settings import api_settings
+
+logger = logging.getLogger(__name__)
+
+
+class GrpcError(Exception):
+    """An error a client caused, with the status code and detail it gets."""
+
+    status_code = grpc.StatusCode.INTERNAL
+    default_detail = "Internal server error."
+
+    def __init__(self, detail: str | None = None, *, field_errors: dict[str, list[str]] | None = None):
+        self.detail = detail or self.default_detail
+        self.field_errors = field_errors or {}
+        super().__init__(self.detail)
+
+
+class InvalidArgument(GrpcError):
+    status_code = grpc.StatusCode.INVALID_ARGUMENT
+    default_detail = "Invalid argument."
+
+
+class NotFound(GrpcError):
+    status_code = grpc.StatusCode.NOT_FOUND
+    default_detail = "Not found."
+
+
+class AlreadyExists(GrpcError):
+    status_code = grpc.StatusCode.ALREADY_EXISTS
+    default_detail = "Already exists."
+
+
+class Unauthenticated(GrpcError):
+    status_code = grpc.StatusCode.UNAUTHENTICATED
+    default_detail = "Authentication credentials were not provided or are invalid."
+
+
+class PermissionDenied(GrpcError):
+    status_code = grpc.StatusCode.PERMISSION_DENIED
+    default_detail = "You do not have permission to perform this action."
+
+
+class ResourceExhausted(GrpcError):
+    status_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    default_detail = "Request was throttled."
+
+
+def flatten_field_errors(detail, prefix: str = "") -> dict[str, list[str]]:
+    """Flatten DRF's nested error detail into ``{"field.path": [messages]}``."""
+    if isinstance(detail, dict):
+        errors: dict[str, list[str]] = {}
+        for key, value in detail.items():
+            path = key if key != api_settings.NON_FIELD_ERRORS_KEY else ""
+            path = f"{prefix}.{path}" if prefix and path else (path or prefix)
+            for field, messages in flatten_field_errors(value, path).items():
+                errors.setdefault(field, []).extend(messages)
+        return errors
+    if isinstance(detail, list):
+        errors = {}
+        for item in detail:
+            for field, messages in flatten_field_errors(item, prefix).items():
+                errors.setdefault(field, []).extend(messages)
+        return errors
+    return {prefix: [str(detail)]}
+
+
+def is_unique_violation(field_errors: dict[str, list[str]], detail_codes) -> bool:
+    """Tell whether every field error is a uniqueness clash (DRF's code ``unique``)."""
+    codes = flatten_field_errors(detail_codes)
+    return bool(codes) and all(code == "unique" for values in codes.values() for code in values)
+
+
+def describe_field_errors(field_errors: dict[str, list[str]]) -> str:
+    """Render field errors as one readable line: ``title: This field may not be blank.``."""
+    return "; ".join(
+        f"{field}: {' '.join(messages)}" if field else " ".join(messages)
+        for field, messages in field_errors.items()
+    )
+
+
+def to_grpc_error(exc: Exception) -> GrpcError | None:
+    """Translate a known exception into a ``GrpcError``; ``None`` for unexpected ones."""
+    if isinstance(exc, GrpcError):
+        return exc
+    if isinstance(exc, drf_exceptions.ValidationError):
+        field_errors = flatten_field_errors(exc.detail)
+        error_class = AlreadyExists if is_unique_violation(field_errors, exc.get_codes()) else InvalidArgument
+        return error_class(describe_field_errors(field_errors) or None, field_errors=field_errors)
+    if isinstance(exc, DjangoValidationError):
+        field_errors = flatten_field_errors(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+        return InvalidArgument(describe_field_errors(field_errors) or None, field_errors=field_errors)
+    if isinstance(exc, (Http404, ObjectDoesNotExist)):
+        return NotFound(str(exc) or None)
+    if isinstance(exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed):
+        return Unauthenticated(str(exc.detail))
+    if isinstance(exc, drf_exceptions.PermissionDenied):
+        return PermissionDenied(str(exc.detail))
+    if isinstance(exc, drf_exceptions.Throttled):
+        return ResourceExhausted(str(exc.detail))
+    if isinstance(exc, IntegrityError):
+        return AlreadyExists("The object conflicts with one that already exists.")
+    return None
+
+
+def abort_with_error(exc: Exception, context: grpc.ServicerContext) -> None:
+    """Abort the RPC with the status ``exc`` maps to; unexpected errors become INTERNAL.
+
+    The traceback of an unexpected error is logged here and never sent.
+    """
+    try:
+        error = to_grpc_error(exc)
+    except Exception:
+        logger.exception("Could not map an error to a status")
+        error = None
+    if error is None:
+        logger.exception("Unhandled error in RPC", exc_info=exc)
+        error = GrpcError()
+    context.abort(error.status_code, error.detail)

@@ -1,0 +1,114 @@
+"""RPC handlers the framework lacks or gets wrong, one per mixin, as in DRF.
+
+The framework's Create, Retrieve, Update and Destroy mixins are used as they
+are; its List (a server stream of every row) becomes ``Stream``, and ``List``
+returns one page (AIP-132). ``PartialUpdate`` takes a field mask (AIP-134).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+
+from django.db import transaction
+from django_grpc_framework import mixins as framework_mixins
+from google.protobuf.message import Message
+
+from grpc_ext.exceptions import InvalidArgument
+from grpc_ext.pagination import KeysetPagination
+from grpc_ext.serializers import message_to_dict
+
+
+class CreateModelMixin(framework_mixins.CreateModelMixin):
+    def perform_create(self, serializer):
+        """Save the new object in one transaction, so a failure writes nothing."""
+        with transaction.atomic():
+            serializer.save()
+
+
+class UpdateModelMixin(framework_mixins.UpdateModelMixin):
+    def perform_update(self, serializer):
+        """Save every writable field in one transaction."""
+        with transaction.atomic():
+            serializer.save()
+
+
+class DestroyModelMixin(framework_mixins.DestroyModelMixin):
+    def perform_destroy(self, instance):
+        with transaction.atomic():
+            instance.delete()
+
+
+class ListModelMixin:
+    """``List``: one page of rows and the token of the next (AIP-132)."""
+
+    #: Ordering of List pages; the primary key is appended to break ties.
+    ordering: list[str] | None = None
+
+    def List(self, request, context):
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.get_paginator(queryset).paginate(
+            queryset, page_size=request.page_size, page_token=request.page_token
+        )
+        response_class = self.get_list_response_class()
+        results_field = next(field.name for field in response_class.DESCRIPTOR.fields if field.is_repeated)
+        serializer = self.get_serializer(page.rows, many=True)
+        return response_class(**{results_field: serializer.message, "next_page_token": page.next_page_token})
+
+    def get_paginator(self, queryset) -> KeysetPagination:
+        """Return the paginator; override to page in another order."""
+        ordering = self.ordering or list(queryset.model._meta.ordering) or [queryset.model._meta.pk.name]
+        return KeysetPagination(ordering)
+
+    def get_list_response_class(self) -> type[Message]:
+        """Return ``<Message>ListResponse`` from the module of the serializer's proto class."""
+        proto_class = self.get_serializer_class().get_proto_class()
+        module = importlib.import_module(proto_class.__module__)
+        return getattr(module, f"{proto_class.DESCRIPTOR.name}ListResponse")
+
+
+class StreamModelMixin:
+    """``Stream``: every row as a server stream, read in chunks, for exports."""
+
+    stream_chunk_size = 1000
+
+    def Stream(self, request, context) -> Iterator[Message]:
+        queryset = self.filter_queryset(self.get_queryset())
+        serializer_class = self.get_serializer_class()
+        serializer_context = self.get_serializer_context()
+        for instance in queryset.iterator(chunk_size=self.stream_chunk_size):
+            if not context.is_active():
+                return
+            yield serializer_class(instance, context=serializer_context).message
+
+
+class PartialUpdateModelMixin:
+    """``PartialUpdate``: change only the paths of ``update_mask`` (AIP-134).
+
+    An empty mask means every field the request populates, as AIP-134 says.
+    """
+
+    def PartialUpdate(self, request, context):
+        instance = self.get_object()
+        serializer = self.get_serializer(instance)
+        data = message_to_dict(request)
+        paths = self.get_update_paths(request, serializer.writable_field_names())
+        partial = {path: data.get(path) for path in paths}
+        serializer = self.get_serializer(instance, data=partial, partial=True)
+        serializer.is_valid(raise_exception=True)
+        with transaction.atomic():
+            serializer.save()
+        return serializer.message
+
+    def get_update_paths(self, request, writable: list[str]) -> list[str]:
+        """Return the mask's paths, checked against the fields a client may write."""
+        paths = list(request.update_mask.paths)
+        if not paths:
+            return [field.name for field, _ in request.ListFields() if field.name in writable]
+        unknown = [path for path in paths if path not in writable]
+        if unknown:
+            raise InvalidArgument(
+                f"update_mask has paths that are not writable fields: {', '.join(unknown)}.",
+                field_errors={"update_mask": [f"Not a writable field: {path}." for path in unknown]},
+            )
+        return paths

@@ -1,0 +1,19 @@
+"""The Post message, declared once: ``generateproto`` builds ``protos/posts.proto`` from it."""
+
+from grpc_ext.serializers import ModelProtoSerializer
+from posts.models import Post
+from posts.services import post_create, post_update
+
+
+class PostProtoSerializer(ModelProtoSerializer):
+    class Meta:
+        model = Post
+        proto_class = "protos.posts_pb2.Post"
+        fields = ["id", "owner", "title", "description", "created", "updated"]
+        read_only_fields = ["id", "created", "updated"]
+
+    def create(self, validated_data) -> Post:
+        return post_create(**validated_data)
+
+    def update(self, instance: Post, validated_data) -> Post:
+        return post_update(post=instance, **validated_data)

@@ -1,0 +1,25 @@
+"""The User message: what a client may read and write, declared once.
+
+``generateproto`` builds ``protos/users.proto`` from this class: readable
+fields go into ``User``, writable and write-only ones into the request
+messages. The password is write-only, so no response carries it.
+"""
+
+from grpc_ext.serializers import ModelProtoSerializer
+from users.models import User
+from users.services import user_create, user_update
+
+
+class UserProtoSerializer(ModelProtoSerializer):
+    class Meta:
+        model = User
+        proto_class = "protos.users_pb2.User"
+        fields = ["id", "email", "password", "is_active", "is_verified", "is_staff", "is_superuser", "date_joined"]
+        read_only_fields = ["id", "is_active", "is_verified", "is_staff", "is_superuser", "date_joined"]
+        extra_kwargs = {"password": {"write_only": True, "style": {"input_type": "password"}}}
+
+    def create(self, validated_data) -> User:
+        return user_create(**validated_data)
+
+    def update(self, instance: User, validated_data) -> User:
+        return user_update(user=instance, **validated_data)
