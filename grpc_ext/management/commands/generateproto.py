@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -25,26 +27,65 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="Dotted path to a model class, for a one-off proto.")
         parser.add_argument("--fields", help="Comma-separated fields to include (with --model).")
         parser.add_argument("--file", help="Where to write the one-off proto (default: standard output).")
+        parser.add_argument(
+            "--check", action="store_true",
+            help="Change nothing; print a diff and exit 1 if the committed protos or stubs are out of date.",
+        )
 
     def handle(self, *args, **options):
         if options["model"]:
             self.generate_one_off(options["model"], options["fields"], options["file"])
             return
-        root = Path(settings.BASE_DIR)
-        out_dir = root / grpc_ext_settings.PROTO_DIR
-        written = []
-        for contract in self.get_contracts():
-            path = out_dir / f"{contract.package}.proto"
-            path.write_text(contract.render())
-            written.append(path)
-            self.stdout.write(f"Wrote {path.relative_to(root)}")
-        if not written:
+        contracts = self.get_contracts()
+        if not contracts:
             raise CommandError("No protos are configured: set GRPC_FRAMEWORK['PROTOS'].")
-        try:
-            compile_protos(written, root, out_dir)
-        except RuntimeError as exc:
-            raise CommandError(str(exc)) from exc
-        self.stdout.write(self.style.SUCCESS(f"Compiled {len(written)} proto(s) into {out_dir.relative_to(root)}/"))
+        out_dir = Path(settings.BASE_DIR) / grpc_ext_settings.PROTO_DIR
+        generated = self.generate(contracts, out_dir)
+        if options["check"]:
+            self.check_up_to_date(generated, out_dir)
+            return
+        for name, text in generated.items():
+            (out_dir / name).write_text(text)
+            self.stdout.write(f"Wrote {grpc_ext_settings.PROTO_DIR}/{name}")
+        self.stdout.write(self.style.SUCCESS(f"Generated {len(contracts)} proto(s) and their stubs."))
+
+    def generate(self, contracts: list[ProtoContract], out_dir: Path) -> dict[str, str]:
+        """Render and compile every contract in a scratch directory; return file name -> text."""
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            scratch = root / out_dir.name
+            scratch.mkdir()
+            proto_files = []
+            for contract in contracts:
+                path = scratch / f"{contract.package}.proto"
+                path.write_text(contract.render())
+                proto_files.append(path)
+            try:
+                compile_protos(proto_files, root, scratch)
+            except RuntimeError as exc:
+                raise CommandError(str(exc)) from exc
+            return {path.name: path.read_text() for path in sorted(scratch.iterdir())}
+
+    def check_up_to_date(self, generated: dict[str, str], out_dir: Path) -> None:
+        """Print a unified diff of every stale file and fail if there is one."""
+        stale = []
+        for name, text in generated.items():
+            path = out_dir / name
+            committed = path.read_text() if path.exists() else ""
+            if committed != text:
+                stale.append(name)
+                label = f"{grpc_ext_settings.PROTO_DIR}/{name}"
+                diff = difflib.unified_diff(
+                    committed.splitlines(keepends=True), text.splitlines(keepends=True),
+                    fromfile=f"{label} (committed)", tofile=f"{label} (generated)",
+                )
+                self.stdout.write("".join(diff), ending="")
+        if stale:
+            raise CommandError(
+                f"{len(stale)} generated file(s) are out of date: {', '.join(stale)}. "
+                "Run `python manage.py generateproto` and commit the result."
+            )
+        self.stdout.write(self.style.SUCCESS("Protos and stubs are up to date."))
 
     def get_contracts(self) -> list[ProtoContract]:
         """Return one contract per entry of ``GRPC_FRAMEWORK['PROTOS']``."""
