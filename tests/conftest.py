@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from django.test import override_settings
 
 from grpc_ext.server import build_server
 from protos import posts_pb2_grpc, users_pb2_grpc
 from tests.factories import make_post, make_user
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hasher():
+    """Hash test passwords with a cheap hasher: the default costs about 0.5 s per user."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,57 @@
+"""The Django admin lists, searches and filters users and posts."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from tests.factories import make_post, make_user
+
+
+@pytest.fixture
+def admin_user(db):
+    return make_user(email="admin@example.com", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def staff_client(client, admin_user):
+    client.force_login(admin_user)
+    return client
+
+
+def test_post_changelist_searches_by_title_and_owner(staff_client):
+    owner = make_user(email="writer@example.com")
+    make_post(owner=owner, title="Findable title")
+    make_post(title="Something else")
+    response = staff_client.get(reverse("admin:posts_post_changelist"), {"q": "findable"})
+    assert response.status_code == 200
+    assert b"Findable title" in response.content and b"Something else" not in response.content
+    response = staff_client.get(reverse("admin:posts_post_changelist"), {"q": "writer@"})
+    assert b"Findable title" in response.content
+
+
+def test_user_changelist_filters_by_staff_and_hides_the_password_hash(staff_client, admin_user):
+    plain = make_user(email="plain@example.com")
+    response = staff_client.get(reverse("admin:users_user_changelist"), {"is_staff__exact": "0"})
+    assert response.status_code == 200
+    assert reverse("admin:users_user_change", args=[plain.pk]).encode() in response.content
+    assert reverse("admin:users_user_change", args=[admin_user.pk]).encode() not in response.content
+    assert plain.password.encode() not in response.content
+
+
+def test_post_change_form_renders(staff_client):
+    post = make_post()
+    assert staff_client.get(reverse("admin:posts_post_change", args=[post.pk])).status_code == 200
+
+
+def test_seeddemo_creates_users_and_posts_once(db):
+    from django.core.management import call_command
+
+    from posts.models import Post
+    from users.models import User
+
+    call_command("seeddemo")
+    counts = (User.objects.count(), Post.objects.count())
+    call_command("seeddemo")
+    assert counts == (3, 6)
+    assert (User.objects.count(), Post.objects.count()) == counts

@@ -1,0 +1,45 @@
+"""Settings come from the environment, and production refuses the development secret."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from django.conf import settings
+
+PRINT_DATABASE = "import django; django.setup(); from django.conf import settings as s; print(s.DATABASES['default'])"
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "DATABASE_URL"}}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=settings.BASE_DIR, capture_output=True, text=True,
+        env={**clean, "DJANGO_SETTINGS_MODULE": "demo.settings", **env},
+    )
+
+
+def test_production_refuses_the_development_secret():
+    result = run_python("import django; django.setup()", DEBUG="false")
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_production_starts_with_its_own_secret():
+    result = run_python("import django; django.setup()", DEBUG="false", SECRET_KEY="x" * 50)
+    assert result.returncode == 0, result.stderr
+
+
+def test_database_url_selects_postgresql_with_persistent_health_checked_connections():
+    result = run_python(PRINT_DATABASE, DATABASE_URL="postgres://someone@db.example:5433/things")
+    assert result.returncode == 0, result.stderr
+    assert "'ENGINE': 'django.db.backends.postgresql'" in result.stdout
+    assert "'NAME': 'things'" in result.stdout
+    assert "'CONN_MAX_AGE': 600" in result.stdout and "'CONN_HEALTH_CHECKS': True" in result.stdout
+
+
+def test_no_environment_means_a_sqlite_file_in_the_project():
+    result = run_python(PRINT_DATABASE)
+    assert "'ENGINE': 'django.db.backends.sqlite3'" in result.stdout
+    assert str(settings.BASE_DIR / "db.sqlite3") in result.stdout
