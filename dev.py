@@ -75,7 +75,8 @@ def ensure_buf() -> str:
     if shutil.which("npm") is None:
         sys.exit("buf is installed with npm, which was not found. Install Node.js, then run this again.")
     print(f"Installing buf {BUF_VERSION} into .tools ...", flush=True)
-    run("npm", "install", "--silent", "--prefix", ".tools", "--no-save", "--no-package-lock", f"@bufbuild/buf@{BUF_VERSION}")
+    package = f"@bufbuild/buf@{BUF_VERSION}"
+    run("npm", "install", "--silent", "--prefix", ".tools", "--no-save", "--no-package-lock", package)
     return str(BUF)
 
 

@@ -42,7 +42,7 @@ def samples_protos(tmp_path_factory):
     compile_protos([proto], root, package)
     sys.path.insert(0, str(root))
     try:
-        yield importlib.import_module("typesprotos.samples_pb2"), importlib.import_module("typesprotos.samples_pb2_grpc")
+        yield tuple(importlib.import_module(f"typesprotos.samples_{suffix}") for suffix in ("pb2", "pb2_grpc"))
     finally:
         sys.path.remove(str(root))
 

@@ -7,7 +7,6 @@ removed fields stay reserved (see ``grpc_ext.protogen``).
 from __future__ import annotations
 
 import difflib
-import os
 import tempfile
 from pathlib import Path
 
@@ -23,7 +22,8 @@ from grpc_ext.settings import grpc_ext_settings
 class Command(BaseCommand):
     help = (
         "Regenerate the protos listed in GRPC_FRAMEWORK['PROTOS'] from their serializers "
-        "and compile the Python stubs in place. --model/--fields/--file generate one proto "
+        "and compile the Python stubs in place. Field numbers are read from the .proto on disk "
+        "and kept; removed fields are reserved. --model/--fields/--file generate one proto "
         "for a model, as djangogrpcframework's command did."
     )
     requires_system_checks: list[str] = []
@@ -71,9 +71,9 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from exc
             return {path.name: path.read_text() for path in sorted(scratch.iterdir())}
 
-    def render(self, contract: ProtoContract, existing: Path) -> str:
+    def render(self, contract: ProtoContract, existing: Path | None) -> str:
         """Render a contract, keeping the field numbers of the file already at ``existing``."""
-        previous = existing.read_text() if existing.exists() else None
+        previous = existing.read_text() if existing is not None and existing.exists() else None
         try:
             return contract.render(previous)
         except ContractError as exc:
@@ -122,7 +122,7 @@ class Command(BaseCommand):
         package = Path(file).stem if file else model.__name__.lower()
         serializer_class = self.one_off_serializer(model, fields.split(",") if fields else "__all__")
         contract = ProtoContract(package=package, serializer_class=serializer_class)
-        proto = self.render(contract, Path(file)) if file else self.render(contract, Path(os.devnull))
+        proto = self.render(contract, Path(file) if file else None)
         if file:
             Path(file).write_text(proto)
             self.stdout.write(f"Wrote {file}")
