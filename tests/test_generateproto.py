@@ -11,6 +11,7 @@ from rest_framework import serializers
 from grpc_ext.protogen import ContractError, ProtoContract, parse_proto
 from grpc_ext.serializers import ModelProtoSerializer
 from posts.models import Post
+from tests.typesapp.serializers import SAMPLE_FIELDS, SampleProtoSerializer
 from users.models import User
 
 
@@ -170,3 +171,13 @@ def test_check_fails_on_model_drift_and_passes_after_regenerating(settings, tmp_
     after = (tmp_path / "drafts.proto").read_text()
     assert numbers(after, "Post") == {**numbers(first, "Post"), "description": 5}
     assert "description" in (tmp_path / "drafts_pb2.py").read_text()
+
+
+def test_regenerating_every_field_type_over_its_own_output_changes_nothing():
+    """The parser reads back every form the renderer writes: labels, well-known types, choice comments."""
+    contract = ProtoContract(package="samples", serializer_class=SampleProtoSerializer)
+    first = contract.render()
+
+    assert "string status = 10;  // one of: draft, published" in first
+    assert contract.render(first) == first
+    assert len(parse_proto(first)["Sample"].fields) == len(SAMPLE_FIELDS) - 1
