@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""Set up a local virtualenv and run the project: ``python3 dev.py serve`` or ``python3 dev.py test``.
+"""Set up a local virtualenv and run the project: ``python3 dev.py serve|test|buf``.
 
-Needs only Python 3.11+. Installs ``requirements-dev.txt`` into ``.venv`` (again
-only when the requirements change), then runs inside it.
+Needs only Python 3.11+ (and npm for ``buf``). Installs ``requirements-dev.txt``
+into ``.venv`` (again only when the requirements change), then runs inside it.
+``buf`` installs the pinned buf CLI into ``.tools/`` the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -19,6 +22,8 @@ VENV = ROOT / ".venv"
 PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 REQUIREMENTS = ["requirements.txt", "requirements-dev.txt"]
 STAMP = VENV / ".requirements.sha256"
+BUF_VERSION = "1.75.0"
+BUF = ROOT / ".tools" / "node_modules" / ".bin" / ("buf.cmd" if os.name == "nt" else "buf")
 
 
 def run(*args: str, **env: str) -> None:
@@ -61,7 +66,65 @@ def test(*pytest_args: str) -> None:
     run(str(PYTHON), "-m", "pytest", *pytest_args)
 
 
-COMMANDS = {"serve": serve, "test": test}
+def ensure_buf() -> str:
+    """Install the pinned buf CLI into ``.tools/`` unless it is already there; return its path."""
+    if BUF.exists():
+        installed = subprocess.run([str(BUF), "--version"], capture_output=True, text=True).stdout.strip()
+        if installed == BUF_VERSION:
+            return str(BUF)
+    if shutil.which("npm") is None:
+        sys.exit("buf is installed with npm, which was not found. Install Node.js, then run this again.")
+    print(f"Installing buf {BUF_VERSION} into .tools ...", flush=True)
+    package = f"@bufbuild/buf@{BUF_VERSION}"
+    run("npm", "install", "--silent", "--prefix", ".tools", "--no-save", "--no-package-lock", package)
+    return str(BUF)
+
+
+def git(*args: str) -> str | None:
+    """Return git's output, or None if the command fails."""
+    result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def breaking_baseline() -> str | None:
+    """Return the commit whose protos are the contract to keep, or None if there is none.
+
+    ``BUF_BREAKING_AGAINST`` wins; on a branch, the commit it forked from main;
+    on main, the previous commit. A first commit or a one-commit shallow clone
+    has nothing to compare against.
+    """
+    if os.environ.get("BUF_BREAKING_AGAINST"):
+        return os.environ["BUF_BREAKING_AGAINST"]
+    head = git("rev-parse", "HEAD")
+    for branch in ("origin/main", "main"):
+        fork_point = git("merge-base", "HEAD", branch)
+        if fork_point and fork_point != head:
+            return fork_point
+    return "HEAD~1" if git("rev-parse", "--verify", "--quiet", "HEAD~1^{commit}") else None
+
+
+def buf() -> None:
+    """Lint the protos, then check that they keep the wire contract of the baseline commit's protos."""
+    buf_path = ensure_buf()
+    run(buf_path, "lint")
+    print("buf lint: protos pass.", flush=True)
+    baseline = breaking_baseline()
+    if baseline is None:
+        print("buf breaking: skipped, no earlier commit to compare against.", flush=True)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "archive", baseline, "protos"], cwd=ROOT, capture_output=True)
+        if archive.returncode:
+            print(f"buf breaking: skipped, {baseline} has no protos/.", flush=True)
+            return
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        # A buf.yaml of its own, so that buf never picks up a stray one above the scratch directory.
+        Path(tmp, "buf.yaml").write_text("version: v2\nmodules:\n  - path: protos\n")
+        run(buf_path, "breaking", "--against", tmp)
+    print(f"buf breaking: protos keep the wire contract of {baseline}.", flush=True)
+
+
+COMMANDS = {"serve": serve, "test": test, "buf": buf}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -6,6 +6,13 @@ import importlib
 
 import pytest
 from django.core.management import CommandError, call_command
+from rest_framework import serializers
+
+from grpc_ext.protogen import ContractError, ProtoContract, parse_proto
+from grpc_ext.serializers import ModelProtoSerializer
+from posts.models import Post
+from tests.typesapp.serializers import SAMPLE_FIELDS, SampleProtoSerializer
+from users.models import User
 
 
 def test_committed_protos_and_stubs_are_up_to_date():
@@ -26,3 +33,151 @@ def test_check_fails_and_shows_a_diff_when_a_committed_file_drifted(settings, tm
 def test_generated_grpc_module_imports_its_pb2_from_the_protos_package():
     module = importlib.import_module("protos.posts_pb2_grpc")
     assert module.protos_dot_posts__pb2 is importlib.import_module("protos.posts_pb2")
+
+
+# Stable field numbers: each scenario renders a contract from one serializer,
+# then again from a changed one with the first file as the .proto on disk.
+
+
+def post_serializer(fields: list[str], **declared_fields) -> type[ModelProtoSerializer]:
+    meta = type("Meta", (), {"model": Post, "fields": fields, "read_only_fields": ["id", "created", "updated"]})
+    return type("PostProtoSerializer", (ModelProtoSerializer,), {"Meta": meta, **declared_fields})
+
+
+def render(fields: list[str], previous: str | None = None, **declared_fields) -> str:
+    return ProtoContract(package="drafts", serializer_class=post_serializer(fields, **declared_fields)).render(previous)
+
+
+def numbers(text: str, message: str) -> dict[str, int]:
+    return {name: number for name, (number, _) in parse_proto(text)[message].fields.items()}
+
+
+def reserved(text: str, message: str) -> tuple[set[int], set[str]]:
+    parsed = parse_proto(text)[message]
+    return parsed.reserved_numbers, parsed.reserved_names
+
+
+V1 = ["id", "owner", "title", "description", "created"]
+
+
+def test_a_field_added_in_the_middle_takes_the_next_number_and_the_rest_keep_theirs():
+    before = render(["id", "owner", "title", "created"])
+    after = render(["id", "owner", "description", "title", "created"], previous=before)
+
+    assert numbers(after, "Post") == {"id": 1, "owner": 2, "title": 3, "created": 4, "description": 5}
+    assert numbers(after, "PostCreateRequest") == {"owner": 1, "title": 2, "description": 3}
+    assert numbers(after, "PostPartialUpdateRequest") == {
+        "id": 1, "owner": 2, "title": 3, "update_mask": 4, "description": 5,
+    }
+    assert "reserved" not in after
+
+
+def test_a_removed_field_is_reserved_and_its_number_never_reused():
+    before = render(V1)
+    removed = render(["id", "owner", "title", "created"], previous=before)
+    added_later = render(["id", "owner", "title", "created", "updated"], previous=removed)
+
+    assert numbers(removed, "Post") == {"id": 1, "owner": 2, "title": 3, "created": 5}
+    assert reserved(removed, "Post") == ({4}, {"description"})
+    assert reserved(removed, "PostUpdateRequest") == ({4}, {"description"})
+    assert numbers(added_later, "Post")["updated"] == 6
+    assert reserved(added_later, "Post") == ({4}, {"description"})
+
+
+def test_a_removed_name_cannot_come_back():
+    removed = render(["id", "owner", "title", "created"], previous=render(V1))
+    with pytest.raises(ContractError, match=r"drafts.Post.description was removed earlier"):
+        render(V1, previous=removed)
+
+
+def test_a_rename_is_a_removal_plus_an_addition():
+    headline = serializers.CharField(source="title", max_length=100)
+    after = render(["id", "owner", "headline", "description", "created"], previous=render(V1), headline=headline)
+
+    assert numbers(after, "Post") == {"id": 1, "owner": 2, "description": 4, "created": 5, "headline": 6}
+    assert reserved(after, "Post") == ({3}, {"title"})
+    assert numbers(after, "PostCreateRequest") == {"owner": 1, "description": 3, "headline": 4}
+    assert reserved(after, "PostCreateRequest") == ({2}, {"title"})
+
+
+def test_reordering_fields_changes_nothing():
+    before = render(V1)
+    assert render(list(reversed(V1)), previous=before) == before
+
+
+def test_a_changed_type_is_refused():
+    before = render([*V1, "rank"], rank=serializers.IntegerField(read_only=True))
+    with pytest.raises(ContractError, match="drafts.Post.rank would change type from int64 to string"):
+        render([*V1, "rank"], previous=before, rank=serializers.CharField(read_only=True))
+
+
+def test_a_nullable_field_becoming_required_keeps_its_number():
+    before = render([*V1, "rank"], rank=serializers.IntegerField(allow_null=True))
+    after = render([*V1, "rank"], previous=before, rank=serializers.IntegerField())
+
+    assert "optional int64 rank = 6;" in before and "  int64 rank = 6;" in after
+
+
+def test_a_readable_secret_is_refused():
+    meta = type("Meta", (), {"model": User, "fields": ["id", "email", "password"]})
+    serializer_class = type("LeakyUserSerializer", (ModelProtoSerializer,), {"Meta": meta})
+    with pytest.raises(ContractError, match="would send password in every User response"):
+        ProtoContract(package="leaky", serializer_class=serializer_class).render()
+
+
+def test_one_off_proto_makes_secrets_write_only_and_keeps_numbers_when_overwritten(tmp_path):
+    target = tmp_path / "accounts.proto"
+    for fields in ("id,email,password", "id,is_staff,password,email"):
+        call_command("generateproto", "--model", "users.models.User", "--fields", fields, "--file", str(target))
+    text = target.read_text()
+
+    assert "password" not in text.split("message User {")[1].split("}")[0]
+    assert numbers(text, "User") == {"id": 1, "email": 2, "is_staff": 3}
+    assert numbers(text, "UserCreateRequest") == {"email": 1, "password": 2, "is_staff": 3}
+
+
+class DraftV1(ModelProtoSerializer):
+    class Meta:
+        model = Post
+        fields = ["id", "owner", "title", "created"]
+        read_only_fields = ["id", "created"]
+
+
+class DraftV2(ModelProtoSerializer):
+    class Meta:
+        model = Post
+        fields = ["id", "owner", "description", "title", "created"]
+        read_only_fields = ["id", "created"]
+
+
+def test_check_fails_on_model_drift_and_passes_after_regenerating(settings, tmp_path, capsys):
+    def configure(serializer: str) -> None:
+        settings.GRPC_FRAMEWORK = {
+            **settings.GRPC_FRAMEWORK, "PROTO_DIR": str(tmp_path), "PROTOS": {"drafts": f"{__name__}.{serializer}"},
+        }
+
+    configure("DraftV1")
+    call_command("generateproto")
+    first = (tmp_path / "drafts.proto").read_text()
+    configure("DraftV2")
+
+    with pytest.raises(CommandError, match="drafts.proto, drafts_pb2.py"):
+        call_command("generateproto", "--check")
+    assert "+  optional string description = 3;" in capsys.readouterr().out
+    assert (tmp_path / "drafts.proto").read_text() == first
+
+    call_command("generateproto")
+    call_command("generateproto", "--check")
+    after = (tmp_path / "drafts.proto").read_text()
+    assert numbers(after, "Post") == {**numbers(first, "Post"), "description": 5}
+    assert "description" in (tmp_path / "drafts_pb2.py").read_text()
+
+
+def test_regenerating_every_field_type_over_its_own_output_changes_nothing():
+    """The parser reads back every form the renderer writes: labels, well-known types, choice comments."""
+    contract = ProtoContract(package="samples", serializer_class=SampleProtoSerializer)
+    first = contract.render()
+
+    assert "string status = 10;  // one of: draft, published" in first
+    assert contract.render(first) == first
+    assert len(parse_proto(first)["Sample"].fields) == len(SAMPLE_FIELDS) - 1

@@ -1,4 +1,8 @@
-"""Write every configured .proto from its serializer and compile the Python stubs."""
+"""Write every configured .proto from its serializer and compile the Python stubs.
+
+Each .proto on disk is read first, so that every field keeps its number and
+removed fields stay reserved (see ``grpc_ext.protogen``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import import_string
 
-from grpc_ext.protogen import ProtoContract, compile_protos
+from grpc_ext.protogen import SECRET_FIELD_NAME, ContractError, ProtoContract, compile_protos
 from grpc_ext.serializers import ModelProtoSerializer
 from grpc_ext.settings import grpc_ext_settings
 
@@ -18,7 +22,8 @@ from grpc_ext.settings import grpc_ext_settings
 class Command(BaseCommand):
     help = (
         "Regenerate the protos listed in GRPC_FRAMEWORK['PROTOS'] from their serializers "
-        "and compile the Python stubs in place. --model/--fields/--file generate one proto "
+        "and compile the Python stubs in place. Field numbers are read from the .proto on disk "
+        "and kept; removed fields are reserved. --model/--fields/--file generate one proto "
         "for a model, as djangogrpcframework's command did."
     )
     requires_system_checks: list[str] = []
@@ -58,13 +63,21 @@ class Command(BaseCommand):
             proto_files = []
             for contract in contracts:
                 path = scratch / f"{contract.package}.proto"
-                path.write_text(contract.render())
+                path.write_text(self.render(contract, out_dir / path.name))
                 proto_files.append(path)
             try:
                 compile_protos(proto_files, root, scratch)
             except RuntimeError as exc:
                 raise CommandError(str(exc)) from exc
             return {path.name: path.read_text() for path in sorted(scratch.iterdir())}
+
+    def render(self, contract: ProtoContract, existing: Path | None) -> str:
+        """Render a contract, keeping the field numbers of the file already at ``existing``."""
+        previous = existing.read_text() if existing is not None and existing.exists() else None
+        try:
+            return contract.render(previous)
+        except ContractError as exc:
+            raise CommandError(str(exc)) from exc
 
     def check_up_to_date(self, generated: dict[str, str], out_dir: Path) -> None:
         """Print a unified diff of every stale file and fail if there is one."""
@@ -94,15 +107,22 @@ class Command(BaseCommand):
             for package, path in grpc_ext_settings.PROTOS.items()
         ]
 
+    def one_off_serializer(self, model, fields: list[str] | str) -> type[ModelProtoSerializer]:
+        """Return a serializer of ``fields``, where a field named like a secret is write-only."""
+        names = fields if isinstance(fields, list) else [field.name for field in model._meta.concrete_fields]
+        secret = {name: {"write_only": True} for name in names if SECRET_FIELD_NAME.search(name)}
+        meta = type("Meta", (), {"model": model, "fields": fields, "extra_kwargs": secret, "proto_class": None})
+        return type(f"{model.__name__}ProtoSerializer", (ModelProtoSerializer,), {"Meta": meta})
+
     def generate_one_off(self, model_path: str, fields: str | None, file: str | None) -> None:
         try:
             model = import_string(model_path)
         except ImportError as exc:
             raise CommandError(f"Cannot import model {model_path!r}: {exc}") from exc
         package = Path(file).stem if file else model.__name__.lower()
-        meta = type("Meta", (), {"model": model, "fields": fields.split(",") if fields else "__all__", "proto_class": None})
-        serializer_class = type(f"{model.__name__}ProtoSerializer", (ModelProtoSerializer,), {"Meta": meta})
-        proto = ProtoContract(package=package, serializer_class=serializer_class).render()
+        serializer_class = self.one_off_serializer(model, fields.split(",") if fields else "__all__")
+        contract = ProtoContract(package=package, serializer_class=serializer_class)
+        proto = self.render(contract, Path(file) if file else None)
         if file:
             Path(file).write_text(proto)
             self.stdout.write(f"Wrote {file}")
