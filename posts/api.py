@@ -18,6 +18,8 @@ class PostSerializer(serializers.ModelSerializer):
         model = Post
         fields = ["id", "owner", "title", "description", "created", "updated"]
         read_only_fields = ["id", "owner", "created", "updated"]
+        # PUT replaces every writable field, as gRPC's Update does: a field left out is reset.
+        extra_kwargs = {"description": {"default": ""}}
 
     def create(self, validated_data) -> Post:
         return post_create(**validated_data)

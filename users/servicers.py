@@ -33,7 +33,11 @@ class UserService(ModelService):
 
 
 class AuthService(Service):
-    """Exchange credentials for JWTs; the refresh token is the credential of Refresh and Logout."""
+    """Exchange credentials for JWTs; the refresh token is the credential of Refresh and Logout.
+
+    The ``authorization`` metadata is not read here, so that a client sending
+    an expired access token with every call can still refresh it.
+    """
 
     authentication_classes = []
     permission_classes = [AllowAny]
