@@ -64,17 +64,23 @@ class Service(framework_generics.GenericService):
 
     def get_authenticators(self) -> list:
         classes = self.authentication_classes
-        return [auth() for auth in (grpc_ext_settings.DEFAULT_AUTHENTICATION_CLASSES if classes is None else classes)]
+        if classes is None:
+            classes = grpc_ext_settings.DEFAULT_AUTHENTICATION_CLASSES
+        return [authentication() for authentication in classes]
 
     def get_permissions(self) -> list:
         """Return the permissions of this call; override to vary them by ``self.action``."""
         classes = self.permission_classes
-        return [permission() for permission in (grpc_ext_settings.DEFAULT_PERMISSION_CLASSES if classes is None else classes)]
+        if classes is None:
+            classes = grpc_ext_settings.DEFAULT_PERMISSION_CLASSES
+        return [permission() for permission in classes]
 
     def get_throttles(self) -> list:
         """Return the rate limits of this call; override to vary them by ``self.action``."""
         classes = self.throttle_classes
-        return [throttle() for throttle in (grpc_ext_settings.DEFAULT_THROTTLE_CLASSES if classes is None else classes)]
+        if classes is None:
+            classes = grpc_ext_settings.DEFAULT_THROTTLE_CLASSES
+        return [throttle() for throttle in classes]
 
     def perform_authentication(self) -> None:
         """Set ``user`` and ``auth`` from the first authenticator that recognises the call."""

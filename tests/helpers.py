@@ -60,8 +60,12 @@ class _AddMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInter
 
     def _details(self, details):
         return _CallDetails(
-            details.method, details.timeout, (*(details.metadata or ()), *self.metadata),
-            details.credentials, details.wait_for_ready, details.compression,
+            details.method,
+            details.timeout,
+            (*(details.metadata or ()), *self.metadata),
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
         )
 
     def intercept_unary_unary(self, continuation, client_call_details, request):

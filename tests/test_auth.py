@@ -143,7 +143,9 @@ def test_unverified_user_can_log_in_and_read_but_not_post(auth_stub, anon_posts_
     unverified = make_user(is_verified=False)
     tokens = login(auth_stub, unverified.email)
     metadata = auth_metadata(tokens.access)
-    assert anon_posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)), metadata=metadata).id == str(post.id)
+    assert anon_posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)), metadata=metadata).id == str(
+        post.id
+    )
     assert_status(
         lambda: anon_posts_stub.Create(posts_pb2.PostCreateRequest(title="Too soon"), metadata=metadata),
         grpc.StatusCode.PERMISSION_DENIED,

@@ -105,20 +105,31 @@ MISSING = str(uuid.uuid4())
 
 CASES = [
     # Malformed and missing ids.
-    pytest.param(lambda w: w.posts.Retrieve(P.PostRetrieveRequest(id=""), metadata=w.as_owner), INVALID, id="post id empty"),
-    pytest.param(lambda w: w.posts.Retrieve(P.PostRetrieveRequest(id="42"), metadata=w.as_owner), INVALID, id="post id 42"),
     pytest.param(
-        lambda w: w.posts.Retrieve(P.PostRetrieveRequest(id="not-a-uuid"), metadata=w.as_owner), INVALID, id="post id word"
+        lambda w: w.posts.Retrieve(P.PostRetrieveRequest(id=""), metadata=w.as_owner), INVALID, id="post id empty"
     ),
     pytest.param(
-        lambda w: w.posts.Retrieve(P.PostRetrieveRequest(id=w.pid + "0"), metadata=w.as_owner), INVALID, id="post id too long"
+        lambda w: w.posts.Retrieve(P.PostRetrieveRequest(id="42"), metadata=w.as_owner), INVALID, id="post id 42"
+    ),
+    pytest.param(
+        lambda w: w.posts.Retrieve(P.PostRetrieveRequest(id="not-a-uuid"), metadata=w.as_owner),
+        INVALID,
+        id="post id word",
+    ),
+    pytest.param(
+        lambda w: w.posts.Retrieve(P.PostRetrieveRequest(id=w.pid + "0"), metadata=w.as_owner),
+        INVALID,
+        id="post id too long",
     ),
     pytest.param(
         lambda w: w.posts.Update(P.PostUpdateRequest(id="'; DROP TABLE", title="x"), metadata=w.as_owner),
-        INVALID, id="update id injection",
+        INVALID,
+        id="update id injection",
     ),
     pytest.param(
-        lambda w: w.posts.Destroy(P.PostDestroyRequest(id="0" * 33), metadata=w.as_owner), INVALID, id="destroy id 33 zeros"
+        lambda w: w.posts.Destroy(P.PostDestroyRequest(id="0" * 33), metadata=w.as_owner),
+        INVALID,
+        id="destroy id 33 zeros",
     ),
     pytest.param(
         lambda w: w.users.Retrieve(U.UserRetrieveRequest(id="me"), metadata=w.as_owner), INVALID, id="user id word"
@@ -128,67 +139,96 @@ CASES = [
     ),
     pytest.param(
         lambda w: w.posts.Update(P.PostUpdateRequest(id=MISSING, title="x"), metadata=w.as_owner),
-        NOT_FOUND, id="update missing post",
+        NOT_FOUND,
+        id="update missing post",
     ),
     pytest.param(
-        lambda w: w.posts.Destroy(P.PostDestroyRequest(id=MISSING), metadata=w.as_owner), NOT_FOUND, id="destroy missing post"
+        lambda w: w.posts.Destroy(P.PostDestroyRequest(id=MISSING), metadata=w.as_owner),
+        NOT_FOUND,
+        id="destroy missing post",
     ),
     pytest.param(
-        lambda w: w.users.Destroy(U.UserDestroyRequest(id=MISSING), metadata=w.as_owner), NOT_FOUND, id="destroy missing user"
+        lambda w: w.users.Destroy(U.UserDestroyRequest(id=MISSING), metadata=w.as_owner),
+        NOT_FOUND,
+        id="destroy missing user",
     ),
     # Post fields.
     pytest.param(lambda w: create_post(w, w.as_owner, title=""), INVALID, id="create empty title"),
     pytest.param(lambda w: create_post(w, w.as_owner, title="   "), INVALID, id="create blank title"),
     pytest.param(lambda w: create_post(w, w.as_owner, title="x" * 101), INVALID, id="create 101-char title"),
     pytest.param(
-        lambda w: w.posts.Update(P.PostUpdateRequest(id=w.pid, title=""), metadata=w.as_owner), INVALID, id="update empty title"
+        lambda w: w.posts.Update(P.PostUpdateRequest(id=w.pid, title=""), metadata=w.as_owner),
+        INVALID,
+        id="update empty title",
     ),
     pytest.param(
-        lambda w: w.posts.Update(P.PostUpdateRequest(id=w.pid, title="x" * 101, description="new"), metadata=w.as_owner),
-        INVALID, id="update 101-char title",
+        lambda w: w.posts.Update(
+            P.PostUpdateRequest(id=w.pid, title="x" * 101, description="new"), metadata=w.as_owner
+        ),
+        INVALID,
+        id="update 101-char title",
     ),
     pytest.param(
         lambda w: w.posts.PartialUpdate(
             P.PostPartialUpdateRequest(id=w.pid, title="", update_mask=mask("title")), metadata=w.as_owner
         ),
-        INVALID, id="partial empty title",
+        INVALID,
+        id="partial empty title",
     ),
     pytest.param(
         lambda w: w.posts.PartialUpdate(
-            P.PostPartialUpdateRequest(id=w.pid, title="x" * 101, description="y", update_mask=mask("title", "description")),
+            P.PostPartialUpdateRequest(
+                id=w.pid, title="x" * 101, description="y", update_mask=mask("title", "description")
+            ),
             metadata=w.as_owner,
         ),
-        INVALID, id="partial 101-char title with a valid path",
+        INVALID,
+        id="partial 101-char title with a valid path",
     ),
     # Field masks.
     pytest.param(
-        lambda w: w.posts.PartialUpdate(P.PostPartialUpdateRequest(id=w.pid, update_mask=mask("nope")), metadata=w.as_owner),
-        INVALID, id="mask unknown path",
+        lambda w: w.posts.PartialUpdate(
+            P.PostPartialUpdateRequest(id=w.pid, update_mask=mask("nope")), metadata=w.as_owner
+        ),
+        INVALID,
+        id="mask unknown path",
     ),
     pytest.param(
         lambda w: w.posts.PartialUpdate(
             P.PostPartialUpdateRequest(id=w.pid, title="ok", update_mask=mask("title", "owner")), metadata=w.as_owner
         ),
-        INVALID, id="mask read-only owner",
+        INVALID,
+        id="mask read-only owner",
     ),
     pytest.param(
-        lambda w: w.posts.PartialUpdate(P.PostPartialUpdateRequest(id=w.pid, update_mask=mask("created")), metadata=w.as_owner),
-        INVALID, id="mask read-only created",
+        lambda w: w.posts.PartialUpdate(
+            P.PostPartialUpdateRequest(id=w.pid, update_mask=mask("created")), metadata=w.as_owner
+        ),
+        INVALID,
+        id="mask read-only created",
     ),
     pytest.param(
-        lambda w: w.posts.PartialUpdate(P.PostPartialUpdateRequest(id=w.pid, update_mask=mask("id")), metadata=w.as_owner),
-        INVALID, id="mask id",
+        lambda w: w.posts.PartialUpdate(
+            P.PostPartialUpdateRequest(id=w.pid, update_mask=mask("id")), metadata=w.as_owner
+        ),
+        INVALID,
+        id="mask id",
     ),
     pytest.param(
         lambda w: w.users.PartialUpdate(
             U.UserPartialUpdateRequest(id=str(w.owner.id), update_mask=mask("is_staff")), metadata=w.as_owner
         ),
-        INVALID, id="mask is_staff",
+        INVALID,
+        id="mask is_staff",
     ),
     # Paging.
-    pytest.param(lambda w: w.posts.List(P.PostListRequest(page_size=-1), metadata=w.as_owner), INVALID, id="negative page_size"),
     pytest.param(
-        lambda w: w.posts.List(P.PostListRequest(page_token="garbage"), metadata=w.as_owner), INVALID, id="forged page_token"
+        lambda w: w.posts.List(P.PostListRequest(page_size=-1), metadata=w.as_owner), INVALID, id="negative page_size"
+    ),
+    pytest.param(
+        lambda w: w.posts.List(P.PostListRequest(page_token="garbage"), metadata=w.as_owner),
+        INVALID,
+        id="forged page_token",
     ),
     # Signup.
     pytest.param(lambda w: signup(w, "not-an-email"), INVALID, id="signup bad email"),
@@ -205,63 +245,77 @@ CASES = [
             U.UserPartialUpdateRequest(id=str(w.owner.id), email=w.other.email, update_mask=mask("email")),
             metadata=w.as_owner,
         ),
-        EXISTS, id="change email to a taken one",
+        EXISTS,
+        id="change email to a taken one",
     ),
     pytest.param(
         lambda w: w.users.PartialUpdate(
             U.UserPartialUpdateRequest(id=str(w.owner.id), password="123", update_mask=mask("password")),
             metadata=w.as_owner,
         ),
-        INVALID, id="change to a short password",
+        INVALID,
+        id="change to a short password",
     ),
     # Credentials.
     pytest.param(lambda w: w.posts.List(P.PostListRequest()), UNAUTHENTICATED, id="no token"),
-    pytest.param(
-        lambda w: create_post(w, auth_metadata(forged(w.owner))), UNAUTHENTICATED, id="forged token"
-    ),
+    pytest.param(lambda w: create_post(w, auth_metadata(forged(w.owner))), UNAUTHENTICATED, id="forged token"),
     pytest.param(lambda w: create_post(w, auth_metadata(expired(w.owner))), UNAUTHENTICATED, id="expired token"),
     pytest.param(lambda w: create_post(w, auth_metadata(w.refresh)), UNAUTHENTICATED, id="refresh token as access"),
     pytest.param(lambda w: create_post(w, auth_metadata("abc.def.ghi")), UNAUTHENTICATED, id="garbage token"),
-    pytest.param(lambda w: create_post(w, auth_metadata(w.inactive_token)), UNAUTHENTICATED, id="inactive user's token"),
+    pytest.param(
+        lambda w: create_post(w, auth_metadata(w.inactive_token)), UNAUTHENTICATED, id="inactive user's token"
+    ),
     pytest.param(
         lambda w: w.auth.Login(A.LoginRequest(email=w.owner.email, password="wrong-password-1")),
-        UNAUTHENTICATED, id="login wrong password",
+        UNAUTHENTICATED,
+        id="login wrong password",
     ),
     pytest.param(
         lambda w: w.auth.Login(A.LoginRequest(email="ghost@example.com", password=PASSWORD)),
-        UNAUTHENTICATED, id="login unknown email",
+        UNAUTHENTICATED,
+        id="login unknown email",
     ),
     pytest.param(lambda w: w.auth.Login(A.LoginRequest(password=PASSWORD)), INVALID, id="login empty email"),
     pytest.param(
         lambda w: w.auth.Refresh(A.RefreshRequest(refresh=str(AccessToken.for_user(w.owner)))),
-        UNAUTHENTICATED, id="refresh with an access token",
+        UNAUTHENTICATED,
+        id="refresh with an access token",
     ),
-    pytest.param(lambda w: w.auth.Refresh(A.RefreshRequest(refresh="abc.def.ghi")), UNAUTHENTICATED, id="refresh garbage"),
+    pytest.param(
+        lambda w: w.auth.Refresh(A.RefreshRequest(refresh="abc.def.ghi")), UNAUTHENTICATED, id="refresh garbage"
+    ),
     pytest.param(lambda w: w.auth.Refresh(A.RefreshRequest()), INVALID, id="refresh empty"),
     pytest.param(lambda w: w.auth.Logout(A.LogoutRequest(refresh="abc.def.ghi")), UNAUTHENTICATED, id="logout garbage"),
     # Someone else's things.
     pytest.param(
         lambda w: w.posts.Update(P.PostUpdateRequest(id=str(w.others_post.id), title="Mine"), metadata=w.as_owner),
-        DENIED, id="update another's post",
+        DENIED,
+        id="update another's post",
     ),
     pytest.param(
         lambda w: w.posts.PartialUpdate(
             P.PostPartialUpdateRequest(id=str(w.others_post.id), title="Mine", update_mask=mask("title")),
             metadata=w.as_owner,
         ),
-        DENIED, id="partial update another's post",
+        DENIED,
+        id="partial update another's post",
     ),
     pytest.param(
         lambda w: w.posts.Destroy(P.PostDestroyRequest(id=str(w.others_post.id)), metadata=w.as_owner),
-        DENIED, id="destroy another's post",
+        DENIED,
+        id="destroy another's post",
     ),
     pytest.param(
-        lambda w: w.users.Update(U.UserUpdateRequest(id=str(w.other.id), email="x@example.com", password=PASSWORD), metadata=w.as_owner),
-        DENIED, id="update another user",
+        lambda w: w.users.Update(
+            U.UserUpdateRequest(id=str(w.other.id), email="x@example.com", password=PASSWORD), metadata=w.as_owner
+        ),
+        DENIED,
+        id="update another user",
     ),
     pytest.param(
         lambda w: w.users.Destroy(U.UserDestroyRequest(id=str(w.other.id)), metadata=w.as_owner),
-        DENIED, id="destroy another user",
+        DENIED,
+        id="destroy another user",
     ),
     pytest.param(lambda w: create_post(w, auth_metadata(w.unverified)), DENIED, id="unverified user posts"),
 ]

@@ -118,7 +118,9 @@ def test_no_credentials_is_unauthenticated(anon_posts_stub):
 
 def test_acting_on_someone_elses_post_is_permission_denied(anon_posts_stub, post):
     assert_status(
-        lambda: anon_posts_stub.Destroy(posts_pb2.PostDestroyRequest(id=str(post.id)), metadata=auth_metadata(make_user())),
+        lambda: anon_posts_stub.Destroy(
+            posts_pb2.PostDestroyRequest(id=str(post.id)), metadata=auth_metadata(make_user())
+        ),
         grpc.StatusCode.PERMISSION_DENIED,
         details_contain="owner",
     )

@@ -55,7 +55,8 @@ def test_a_user_may_not_change_or_delete_another_user(anon_users_stub, user, oth
     mask = field_mask_pb2.FieldMask(paths=["email"])
     for call in (
         lambda: anon_users_stub.Update(
-            users_pb2.UserUpdateRequest(id=str(user.id), email="hijack@example.com", password=PASSWORD), metadata=metadata
+            users_pb2.UserUpdateRequest(id=str(user.id), email="hijack@example.com", password=PASSWORD),
+            metadata=metadata,
         ),
         lambda: anon_users_stub.PartialUpdate(
             users_pb2.UserPartialUpdateRequest(id=str(user.id), email="hijack@example.com", update_mask=mask),
@@ -100,7 +101,9 @@ def test_every_post_rpc_needs_a_token(anon_posts_stub, post, call):
 
 def test_any_user_may_read_any_post(anon_posts_stub, post, other):
     metadata = auth_metadata(other)
-    assert anon_posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)), metadata=metadata).title == post.title
+    assert (
+        anon_posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)), metadata=metadata).title == post.title
+    )
     assert [message.id for message in anon_posts_stub.List(posts_pb2.PostListRequest(), metadata=metadata).posts] == [
         str(post.id)
     ]
@@ -115,7 +118,9 @@ def test_create_makes_the_caller_the_owner(anon_posts_stub, other):
 def test_only_the_owner_or_staff_may_change_or_delete_a_post(anon_posts_stub, post, other, staff):
     metadata = auth_metadata(other)
     for call in (
-        lambda: anon_posts_stub.Update(posts_pb2.PostUpdateRequest(id=str(post.id), title="Mine now"), metadata=metadata),
+        lambda: anon_posts_stub.Update(
+            posts_pb2.PostUpdateRequest(id=str(post.id), title="Mine now"), metadata=metadata
+        ),
         lambda: anon_posts_stub.PartialUpdate(
             posts_pb2.PostPartialUpdateRequest(
                 id=str(post.id), title="Mine now", update_mask=field_mask_pb2.FieldMask(paths=["title"])
@@ -149,7 +154,9 @@ def test_the_owner_may_change_and_delete_their_post(posts_stub, post):
 def test_permission_is_checked_before_the_request_is_validated(anon_posts_stub, post, other):
     """Someone else's post gives PERMISSION_DENIED, not a hint about what would be valid."""
     assert_status(
-        lambda: anon_posts_stub.Update(posts_pb2.PostUpdateRequest(id=str(post.id), title=""), metadata=auth_metadata(other)),
+        lambda: anon_posts_stub.Update(
+            posts_pb2.PostUpdateRequest(id=str(post.id), title=""), metadata=auth_metadata(other)
+        ),
         grpc.StatusCode.PERMISSION_DENIED,
     )
 

@@ -181,7 +181,10 @@ def test_missing_and_malformed_post_ids_are_404(author):
 
 def test_signup_rate_limit_is_429(client, db, settings):
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"signup": "1/hour"}}
-    assert client.post("/api/users/signup/", {"email": "a@example.com", "password": PASSWORD}, format="json").status_code == 201
+    assert (
+        client.post("/api/users/signup/", {"email": "a@example.com", "password": PASSWORD}, format="json").status_code
+        == 201
+    )
     response = client.post("/api/users/signup/", {"email": "b@example.com", "password": PASSWORD}, format="json")
     assert response.status_code == 429
     assert User.objects.count() == 1
@@ -192,7 +195,10 @@ def test_rest_and_grpc_logins_share_one_rate_limit_per_client(client, auth_stub,
     for _ in range(2):
         response = client.post("/api/users/login/", {"email": author.email, "password": "nope-nope-1"}, format="json")
         assert response.status_code == 401
-    assert client.post("/api/users/login/", {"email": author.email, "password": PASSWORD}, format="json").status_code == 429
+    assert (
+        client.post("/api/users/login/", {"email": author.email, "password": PASSWORD}, format="json").status_code
+        == 429
+    )
     assert_status(
         lambda: auth_stub.Login(auth_pb2.LoginRequest(email=author.email, password=PASSWORD)),
         grpc.StatusCode.RESOURCE_EXHAUSTED,
