@@ -26,3 +26,20 @@ def test_check_fails_and_shows_a_diff_when_a_committed_file_drifted(settings, tm
 def test_generated_grpc_module_imports_its_pb2_from_the_protos_package():
     module = importlib.import_module("protos.posts_pb2_grpc")
     assert module.protos_dot_posts__pb2 is importlib.import_module("protos.posts_pb2")
+
+
+def test_hand_written_protos_are_compiled_with_the_generated_ones(settings, tmp_path):
+    """Editing protos/auth.proto without regenerating leaves its stubs stale, and --check says so."""
+    for path in (settings.BASE_DIR / "protos").iterdir():
+        if path.is_file():
+            (tmp_path / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "auth.proto").write_text((tmp_path / "auth.proto").read_text().replace("Logout", "SignOut"))
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "PROTO_DIR": str(tmp_path)}
+    with pytest.raises(CommandError, match="auth_pb2"):
+        call_command("generateproto", "--check")
+
+
+def test_a_missing_hand_written_proto_is_a_command_error(settings):
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "STATIC_PROTOS": ["missing.proto"]}
+    with pytest.raises(CommandError, match="missing.proto"):
+        call_command("generateproto", "--check")
