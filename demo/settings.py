@@ -6,6 +6,7 @@ refused at start-up.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -49,6 +50,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
     # Before django_grpc_framework, so that its generateproto and
     # grpcrunserver replace the framework's commands of the same name.
     "grpc_ext",
@@ -115,8 +117,33 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
 
+# Rate limits count in Django's cache. A memory cache is per process: with
+# several server processes, use a shared cache (Redis, Memcached) instead.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "demo"},
+}
+
 REST_FRAMEWORK = {
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework_simplejwt.authentication.JWTAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": int(os.environ.get("API_PAGE_SIZE", "50")),
+    "EXCEPTION_HANDLER": "demo.api.exception_handler",
+    # Rates of the throttles shared by REST and gRPC (users/throttling.py), per client address.
+    "DEFAULT_THROTTLE_RATES": {
+        "signup": os.environ.get("SIGNUP_RATE", "10/hour"),
+        "login": os.environ.get("LOGIN_RATE", "10/minute"),
+    },
+    # The client address is REMOTE_ADDR; raise this behind that many trusted proxies.
+    "NUM_PROXIES": int(os.environ.get("NUM_PROXIES", "0")),
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=int(os.environ.get("JWT_ACCESS_LIFETIME", "300"))),
+    "REFRESH_TOKEN_LIFETIME": timedelta(seconds=int(os.environ.get("JWT_REFRESH_LIFETIME", "86400"))),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": True,
 }
 
 # djangogrpcframework's namespace, extended by grpc_ext (see grpc_ext/settings.py).
@@ -129,6 +156,10 @@ GRPC_FRAMEWORK = {
         "users": "users.serializers.UserProtoSerializer",
         "posts": "posts.serializers.PostProtoSerializer",
     },
+    "STATIC_PROTOS": ["auth.proto"],
+    # Every RPC needs an access token unless its service says otherwise.
+    "DEFAULT_AUTHENTICATION_CLASSES": ["grpc_ext.authentication.JWTAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["grpc_ext.permissions.IsAuthenticated"],
 }
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")

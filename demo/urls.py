@@ -1,8 +1,17 @@
-"""HTTP routes: the Django admin (the REST perimeter mounts under /api/)."""
+"""HTTP routes: the Django admin and the REST perimeter under /api/."""
 
 from django.contrib import admin
 from django.urls import path
 
+from posts.api import PostDetailView, PostListView
+from users.api import LoginView, LogoutView, SignupView, TokenRefreshView
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/users/signup/", SignupView.as_view(), name="signup"),
+    path("api/users/login/", LoginView.as_view(), name="login"),
+    path("api/users/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("api/users/logout/", LogoutView.as_view(), name="logout"),
+    path("api/posts/", PostListView.as_view(), name="post-list"),
+    path("api/posts/<uuid:pk>/", PostDetailView.as_view(), name="post-detail"),
 ]

@@ -1,20 +1,28 @@
 """Client errors as declarative exceptions, and the one map from errors to gRPC status.
 
 Services raise; ``grpc_ext.generics.Service`` catches and calls
-``abort_with_error``. Nothing else in the project calls ``context.abort``.
+``abort_with_error``. Nothing else in the project aborts an RPC. The status
+goes out twice, as gRPC asks: the code and a readable message, and the rich
+``google.rpc.Status`` in the trailers with a ``google.rpc.BadRequest`` (one
+field violation per field error) or a ``google.rpc.RetryInfo``.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import grpc
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.http import Http404
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.settings import api_settings
+from rest_framework_simplejwt.exceptions import TokenError
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +32,8 @@ class GrpcError(Exception):
 
     status_code = grpc.StatusCode.INTERNAL
     default_detail = "Internal server error."
+    #: Seconds after which a retry may succeed; sent as ``google.rpc.RetryInfo``.
+    retry_after: float | None = None
 
     def __init__(self, detail: str | None = None, *, field_errors: dict[str, list[str]] | None = None):
         self.detail = detail or self.default_detail
@@ -60,6 +70,10 @@ class ResourceExhausted(GrpcError):
     status_code = grpc.StatusCode.RESOURCE_EXHAUSTED
     default_detail = "Request was throttled."
 
+    def __init__(self, detail: str | None = None, *, retry_after: float | None = None):
+        self.retry_after = retry_after
+        super().__init__(detail)
+
 
 def flatten_field_errors(detail, prefix: str = "") -> dict[str, list[str]]:
     """Flatten DRF's nested error detail into ``{"field.path": [messages]}``."""
@@ -94,6 +108,22 @@ def describe_field_errors(field_errors: dict[str, list[str]]) -> str:
     )
 
 
+def django_error_codes(exc: DjangoValidationError) -> list[str]:
+    """Return the codes of every error a Django ``ValidationError`` holds."""
+    if hasattr(exc, "error_dict"):
+        return [error.code for errors in exc.error_dict.values() for error in errors]
+    return [error.code for error in exc.error_list]
+
+
+def auth_detail(detail) -> str:
+    """Render an authentication error's detail; simplejwt's is a dict with the reasons."""
+    if not isinstance(detail, dict):
+        return str(detail)
+    reasons = [str(message["message"]) for message in detail.get("messages", []) if "message" in message]
+    text = str(detail.get("detail", Unauthenticated.default_detail))
+    return f"{text}: {'; '.join(reasons)}." if reasons else text
+
+
 def to_grpc_error(exc: Exception) -> GrpcError | None:
     """Translate a known exception into a ``GrpcError``; ``None`` for unexpected ones."""
     if isinstance(exc, GrpcError):
@@ -104,15 +134,19 @@ def to_grpc_error(exc: Exception) -> GrpcError | None:
         return error_class(describe_field_errors(field_errors) or None, field_errors=field_errors)
     if isinstance(exc, DjangoValidationError):
         field_errors = flatten_field_errors(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
-        return InvalidArgument(describe_field_errors(field_errors) or None, field_errors=field_errors)
+        codes = django_error_codes(exc)
+        error_class = AlreadyExists if codes and all(code == "unique" for code in codes) else InvalidArgument
+        return error_class(describe_field_errors(field_errors) or None, field_errors=field_errors)
     if isinstance(exc, (Http404, ObjectDoesNotExist)):
         return NotFound(str(exc) or None)
     if isinstance(exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed):
-        return Unauthenticated(str(exc.detail))
+        return Unauthenticated(auth_detail(exc.detail))
+    if isinstance(exc, TokenError):
+        return Unauthenticated(f"Token is not valid: {exc}.")
     if isinstance(exc, drf_exceptions.PermissionDenied):
         return PermissionDenied(str(exc.detail))
     if isinstance(exc, drf_exceptions.Throttled):
-        return ResourceExhausted(str(exc.detail))
+        return ResourceExhausted(str(exc.detail), retry_after=exc.wait)
     if isinstance(exc, IntegrityError):
         return AlreadyExists("The object conflicts with one that already exists.")
     return None
@@ -131,4 +165,21 @@ def abort_with_error(exc: Exception, context: grpc.ServicerContext) -> None:
     if error is None:
         logger.exception("Unhandled error in RPC", exc_info=exc)
         error = GrpcError()
-    context.abort(error.status_code, error.detail)
+    context.abort_with_status(rpc_status.to_status(to_status_proto(error)))
+
+
+def to_status_proto(error: GrpcError) -> status_pb2.Status:
+    """Build the rich status: code, message and the details a client can act on."""
+    status = status_pb2.Status(code=error.status_code.value[0], message=error.detail)
+    if error.field_errors:
+        violations = [
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+            for field, messages in error.field_errors.items()
+            for message in messages
+        ]
+        status.details.add().Pack(error_details_pb2.BadRequest(field_violations=violations))
+    if error.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(timedelta(seconds=max(error.retry_after, 0)))
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return status

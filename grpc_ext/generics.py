@@ -6,7 +6,9 @@ streaming handler had produced anything, and let every exception end the RPC
 as UNKNOWN with a Python repr as its message. Here each handler's errors go
 through ``grpc_ext.exceptions.abort_with_error``, the one place that maps them
 to status codes, and the request-finished signal fires when the response,
-streamed or not, is complete.
+streamed or not, is complete. Before the handler runs, ``Service.initial``
+authenticates the caller and checks permissions and rate limits, as DRF's
+``APIView.initial`` does.
 """
 
 from __future__ import annotations
@@ -16,13 +18,23 @@ from collections.abc import Iterator
 from functools import update_wrapper
 
 import grpc
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db.models.query import QuerySet
 from django_grpc_framework import generics as framework_generics
 from django_grpc_framework.signals import grpc_request_finished, grpc_request_started
 
 from grpc_ext import mixins
-from grpc_ext.exceptions import InvalidArgument, NotFound, abort_with_error
+from grpc_ext.exceptions import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    abort_with_error,
+)
+from grpc_ext.settings import grpc_ext_settings
+from grpc_ext.throttling import client_request
 
 
 def _already_aborted(context: grpc.ServicerContext) -> bool:
@@ -31,7 +43,79 @@ def _already_aborted(context: grpc.ServicerContext) -> bool:
 
 
 class Service(framework_generics.GenericService):
-    """A generic service whose servicer maps every error to a gRPC status."""
+    """A generic service whose servicer maps every error to a gRPC status.
+
+    ``authentication_classes``, ``permission_classes`` and ``throttle_classes``
+    default to ``GRPC_FRAMEWORK['DEFAULT_*']``. Override ``get_permissions`` or
+    ``get_throttles`` for rules that depend on ``self.action``.
+    """
+
+    authentication_classes: list[type] | None = None
+    permission_classes: list[type] | None = None
+    throttle_classes: list[type] | None = None
+    user = AnonymousUser()
+    auth = None
+
+    def initial(self) -> None:
+        """Identify the caller, then check permissions and rate limits, before the handler runs."""
+        self.perform_authentication()
+        self.check_permissions()
+        self.check_throttles()
+
+    def get_authenticators(self) -> list:
+        classes = self.authentication_classes
+        if classes is None:
+            classes = grpc_ext_settings.DEFAULT_AUTHENTICATION_CLASSES
+        return [authentication() for authentication in classes]
+
+    def get_permissions(self) -> list:
+        """Return the permissions of this call; override to vary them by ``self.action``."""
+        classes = self.permission_classes
+        if classes is None:
+            classes = grpc_ext_settings.DEFAULT_PERMISSION_CLASSES
+        return [permission() for permission in classes]
+
+    def get_throttles(self) -> list:
+        """Return the rate limits of this call; override to vary them by ``self.action``."""
+        classes = self.throttle_classes
+        if classes is None:
+            classes = grpc_ext_settings.DEFAULT_THROTTLE_CLASSES
+        return [throttle() for throttle in classes]
+
+    def perform_authentication(self) -> None:
+        """Set ``user`` and ``auth`` from the first authenticator that recognises the call."""
+        for authenticator in self.get_authenticators():
+            result = authenticator.authenticate(self)
+            if result is not None:
+                self.user, self.auth = result
+                return
+
+    def check_permissions(self) -> None:
+        for permission in self.get_permissions():
+            if not permission.has_permission(self):
+                self.permission_denied(permission.message)
+
+    def check_object_permissions(self, obj) -> None:
+        """Check the caller may act on ``obj``; ``get_object`` calls this."""
+        for permission in self.get_permissions():
+            if not permission.has_object_permission(self, obj):
+                self.permission_denied(permission.message)
+
+    def permission_denied(self, message: str | None = None) -> None:
+        """Raise UNAUTHENTICATED for an anonymous caller, PERMISSION_DENIED otherwise."""
+        if self.auth is None:
+            raise Unauthenticated("Authentication credentials were not provided.")
+        raise PermissionDenied(message)
+
+    def check_throttles(self) -> None:
+        request = client_request(self)
+        waits = [throttle.wait() for throttle in self.get_throttles() if not throttle.allow_request(request, self)]
+        if waits:
+            retry_after = max((wait for wait in waits if wait is not None), default=None)
+            detail = "Request was throttled."
+            if retry_after is not None:
+                detail += f" Expected available in {int(retry_after) + 1} seconds."
+            raise ResourceExhausted(detail, retry_after=retry_after)
 
     @classmethod
     def as_servicer(cls, **initkwargs):
@@ -63,6 +147,7 @@ class Service(framework_generics.GenericService):
         def run(request, context):
             service = cls(**initkwargs)
             service.request, service.context, service.action = request, context, action
+            service.initial()
             return getattr(service, action)(request, context)
 
         def unary_handler(request, context):
@@ -117,9 +202,11 @@ class GenericService(Service):
                 field_errors={request_field: [f"{raw_value!r} is not a valid key."]},
             )
         try:
-            return queryset.get(**{lookup_field: value})
+            obj = queryset.get(**{lookup_field: value})
         except model.DoesNotExist:
             raise NotFound(f"{model.__name__} {value} not found.") from None
+        self.check_object_permissions(obj)
+        return obj
 
 
 class ModelService(

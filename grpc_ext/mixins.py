@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 
+from django.core.exceptions import FieldDoesNotExist
 from django.db import transaction
 from django_grpc_framework import mixins as framework_mixins
 from google.protobuf.message import Message
@@ -17,6 +18,14 @@ from google.protobuf.message import Message
 from grpc_ext.exceptions import InvalidArgument
 from grpc_ext.pagination import KeysetPagination
 from grpc_ext.serializers import message_to_dict
+
+
+def model_default(serializer, name: str):
+    """Return the model default of a serializer field: what an unset ``optional`` field resets to."""
+    try:
+        return serializer.Meta.model._meta.get_field(serializer.fields[name].source).get_default()
+    except FieldDoesNotExist:
+        return None
 
 
 class CreateModelMixin(framework_mixins.CreateModelMixin):
@@ -27,6 +36,28 @@ class CreateModelMixin(framework_mixins.CreateModelMixin):
 
 
 class UpdateModelMixin(framework_mixins.UpdateModelMixin):
+    """``Update``: replace every writable field; one left unset takes its model default."""
+
+    def Update(self, request, context):
+        instance = self.get_object()
+        serializer = self.get_serializer(instance, data=self.get_replacement_data(request))
+        serializer.is_valid(raise_exception=True)
+        self.perform_update(serializer)
+        return serializer.message
+
+    def get_replacement_data(self, request) -> dict:
+        """Return the request's writable fields, an unset ``optional`` one at its model default.
+
+        Write-only fields (a password) are the exception: unset means unchanged,
+        since they have no default to go back to.
+        """
+        data = message_to_dict(request)
+        serializer = self.get_serializer()
+        for name, field in serializer.fields.items():
+            if not (field.read_only or field.write_only or name in data):
+                data[name] = model_default(serializer, name)
+        return data
+
     def perform_update(self, serializer):
         """Save every writable field in one transaction."""
         with transaction.atomic():
@@ -85,7 +116,8 @@ class StreamModelMixin:
 class PartialUpdateModelMixin:
     """``PartialUpdate``: change only the paths of ``update_mask`` (AIP-134).
 
-    An empty mask means every field the request populates, as AIP-134 says.
+    An empty mask means every field the request populates, as AIP-134 says; a
+    masked ``optional`` field left unset goes back to its model default.
     """
 
     def PartialUpdate(self, request, context):
@@ -93,7 +125,7 @@ class PartialUpdateModelMixin:
         serializer = self.get_serializer(instance)
         data = message_to_dict(request)
         paths = self.get_update_paths(request, serializer.writable_field_names())
-        partial = {path: data.get(path) for path in paths}
+        partial = {path: data[path] if path in data else model_default(serializer, path) for path in paths}
         serializer = self.get_serializer(instance, data=partial, partial=True)
         serializer.is_valid(raise_exception=True)
         with transaction.atomic():

@@ -23,10 +23,21 @@ DEFAULTS = {
     "PROTO_DIR": "protos",
     # Seconds in-flight RPCs get to finish after SIGTERM or SIGINT.
     "SHUTDOWN_GRACE": 10.0,
+    # Hand-written .proto files in PROTO_DIR that generateproto compiles with the generated ones.
+    "STATIC_PROTOS": [],
+    # What a service uses when it does not say (as DRF's DEFAULT_* settings).
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["grpc_ext.permissions.AllowAny"],
+    "DEFAULT_THROTTLE_CLASSES": [],
 }
 
 # Interceptors are instantiated by grpc_ext.server, so they stay dotted paths here.
-IMPORT_STRINGS = ["ROOT_HANDLERS_HOOK"]
+IMPORT_STRINGS = [
+    "ROOT_HANDLERS_HOOK",
+    "DEFAULT_AUTHENTICATION_CLASSES",
+    "DEFAULT_PERMISSION_CLASSES",
+    "DEFAULT_THROTTLE_CLASSES",
+]
 
 grpc_ext_settings = GRPCSettings(None, DEFAULTS, IMPORT_STRINGS)
 

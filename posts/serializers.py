@@ -10,7 +10,8 @@ class PostProtoSerializer(ModelProtoSerializer):
         model = Post
         proto_class = "protos.posts_pb2.Post"
         fields = ["id", "owner", "title", "description", "created", "updated"]
-        read_only_fields = ["id", "created", "updated"]
+        # The owner is the caller, set by the service; a client cannot choose it.
+        read_only_fields = ["id", "owner", "created", "updated"]
 
     def create(self, validated_data) -> Post:
         return post_create(**validated_data)

@@ -54,40 +54,34 @@ class PostRetrieveRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class PostCreateRequest(_message.Message):
-    __slots__ = ("owner", "title", "description")
-    OWNER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("title", "description")
     TITLE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
-    owner: str
     title: str
     description: str
-    def __init__(self, owner: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    def __init__(self, title: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class PostUpdateRequest(_message.Message):
-    __slots__ = ("id", "owner", "title", "description")
+    __slots__ = ("id", "title", "description")
     ID_FIELD_NUMBER: _ClassVar[int]
-    OWNER_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     id: str
-    owner: str
     title: str
     description: str
-    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class PostPartialUpdateRequest(_message.Message):
-    __slots__ = ("id", "owner", "title", "description", "update_mask")
+    __slots__ = ("id", "title", "description", "update_mask")
     ID_FIELD_NUMBER: _ClassVar[int]
-    OWNER_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
     id: str
-    owner: str
     title: str
     description: str
     update_mask: _field_mask_pb2.FieldMask
-    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
 class PostDestroyRequest(_message.Message):
     __slots__ = ("id",)

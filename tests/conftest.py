@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from django.core.cache import cache
 from django.test import override_settings
 
 from grpc_ext.server import build_server
-from protos import posts_pb2_grpc, users_pb2_grpc
+from protos import auth_pb2_grpc, posts_pb2_grpc, users_pb2_grpc
 from tests.factories import make_post, make_user
+from tests.helpers import with_metadata
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,6 +32,14 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     connections["default"].settings_dict["CONN_MAX_AGE"] = 0
 
 
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Start every test with empty rate-limit counters (they live in the cache)."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture(scope="session")
 def grpc_address(django_db_setup, django_db_blocker):
     """Serve every service on 127.0.0.1:<free port> for the whole session."""
@@ -48,20 +58,40 @@ def grpc_channel(grpc_address):
 
 
 @pytest.fixture
-def users_stub(grpc_channel, transactional_db):
-    return users_pb2_grpc.UserControllerStub(grpc_channel)
-
-
-@pytest.fixture
-def posts_stub(grpc_channel, transactional_db):
-    return posts_pb2_grpc.PostControllerStub(grpc_channel)
-
-
-@pytest.fixture
 def user(transactional_db):
-    return make_user()
+    """A verified user: the one the ``*_stub`` fixtures call as."""
+    return make_user(is_verified=True)
 
 
 @pytest.fixture
 def post(user):
     return make_post(owner=user)
+
+
+@pytest.fixture
+def users_stub(grpc_channel, user):
+    """UserController, every call carrying ``user``'s access token."""
+    return users_pb2_grpc.UserControllerStub(with_metadata(grpc_channel, user))
+
+
+@pytest.fixture
+def posts_stub(grpc_channel, user):
+    """PostController, every call carrying ``user``'s access token."""
+    return posts_pb2_grpc.PostControllerStub(with_metadata(grpc_channel, user))
+
+
+@pytest.fixture
+def anon_users_stub(grpc_channel, transactional_db):
+    """UserController with no token; pass ``metadata=auth_metadata(...)`` to call as someone."""
+    return users_pb2_grpc.UserControllerStub(grpc_channel)
+
+
+@pytest.fixture
+def anon_posts_stub(grpc_channel, transactional_db):
+    """PostController with no token; pass ``metadata=auth_metadata(...)`` to call as someone."""
+    return posts_pb2_grpc.PostControllerStub(grpc_channel)
+
+
+@pytest.fixture
+def auth_stub(grpc_channel, transactional_db):
+    return auth_pb2_grpc.AuthControllerStub(grpc_channel)

@@ -154,6 +154,7 @@ def test_check_fails_on_model_drift_and_passes_after_regenerating(settings, tmp_
     def configure(serializer: str) -> None:
         settings.GRPC_FRAMEWORK = {
             **settings.GRPC_FRAMEWORK, "PROTO_DIR": str(tmp_path), "PROTOS": {"drafts": f"{__name__}.{serializer}"},
+            "STATIC_PROTOS": [],
         }
 
     configure("DraftV1")
@@ -181,3 +182,19 @@ def test_regenerating_every_field_type_over_its_own_output_changes_nothing():
     assert "string status = 10;  // one of: draft, published" in first
     assert contract.render(first) == first
     assert len(parse_proto(first)["Sample"].fields) == len(SAMPLE_FIELDS) - 1
+
+def test_hand_written_protos_are_compiled_with_the_generated_ones(settings, tmp_path):
+    """Editing protos/auth.proto without regenerating leaves its stubs stale, and --check says so."""
+    for path in (settings.BASE_DIR / "protos").iterdir():
+        if path.is_file():
+            (tmp_path / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "auth.proto").write_text((tmp_path / "auth.proto").read_text().replace("Logout", "SignOut"))
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "PROTO_DIR": str(tmp_path)}
+    with pytest.raises(CommandError, match="auth_pb2"):
+        call_command("generateproto", "--check")
+
+
+def test_a_missing_hand_written_proto_is_a_command_error(settings):
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "STATIC_PROTOS": ["missing.proto"]}
+    with pytest.raises(CommandError, match="missing.proto"):
+        call_command("generateproto", "--check")

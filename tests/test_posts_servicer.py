@@ -10,14 +10,12 @@ from google.protobuf import empty_pb2, field_mask_pb2
 
 from posts.models import Post
 from protos import posts_pb2
-from tests.factories import make_post, make_user
+from tests.factories import make_post
 from tests.helpers import assert_status
 
 
-def test_create_then_retrieve_round_trips_every_field(posts_stub, user):
-    created = posts_stub.Create(
-        posts_pb2.PostCreateRequest(owner=str(user.id), title="Hello", description="First words.")
-    )
+def test_create_then_retrieve_round_trips_every_field_and_the_caller_owns_the_post(posts_stub, user):
+    created = posts_stub.Create(posts_pb2.PostCreateRequest(title="Hello", description="First words."))
     row = Post.objects.get(pk=created.id)
     fetched = posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=created.id))
 
@@ -32,7 +30,7 @@ def test_create_then_retrieve_round_trips_every_field(posts_stub, user):
 
 def test_create_without_title_is_invalid_and_writes_nothing(posts_stub, user):
     assert_status(
-        lambda: posts_stub.Create(posts_pb2.PostCreateRequest(owner=str(user.id))),
+        lambda: posts_stub.Create(posts_pb2.PostCreateRequest()),
         grpc.StatusCode.INVALID_ARGUMENT,
         details_contain="title",
     )
@@ -41,20 +39,17 @@ def test_create_without_title_is_invalid_and_writes_nothing(posts_stub, user):
 
 def test_create_with_101_character_title_is_invalid(posts_stub, user):
     assert_status(
-        lambda: posts_stub.Create(posts_pb2.PostCreateRequest(owner=str(user.id), title="x" * 101)),
+        lambda: posts_stub.Create(posts_pb2.PostCreateRequest(title="x" * 101)),
         grpc.StatusCode.INVALID_ARGUMENT,
         details_contain="no more than 100 characters",
     )
     assert Post.objects.count() == 0
 
 
-def test_create_with_unknown_owner_is_invalid(posts_stub, transactional_db):
-    assert_status(
-        lambda: posts_stub.Create(posts_pb2.PostCreateRequest(owner=str(uuid.uuid4()), title="Orphan")),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        details_contain="owner",
-    )
-    assert Post.objects.count() == 0
+def test_owner_is_not_in_any_request_message():
+    for request in (posts_pb2.PostCreateRequest, posts_pb2.PostUpdateRequest, posts_pb2.PostPartialUpdateRequest):
+        assert "owner" not in request.DESCRIPTOR.fields_by_name
+    assert "owner" in posts_pb2.Post.DESCRIPTOR.fields_by_name
 
 
 def test_retrieve_missing_id_is_not_found(posts_stub, transactional_db):
@@ -71,15 +66,13 @@ def test_retrieve_malformed_id_is_invalid_argument(posts_stub, transactional_db,
     assert_status(lambda: posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=bad_id)), grpc.StatusCode.INVALID_ARGUMENT)
 
 
-def test_update_replaces_every_writable_field_and_nothing_else(posts_stub, post):
-    new_owner = make_user()
-    updated = posts_stub.Update(
-        posts_pb2.PostUpdateRequest(id=str(post.id), owner=str(new_owner.id), title="New title", description="")
-    )
+def test_update_replaces_every_writable_field_and_nothing_else(posts_stub, user):
+    post = make_post(owner=user, title="Old title", description="Old words")
+    updated = posts_stub.Update(posts_pb2.PostUpdateRequest(id=str(post.id), title="New title"))
     row = Post.objects.get(pk=post.pk)
-    assert (row.owner_id, row.title, row.description) == (new_owner.id, "New title", "")
+    assert (row.owner_id, row.title, row.description) == (user.id, "New title", "")
     assert row.created == post.created
-    assert updated.title == "New title" and updated.owner == str(new_owner.id)
+    assert updated.title == "New title" and updated.description == "" and updated.owner == str(user.id)
 
 
 def test_partial_update_changes_only_the_masked_paths(posts_stub, user):

@@ -19,8 +19,8 @@ def test_user_message_has_no_password_field():
     assert "password" in users_pb2.UserCreateRequest.DESCRIPTOR.fields_by_name
 
 
-def test_create_then_retrieve_round_trips_every_field(users_stub, transactional_db):
-    created = users_stub.Create(users_pb2.UserCreateRequest(email="ada@example.com", password=PASSWORD))
+def test_create_then_retrieve_round_trips_every_field(anon_users_stub, users_stub):
+    created = anon_users_stub.Create(users_pb2.UserCreateRequest(email="ada@example.com", password=PASSWORD))
     row = User.objects.get(pk=created.id)
     fetched = users_stub.Retrieve(users_pb2.UserRetrieveRequest(id=created.id))
 
@@ -32,7 +32,7 @@ def test_create_then_retrieve_round_trips_every_field(users_stub, transactional_
     assert row.password != PASSWORD
 
 
-def test_password_never_appears_in_a_response_or_log_line(users_stub, transactional_db, caplog):
+def test_password_never_appears_in_a_response_or_log_line(users_stub, caplog):
     with caplog.at_level(logging.DEBUG):
         created = users_stub.Create(users_pb2.UserCreateRequest(email="secret@example.com", password=PASSWORD))
         listed = users_stub.List(users_pb2.UserListRequest())
@@ -52,18 +52,18 @@ def test_duplicate_email_is_already_exists(users_stub, user):
     assert User.objects.count() == 1
 
 
-def test_weak_password_is_invalid_and_creates_nobody(users_stub, transactional_db):
+def test_weak_password_is_invalid_and_creates_nobody(anon_users_stub):
     assert_status(
-        lambda: users_stub.Create(users_pb2.UserCreateRequest(email="weak@example.com", password="123")),
+        lambda: anon_users_stub.Create(users_pb2.UserCreateRequest(email="weak@example.com", password="123")),
         grpc.StatusCode.INVALID_ARGUMENT,
         details_contain="password",
     )
     assert not User.objects.exists()
 
 
-def test_bad_email_is_invalid(users_stub, transactional_db):
+def test_bad_email_is_invalid(anon_users_stub):
     assert_status(
-        lambda: users_stub.Create(users_pb2.UserCreateRequest(email="not-an-email", password=PASSWORD)),
+        lambda: anon_users_stub.Create(users_pb2.UserCreateRequest(email="not-an-email", password=PASSWORD)),
         grpc.StatusCode.INVALID_ARGUMENT,
         details_contain="email",
     )
@@ -99,18 +99,22 @@ def test_partial_update_cannot_touch_read_only_flags(users_stub, user):
     assert not User.objects.get(pk=user.pk).is_staff
 
 
-def test_destroy_then_retrieve_is_not_found(users_stub, user):
+def test_destroy_deletes_the_account_and_its_token_stops_working(users_stub, user):
     assert users_stub.Destroy(users_pb2.UserDestroyRequest(id=str(user.id))) == empty_pb2.Empty()
     assert not User.objects.filter(pk=user.pk).exists()
-    assert_status(lambda: users_stub.Retrieve(users_pb2.UserRetrieveRequest(id=str(user.id))), grpc.StatusCode.NOT_FOUND)
+    assert_status(
+        lambda: users_stub.Retrieve(users_pb2.UserRetrieveRequest(id=str(user.id))),
+        grpc.StatusCode.UNAUTHENTICATED,
+        details_contain="User not found",
+    )
 
 
-def test_retrieve_missing_id_is_not_found(users_stub, transactional_db):
+def test_retrieve_missing_id_is_not_found(users_stub):
     assert_status(lambda: users_stub.Retrieve(users_pb2.UserRetrieveRequest(id=str(uuid.uuid4()))), grpc.StatusCode.NOT_FOUND)
 
 
-def test_list_pages_walk_every_user_exactly_once(users_stub, transactional_db):
-    expected = {str(make_user().id) for _ in range(11)}
+def test_list_pages_walk_every_user_exactly_once(users_stub, user):
+    expected = {str(make_user().id) for _ in range(11)} | {str(user.id)}
     seen, token = [], ""
     while True:
         page = users_stub.List(users_pb2.UserListRequest(page_size=4, page_token=token))
@@ -118,9 +122,9 @@ def test_list_pages_walk_every_user_exactly_once(users_stub, transactional_db):
         token = page.next_page_token
         if not token:
             break
-    assert len(seen) == 11 and set(seen) == expected
+    assert len(seen) == 12 and set(seen) == expected
 
 
-def test_stream_sends_every_user(users_stub, transactional_db):
-    expected = {str(make_user().id) for _ in range(5)}
+def test_stream_sends_every_user(users_stub, user):
+    expected = {str(make_user().id) for _ in range(5)} | {str(user.id)}
     assert {message.id for message in users_stub.Stream(users_pb2.UserStreamRequest())} == expected

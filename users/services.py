@@ -1,10 +1,16 @@
-"""Writes on users: every transport (gRPC, REST, admin) calls these."""
+"""Writes on users and their sessions: every transport (gRPC, REST, admin) calls these."""
 
 from __future__ import annotations
 
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.serializers import (
+    TokenBlacklistSerializer,
+    TokenObtainPairSerializer,
+    TokenRefreshSerializer,
+)
 
 from users.models import User
 
@@ -38,3 +44,41 @@ def user_update(*, user: User, password: str | None = None, **fields) -> User:
         user.set_password(password)
     user.save()
     return user
+
+
+@transaction.atomic
+def auth_login(*, email: str, password: str) -> dict[str, str]:
+    """Return an access and a refresh token for an active user with these credentials.
+
+    An unknown email, a wrong password and an inactive account give the same
+    error, so a caller cannot learn which emails are registered.
+    """
+    serializer = TokenObtainPairSerializer(data={"email": email, "password": password})
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+@transaction.atomic
+def auth_refresh(*, refresh: str) -> dict[str, str]:
+    """Return a new access token and, as refresh tokens rotate, a new refresh token.
+
+    The refresh token given is blacklisted, so it works once.
+    """
+    serializer = TokenRefreshSerializer(data={"refresh": refresh})
+    try:
+        serializer.is_valid(raise_exception=True)
+    except TokenError as exc:
+        raise InvalidToken(exc.args[0]) from exc
+    except User.DoesNotExist as exc:
+        raise InvalidToken(TokenRefreshSerializer.default_error_messages["no_active_account"]) from exc
+    return dict(serializer.validated_data)
+
+
+@transaction.atomic
+def auth_logout(*, refresh: str) -> None:
+    """Blacklist the refresh token; access tokens already issued expire on their own."""
+    serializer = TokenBlacklistSerializer(data={"refresh": refresh})
+    try:
+        serializer.is_valid(raise_exception=True)
+    except TokenError as exc:
+        raise InvalidToken(exc.args[0]) from exc

@@ -1,8 +1,12 @@
 from grpc_ext.generics import ModelService
+from grpc_ext.permissions import AllowAny
 from tests.typesapp.models import Sample
 from tests.typesapp.serializers import SampleProtoSerializer
 
 
 class SampleService(ModelService):
+    """Open to anonymous callers: the type round-trip tests are not about auth."""
+
     queryset = Sample.objects.all()
     serializer_class = SampleProtoSerializer
+    permission_classes = [AllowAny]

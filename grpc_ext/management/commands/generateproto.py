@@ -65,6 +65,7 @@ class Command(BaseCommand):
                 path = scratch / f"{contract.package}.proto"
                 path.write_text(self.render(contract, out_dir / path.name))
                 proto_files.append(path)
+            proto_files.extend(self.copy_static_protos(out_dir, scratch))
             try:
                 compile_protos(proto_files, root, scratch)
             except RuntimeError as exc:
@@ -78,6 +79,18 @@ class Command(BaseCommand):
             return contract.render(previous)
         except ContractError as exc:
             raise CommandError(str(exc)) from exc
+
+    def copy_static_protos(self, out_dir: Path, scratch: Path) -> list[Path]:
+        """Copy the hand-written protos of ``GRPC_FRAMEWORK['STATIC_PROTOS']`` to be compiled too."""
+        copies = []
+        for name in grpc_ext_settings.STATIC_PROTOS:
+            source = out_dir / name
+            if not source.is_file():
+                raise CommandError(f"STATIC_PROTOS names {name}, but {source} does not exist.")
+            copy = scratch / name
+            copy.write_text(source.read_text())
+            copies.append(copy)
+        return copies
 
     def check_up_to_date(self, generated: dict[str, str], out_dir: Path) -> None:
         """Print a unified diff of every stale file and fail if there is one."""

@@ -1,0 +1,55 @@
+"""Rate limits shared by the REST API and gRPC: DRF throttles, fed a gRPC call.
+
+A throttle class is written once, as a DRF ``SimpleRateThrottle``; the REST
+views list it in ``throttle_classes`` and so do the gRPC services. For gRPC
+``client_request`` gives the throttle what it reads from a DRF request: the
+user and the client's address (the peer's IP, as ``REMOTE_ADDR``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from rest_framework.settings import api_settings
+from rest_framework.throttling import SimpleRateThrottle
+
+
+class ClientRateThrottle(SimpleRateThrottle):
+    """Limit requests per client address, at the rate ``DEFAULT_THROTTLE_RATES[scope]``.
+
+    The rate is read on every request, not once at import as DRF's class does,
+    so a changed setting (a test's, or an environment's) takes effect.
+    Counters live in Django's default cache.
+    """
+
+    def get_rate(self) -> str | None:
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+    def get_cache_key(self, request, view) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+@dataclass(frozen=True)
+class ClientRequest:
+    """The part of a DRF request a throttle reads, taken from a gRPC call."""
+
+    user: Any
+    META: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def peer_address(peer: str) -> str:
+    """Return the client address of a gRPC peer: ``ipv4:10.0.0.1:5000`` -> ``10.0.0.1``."""
+    kind, _, address = unquote(peer).partition(":")
+    if kind == "ipv4":
+        return address.rpartition(":")[0]
+    if kind == "ipv6":
+        return address.rpartition(":")[0].strip("[]")
+    return peer
+
+
+def client_request(service) -> ClientRequest:
+    """Describe the caller of ``service``'s RPC the way a DRF throttle expects."""
+    return ClientRequest(user=service.user, META={"REMOTE_ADDR": peer_address(service.context.peer())})

@@ -1,0 +1,188 @@
+"""The error contract: every status a client can get, with its rich details, through a real channel."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import grpc
+from google.protobuf import field_mask_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from posts.models import Post
+from protos import auth_pb2, posts_pb2, users_pb2
+from tests.factories import PASSWORD, make_post, make_user
+from tests.helpers import assert_status, auth_metadata, bad_request_fields
+from users.models import User
+
+
+def test_validation_error_is_invalid_argument_with_one_violation_per_field_error(posts_stub):
+    error = assert_status(
+        lambda: posts_stub.Create(posts_pb2.PostCreateRequest(title="")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        details_contain="title: This field may not be blank.",
+    )
+    status = rpc_status.from_call(error)
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert status.message == error.details()
+    assert bad_request_fields(error) == ["title"]
+
+
+def test_every_invalid_field_gets_its_own_violation(anon_users_stub):
+    error = assert_status(
+        lambda: anon_users_stub.Create(users_pb2.UserCreateRequest(email="not-an-email", password="")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert sorted(bad_request_fields(error)) == ["email", "password"]
+
+
+def test_violations_describe_the_problem(posts_stub):
+    error = assert_status(
+        lambda: posts_stub.Create(posts_pb2.PostCreateRequest(title="x" * 101)), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    bad_request = error_details_pb2.BadRequest()
+    rpc_status.from_call(error).details[0].Unpack(bad_request)
+    [violation] = bad_request.field_violations
+    assert violation.field == "title"
+    assert "no more than 100 characters" in violation.description
+
+
+def test_domain_validation_errors_carry_field_violations_too(anon_users_stub):
+    """The password validators run in users.services, not in the serializer."""
+    error = assert_status(
+        lambda: anon_users_stub.Create(users_pb2.UserCreateRequest(email="short@example.com", password="abc")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        details_contain="password: ",
+    )
+    assert set(bad_request_fields(error)) == {"password"}
+    assert len(bad_request_fields(error)) >= 2  # too short, and too common
+
+
+def test_email_already_registered_is_already_exists_with_the_field(anon_users_stub, user):
+    error = assert_status(
+        lambda: anon_users_stub.Create(users_pb2.UserCreateRequest(email=user.email, password=PASSWORD)),
+        grpc.StatusCode.ALREADY_EXISTS,
+        details_contain="email",
+    )
+    assert bad_request_fields(error) == ["email"]
+
+
+def test_changing_email_to_a_taken_one_is_already_exists(users_stub, user):
+    other = make_user()
+    assert_status(
+        lambda: users_stub.PartialUpdate(
+            users_pb2.UserPartialUpdateRequest(
+                id=str(user.id), email=other.email, update_mask=field_mask_pb2.FieldMask(paths=["email"])
+            )
+        ),
+        grpc.StatusCode.ALREADY_EXISTS,
+    )
+    assert User.objects.get(pk=user.pk).email == user.email
+
+
+def test_missing_object_is_not_found(posts_stub):
+    missing = str(uuid.uuid4())
+    assert_status(
+        lambda: posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=missing)),
+        grpc.StatusCode.NOT_FOUND,
+        details_contain=missing,
+    )
+
+
+def test_id_that_is_not_a_uuid_is_invalid_argument_on_the_id_field(posts_stub):
+    error = assert_status(
+        lambda: posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id="42")), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert bad_request_fields(error) == ["id"]
+
+
+def test_unknown_mask_path_is_invalid_argument_on_update_mask(posts_stub, post):
+    error = assert_status(
+        lambda: posts_stub.PartialUpdate(
+            posts_pb2.PostPartialUpdateRequest(id=str(post.id), update_mask=field_mask_pb2.FieldMask(paths=["nope"]))
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        details_contain="nope",
+    )
+    assert bad_request_fields(error) == ["update_mask"]
+
+
+def test_no_credentials_is_unauthenticated(anon_posts_stub):
+    assert_status(
+        lambda: anon_posts_stub.List(posts_pb2.PostListRequest()),
+        grpc.StatusCode.UNAUTHENTICATED,
+        details_contain="not provided",
+    )
+
+
+def test_acting_on_someone_elses_post_is_permission_denied(anon_posts_stub, post):
+    assert_status(
+        lambda: anon_posts_stub.Destroy(
+            posts_pb2.PostDestroyRequest(id=str(post.id)), metadata=auth_metadata(make_user())
+        ),
+        grpc.StatusCode.PERMISSION_DENIED,
+        details_contain="owner",
+    )
+    assert Post.objects.filter(pk=post.pk).exists()
+
+
+def test_rate_limit_is_resource_exhausted_with_retry_info(auth_stub, user, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"login": "1/minute"}}
+    auth_stub.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD))
+    error = assert_status(
+        lambda: auth_stub.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD)),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        details_contain="throttled",
+    )
+    retry_info = error_details_pb2.RetryInfo()
+    [detail] = rpc_status.from_call(error).details
+    assert detail.Unpack(retry_info)
+    assert 0 < retry_info.retry_delay.seconds <= 60
+
+
+def test_unexpected_error_is_internal_with_a_generic_message_and_a_logged_traceback(
+    posts_stub, post, monkeypatch, caplog
+):
+    def broken_selector():
+        raise RuntimeError("secret internals: /srv/app/db.py line 42")
+
+    monkeypatch.setattr("posts.servicers.post_list", broken_selector)
+    with caplog.at_level(logging.ERROR, logger="grpc_ext"):
+        error = assert_status(
+            lambda: posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id))), grpc.StatusCode.INTERNAL
+        )
+    assert error.details() == "Internal server error."
+    assert "secret" not in str(rpc_status.from_call(error))
+    assert "Traceback" in caplog.text and "secret internals" in caplog.text
+
+
+def test_unexpected_error_in_a_stream_is_internal_too(posts_stub, monkeypatch):
+    def broken_selector():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("posts.servicers.post_list", broken_selector)
+    assert_status(lambda: list(posts_stub.Stream(posts_pb2.PostStreamRequest())), grpc.StatusCode.INTERNAL)
+
+
+def test_failed_create_writes_nothing_even_after_a_partial_save(posts_stub, user, monkeypatch):
+    """A failure after the row was saved rolls the whole write back."""
+    import posts.serializers
+
+    def create_then_fail(**fields):
+        make_post(**fields)
+        raise RuntimeError("failure after the insert")
+
+    monkeypatch.setattr(posts.serializers, "post_create", create_then_fail)
+    assert_status(lambda: posts_stub.Create(posts_pb2.PostCreateRequest(title="Half")), grpc.StatusCode.INTERNAL)
+    assert not Post.objects.exists()
+
+
+def test_failed_destroy_deletes_nothing(posts_stub, post, monkeypatch):
+    def delete_then_fail(self, *args, **kwargs):
+        Post.objects.filter(pk=self.pk).delete()
+        raise RuntimeError("failure after the delete")
+
+    monkeypatch.setattr(Post, "delete", delete_then_fail)
+    assert_status(lambda: posts_stub.Destroy(posts_pb2.PostDestroyRequest(id=str(post.id))), grpc.StatusCode.INTERNAL)
+    assert Post.objects.filter(pk=post.pk).exists()

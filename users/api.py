@@ -1,0 +1,75 @@
+"""REST transport for signup and sessions: thin DRF views over ``users.services``."""
+
+from __future__ import annotations
+
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_simplejwt.authentication import JWTAuthentication
+
+from users.models import User
+from users.services import auth_login, auth_logout, auth_refresh, user_create
+from users.throttling import LoginThrottle, SignupThrottle
+
+
+class UserSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = User
+        fields = ["id", "email", "is_active", "is_verified", "is_staff", "date_joined"]
+        read_only_fields = fields
+
+
+class CredentialsSerializer(serializers.Serializer):
+    email = serializers.CharField()
+    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+
+
+class RefreshSerializer(serializers.Serializer):
+    refresh = serializers.CharField()
+
+
+class OpenView(APIView):
+    """An entry point for callers without a token.
+
+    It reads no ``Authorization`` header, so that a client sending an expired
+    access token with every request can still refresh it.
+    """
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    def get_authenticate_header(self, request) -> str:
+        """Keep bad credentials a 401 (DRF makes it a 403 for a view without authenticators)."""
+        return JWTAuthentication().authenticate_header(request)
+
+    def validated(self, serializer_class: type[serializers.Serializer]) -> dict:
+        serializer = serializer_class(data=self.request.data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+
+class SignupView(OpenView):
+    throttle_classes = [SignupThrottle]
+
+    def post(self, request):
+        user = user_create(**self.validated(CredentialsSerializer))
+        return Response(UserSerializer(user).data, status=status.HTTP_201_CREATED)
+
+
+class LoginView(OpenView):
+    throttle_classes = [LoginThrottle]
+
+    def post(self, request):
+        return Response(auth_login(**self.validated(CredentialsSerializer)))
+
+
+class TokenRefreshView(OpenView):
+    def post(self, request):
+        return Response(auth_refresh(**self.validated(RefreshSerializer)))
+
+
+class LogoutView(OpenView):
+    def post(self, request):
+        auth_logout(**self.validated(RefreshSerializer))
+        return Response(status=status.HTTP_204_NO_CONTENT)
