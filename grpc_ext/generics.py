@@ -19,10 +19,10 @@ import grpc
 from django.core.exceptions import ValidationError
 from django.db.models.query import QuerySet
 from django_grpc_framework import generics as framework_generics
-from django_grpc_framework.signals import grpc_request_finished, grpc_request_started
 
 from grpc_ext import mixins
-from grpc_ext.exceptions import InvalidArgument, NotFound, abort_with_error
+from grpc_ext.exceptions import InvalidArgument, NotFound, abort_with_error, to_grpc_error
+from grpc_ext.signals import grpc_got_request_exception, grpc_request_finished, grpc_request_started
 
 
 def _already_aborted(context: grpc.ServicerContext) -> bool:
@@ -72,6 +72,7 @@ class Service(framework_generics.GenericService):
             except Exception as exc:
                 if _already_aborted(context):
                     raise
+                _report_unexpected(cls, request, context, exc)
                 abort_with_error(exc, context)
             finally:
                 grpc_request_finished.send(sender=cls)
@@ -83,11 +84,22 @@ class Service(framework_generics.GenericService):
             except Exception as exc:
                 if _already_aborted(context):
                     raise
+                _report_unexpected(cls, request, context, exc)
                 abort_with_error(exc, context)
             finally:
                 grpc_request_finished.send(sender=cls)
 
         return stream_handler if streaming else unary_handler
+
+
+def _report_unexpected(sender, request, context: grpc.ServicerContext, exc: Exception) -> None:
+    """Send ``grpc_got_request_exception`` for an error no status is mapped to, as Django does for a 500."""
+    try:
+        expected = to_grpc_error(exc) is not None
+    except Exception:
+        expected = False
+    if not expected:
+        grpc_got_request_exception.send(sender=sender, request=request, context=context, exception=exc)
 
 
 def _forbid_evaluating_class_queryset():

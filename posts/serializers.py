@@ -11,6 +11,9 @@ class PostProtoSerializer(ModelProtoSerializer):
         proto_class = "protos.posts_pb2.Post"
         fields = ["id", "owner", "title", "description", "created", "updated"]
         read_only_fields = ["id", "created", "updated"]
+        # List filters: `owner` (a user id, exact) and `title_contains` (case-insensitive).
+        list_filters = {"owner": "exact", "title": "icontains"}
+        ordering_fields = ["created", "updated", "title"]
 
     def create(self, validated_data) -> Post:
         return post_create(**validated_data)
