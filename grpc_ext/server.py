@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -127,10 +128,18 @@ class GrpcServer:
         for name in ["", *self.service_names]:
             self.health.set(name, SERVING)
 
-    def stop(self, grace: float | None) -> None:
-        """Report NOT_SERVING, refuse new RPCs, and wait up to ``grace`` seconds for those in flight."""
+    def stop(self, grace: float | None, *, drain_delay: float = 0) -> threading.Event:
+        """Report NOT_SERVING, keep serving ``drain_delay`` seconds, then refuse new RPCs.
+
+        Return the event set once the RPCs in flight have finished, or were
+        cancelled after ``grace`` seconds. The delay gives load balancers that
+        probe health time to send new RPCs elsewhere: without it, an RPC sent
+        on an open connection just as the server stops is CANCELLED.
+        """
         self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        if drain_delay > 0:
+            time.sleep(drain_delay)
+        return self.server.stop(grace)
 
 
 def build_server(
@@ -190,12 +199,14 @@ def _debug() -> bool:
     return settings.DEBUG
 
 
-def serve_until_signalled(grpc_server: GrpcServer, *, grace: float) -> None:
-    """Start the server and drain it on SIGTERM or SIGINT: NOT_SERVING, no new RPCs, ``grace`` seconds for the rest."""
+def serve_until_signalled(grpc_server: GrpcServer, *, grace: float, drain_delay: float = 0) -> None:
+    """Start the server and drain it on SIGTERM or SIGINT (see ``GrpcServer.stop``)."""
     stop_requested = threading.Event()
 
     def request_stop(signum, frame):
-        logger.info("Received %s, draining (grace %.1fs)", signal.Signals(signum).name, grace)
+        logger.info(
+            "Received %s, draining (delay %.1fs, grace %.1fs)", signal.Signals(signum).name, drain_delay, grace
+        )
         stop_requested.set()
 
     # Under the autoreloader this runs in a thread, where signals cannot be
@@ -207,7 +218,7 @@ def serve_until_signalled(grpc_server: GrpcServer, *, grace: float) -> None:
         grpc_server.start()
         while not stop_requested.wait(timeout=1.0):
             pass
-        grpc_server.stop(grace)
+        grpc_server.stop(grace, drain_delay=drain_delay).wait()
         logger.info("Server stopped")
     finally:
         for sig, handler in previous.items():

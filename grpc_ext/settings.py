@@ -23,6 +23,9 @@ DEFAULTS = {
     "PROTO_DIR": "protos",
     # Seconds in-flight RPCs get to finish after SIGTERM or SIGINT.
     "SHUTDOWN_GRACE": 10.0,
+    # Seconds a draining server still accepts RPCs while health says NOT_SERVING,
+    # so that load balancers stop routing to it first.
+    "SHUTDOWN_DRAIN_DELAY": 0.0,
     # Worker threads per server process (concurrent RPCs); --max-workers overrides it.
     "MAX_WORKERS": 10,
     # Server reflection (grpcurl, buf curl); None means on when DEBUG is on.

@@ -26,10 +26,10 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
 def grpc_address(django_db_setup, django_db_blocker):
     """Serve every service on 127.0.0.1:<free port> for the whole session."""
     with django_db_blocker.unblock():
-        server = build_server("127.0.0.1:0", max_workers=4)
+        server = build_server("127.0.0.1:0", max_workers=4, reflection_enabled=True)
         server.start()
         yield f"127.0.0.1:{server.port}"
-        server.stop(grace=None)
+        server.stop(None).wait()
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,11 @@ class Command(BaseCommand):
             help="Seconds RPCs in flight get to finish on SIGTERM/SIGINT (default: SHUTDOWN_GRACE).",
         )
         parser.add_argument(
+            "--drain-delay", type=float, default=None,
+            help="Seconds to keep serving, health NOT_SERVING, before refusing new RPCs "
+            "(default: SHUTDOWN_DRAIN_DELAY).",
+        )
+        parser.add_argument(
             "--reflection", action=argparse.BooleanOptionalAction, default=None,
             help="Serve gRPC reflection, or not (default: REFLECTION, i.e. DEBUG).",
         )
@@ -58,6 +63,9 @@ class Command(BaseCommand):
         self.workers = options["workers"]
         self.max_workers = options["max_workers"] or grpc_ext_settings.MAX_WORKERS
         self.grace = options["grace"] if options["grace"] is not None else grpc_ext_settings.SHUTDOWN_GRACE
+        self.drain_delay = (
+            options["drain_delay"] if options["drain_delay"] is not None else grpc_ext_settings.SHUTDOWN_DRAIN_DELAY
+        )
         self.server_kwargs = {
             "max_workers": self.max_workers,
             "reflection_enabled": options["reflection"],
@@ -104,7 +112,7 @@ class Command(BaseCommand):
             f"Quit the server with {quit_command}."
         )
         self.stdout.flush()
-        serve_until_signalled(server, grace=self.grace)
+        serve_until_signalled(server, grace=self.grace, drain_delay=self.drain_delay)
 
     def run_workers(self) -> None:
         """Check the port, then serve from ``--workers`` processes until they are signalled."""
@@ -126,7 +134,7 @@ class Command(BaseCommand):
             sys.exit(1)
         self.stdout.write(f"Worker {os.getpid()}: {self.describe(server)}")
         self.stdout.flush()
-        serve_until_signalled(server, grace=self.grace)
+        serve_until_signalled(server, grace=self.grace, drain_delay=self.drain_delay)
 
     def describe(self, server: GrpcServer) -> str:
         scheme = "TLS" if server.secure else "plaintext"
