@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from grpc_ext.server import build_server
 from grpc_ext.signals import grpc_got_request_exception
 from posts.servicers import PostService
-from protos import posts_pb2, posts_pb2_grpc, users_pb2
+from protos import posts_pb2, users_pb2
 from tests.helpers import assert_status
 from tests.interceptors import PID_KEY
 
@@ -225,7 +225,9 @@ def test_client_errors_do_not_send_got_request_exception(posts_stub):
     received = []
     grpc_got_request_exception.connect(received.append)
     try:
-        assert_status(lambda: posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id="x")), grpc.StatusCode.INVALID_ARGUMENT)
+        assert_status(
+            lambda: posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id="x")), grpc.StatusCode.INVALID_ARGUMENT
+        )
     finally:
         grpc_got_request_exception.disconnect(received.append)
     assert received == []
@@ -236,7 +238,8 @@ def test_a_broken_persistent_connection_is_replaced_not_kept(posts_stub, post):
     """Persistent connections are health-checked at the start of each RPC, as in Django's request cycle."""
     database = connection.settings_dict
     terminate = (
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
     )
     database["CONN_MAX_AGE"] = None
     try:
