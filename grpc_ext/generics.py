@@ -22,7 +22,6 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db.models.query import QuerySet
 from django_grpc_framework import generics as framework_generics
-from django_grpc_framework.signals import grpc_request_finished, grpc_request_started
 
 from grpc_ext import mixins
 from grpc_ext.exceptions import (
@@ -32,8 +31,10 @@ from grpc_ext.exceptions import (
     ResourceExhausted,
     Unauthenticated,
     abort_with_error,
+    to_grpc_error,
 )
 from grpc_ext.settings import grpc_ext_settings
+from grpc_ext.signals import grpc_got_request_exception, grpc_request_finished, grpc_request_started
 from grpc_ext.throttling import client_request
 
 
@@ -157,6 +158,7 @@ class Service(framework_generics.GenericService):
             except Exception as exc:
                 if _already_aborted(context):
                     raise
+                _report_unexpected(cls, request, context, exc)
                 abort_with_error(exc, context)
             finally:
                 grpc_request_finished.send(sender=cls)
@@ -168,11 +170,22 @@ class Service(framework_generics.GenericService):
             except Exception as exc:
                 if _already_aborted(context):
                     raise
+                _report_unexpected(cls, request, context, exc)
                 abort_with_error(exc, context)
             finally:
                 grpc_request_finished.send(sender=cls)
 
         return stream_handler if streaming else unary_handler
+
+
+def _report_unexpected(sender, request, context: grpc.ServicerContext, exc: Exception) -> None:
+    """Send ``grpc_got_request_exception`` for an error no status is mapped to, as Django does for a 500."""
+    try:
+        expected = to_grpc_error(exc) is not None
+    except Exception:
+        expected = False
+    if not expected:
+        grpc_got_request_exception.send(sender=sender, request=request, context=context, exception=exc)
 
 
 def _forbid_evaluating_class_queryset():

@@ -40,7 +40,17 @@ class AccessLogInterceptor(grpc.ServerInterceptor):
         method = handler_call_details.method
 
         def log(context, started: float, failed: bool) -> None:
-            code = context.code() or (grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK)
+            code = context.code()
+            if code is None and failed:
+                # A stream the client cancelled, or whose deadline passed, is closed without a code.
+                remaining = context.time_remaining()
+                if context.is_active():
+                    code = grpc.StatusCode.UNKNOWN
+                elif remaining is not None and remaining <= 0:
+                    code = grpc.StatusCode.DEADLINE_EXCEEDED
+                else:
+                    code = grpc.StatusCode.CANCELLED
+            code = code or grpc.StatusCode.OK
             access_logger.info(
                 "rpc method=%s peer=%s code=%s duration_ms=%.2f",
                 method, context.peer(), code.name, (time.perf_counter() - started) * 1000,

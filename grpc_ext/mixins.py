@@ -16,6 +16,7 @@ from django_grpc_framework import mixins as framework_mixins
 from google.protobuf.message import Message
 
 from grpc_ext.exceptions import InvalidArgument
+from grpc_ext.filters import filter_list_request, get_list_filters, get_ordering_fields, parse_order_by
 from grpc_ext.pagination import KeysetPagination
 from grpc_ext.serializers import message_to_dict
 
@@ -78,18 +79,28 @@ class ListModelMixin:
 
     def List(self, request, context):
         queryset = self.filter_queryset(self.get_queryset())
+        queryset, applied_filters = self.filter_list_queryset(queryset, request)
         page = self.get_paginator(queryset).paginate(
-            queryset, page_size=request.page_size, page_token=request.page_token
+            queryset, page_size=request.page_size, page_token=request.page_token, filters=applied_filters
         )
         response_class = self.get_list_response_class()
         results_field = next(field.name for field in response_class.DESCRIPTOR.fields if field.is_repeated)
         serializer = self.get_serializer(page.rows, many=True)
         return response_class(**{results_field: serializer.message, "next_page_token": page.next_page_token})
 
+    def filter_list_queryset(self, queryset, request) -> tuple:
+        """Apply the request's filters (``Meta.list_filters``); return the queryset and the values applied."""
+        return filter_list_request(queryset, request, get_list_filters(self.get_serializer_class()))
+
+    def get_list_ordering(self, queryset) -> list[str]:
+        """Return the request's ``order_by`` (``Meta.ordering_fields`` only), else the default ordering."""
+        order_by = getattr(self.request, "order_by", "")
+        ordering = parse_order_by(order_by, get_ordering_fields(self.get_serializer_class())) if order_by else []
+        return ordering or self.ordering or list(queryset.model._meta.ordering) or [queryset.model._meta.pk.name]
+
     def get_paginator(self, queryset) -> KeysetPagination:
         """Return the paginator; override to page in another order."""
-        ordering = self.ordering or list(queryset.model._meta.ordering) or [queryset.model._meta.pk.name]
-        return KeysetPagination(ordering)
+        return KeysetPagination(self.get_list_ordering(queryset))
 
     def get_list_response_class(self) -> type[Message]:
         """Return ``<Message>ListResponse`` from the module of the serializer's proto class."""

@@ -47,19 +47,27 @@ class KeysetPagination:
             return grpc_ext_settings.PAGE_SIZE
         return min(requested, grpc_ext_settings.MAX_PAGE_SIZE)
 
-    def paginate(self, queryset: QuerySet, *, page_size: int, page_token: str) -> Page:
-        """Return the page after ``page_token`` (the first page for an empty token)."""
+    def paginate(
+        self, queryset: QuerySet, *, page_size: int, page_token: str, filters: dict[str, str] | None = None
+    ) -> Page:
+        """Return the page after ``page_token`` (the first page for an empty token).
+
+        A token is bound to the ordering and to ``filters`` (the request's
+        filter values): used with others it is refused, since its position
+        means nothing in another listing.
+        """
         ordering = self.get_ordering(queryset)
+        filters = filters or {}
         size = self.get_page_size(page_size)
         queryset = queryset.order_by(*ordering)
         if page_token:
-            values = self._decode(queryset.model, ordering, page_token)
+            values = self._decode(queryset.model, ordering, filters, page_token)
             queryset = queryset.filter(self._after(ordering, values))
         rows = list(queryset[: size + 1])
         if len(rows) <= size:
             return Page(rows, "")
         rows = rows[:size]
-        return Page(rows, self._encode(ordering, rows[-1]))
+        return Page(rows, self._encode(ordering, filters, rows[-1]))
 
     @staticmethod
     def _after(ordering: list[str], values: list) -> Q:
@@ -75,17 +83,23 @@ class KeysetPagination:
         return condition
 
     @staticmethod
-    def _encode(ordering: list[str], row: Model) -> str:
+    def _encode(ordering: list[str], filters: dict[str, str], row: Model) -> str:
         values = [row._meta.get_field(term.lstrip("-")).value_to_string(row) for term in ordering]
-        payload = json.dumps({"o": ordering, "v": values}, separators=(",", ":"))
+        payload = json.dumps({"o": ordering, "f": filters, "v": values}, separators=(",", ":"), sort_keys=True)
         return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
     @staticmethod
-    def _decode(model: type[Model], ordering: list[str], token: str) -> list:
+    def _decode(model: type[Model], ordering: list[str], filters: dict[str, str], token: str) -> list:
         invalid = InvalidArgument("page_token is not valid for this request.", field_errors={"page_token": ["Not a token this List returned."]})
         try:
             payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-            if payload["o"] != ordering or len(payload["v"]) != len(ordering):
+            if payload["o"] != ordering or payload["f"] != filters:
+                raise InvalidArgument(
+                    "page_token was returned for other filters or another order_by; "
+                    "send the same filters and order_by as the first page.",
+                    field_errors={"page_token": ["Not a token of this listing."]},
+                )
+            if len(payload["v"]) != len(ordering):
                 raise invalid
             return [
                 model._meta.get_field(term.lstrip("-")).to_python(raw)

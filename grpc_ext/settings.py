@@ -29,6 +29,23 @@ DEFAULTS = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["grpc_ext.permissions.AllowAny"],
     "DEFAULT_THROTTLE_CLASSES": [],
+    # Seconds a draining server still accepts RPCs while health says NOT_SERVING,
+    # so that load balancers stop routing to it first.
+    "SHUTDOWN_DRAIN_DELAY": 0.0,
+    # Worker threads per server process (concurrent RPCs); --max-workers overrides it.
+    "MAX_WORKERS": 10,
+    # Server reflection (grpcurl, buf curl); None means on when DEBUG is on.
+    "REFLECTION": None,
+    # grpc channel options as (name, value) pairs, e.g. message size limits.
+    "SERVER_OPTIONS": [
+        ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+        ("grpc.max_send_message_length", 4 * 1024 * 1024),
+    ],
+    # PEM files: serve TLS when TLS_CERT and TLS_KEY are set; with TLS_CLIENT_CA,
+    # require client certificates signed by it (mutual TLS).
+    "TLS_CERT": None,
+    "TLS_KEY": None,
+    "TLS_CLIENT_CA": None,
 }
 
 # Interceptors are instantiated by grpc_ext.server, so they stay dotted paths here.

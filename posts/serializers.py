@@ -12,6 +12,9 @@ class PostProtoSerializer(ModelProtoSerializer):
         fields = ["id", "owner", "title", "description", "created", "updated"]
         # The owner is the caller, set by the service; a client cannot choose it.
         read_only_fields = ["id", "owner", "created", "updated"]
+        # List filters: `owner` (a user id, exact) and `title_contains` (case-insensitive).
+        list_filters = {"owner": "exact", "title": "icontains"}
+        ordering_fields = ["created", "updated", "title"]
 
     def create(self, validated_data) -> Post:
         return post_create(**validated_data)

@@ -44,10 +44,10 @@ def fresh_rate_limits():
 def grpc_address(django_db_setup, django_db_blocker):
     """Serve every service on 127.0.0.1:<free port> for the whole session."""
     with django_db_blocker.unblock():
-        server, port = build_server("127.0.0.1:0", max_workers=4)
+        server = build_server("127.0.0.1:0", max_workers=4, reflection_enabled=True)
         server.start()
-        yield f"127.0.0.1:{port}"
-        server.stop(grace=None).wait()
+        yield f"127.0.0.1:{server.port}"
+        server.stop(None).wait()
 
 
 @pytest.fixture(scope="session")

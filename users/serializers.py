@@ -16,6 +16,9 @@ class UserProtoSerializer(ModelProtoSerializer):
         proto_class = "protos.users_pb2.User"
         fields = ["id", "email", "password", "is_active", "is_verified", "is_staff", "is_superuser", "date_joined"]
         read_only_fields = ["id", "is_active", "is_verified", "is_staff", "is_superuser", "date_joined"]
+        # List filter: `email`, the whole address, case-insensitive.
+        list_filters = {"email": "iexact"}
+        ordering_fields = ["date_joined", "email"]
         extra_kwargs = {"password": {"write_only": True, "style": {"input_type": "password"}}}
 
     def create(self, validated_data) -> User:

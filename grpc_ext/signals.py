@@ -1,0 +1,18 @@
+"""The RPC life cycle, as Django's request cycle has it.
+
+``grpc_request_started`` and ``grpc_request_finished`` are djangogrpcframework's
+(connected to ``reset_queries`` and ``close_old_connections``, as Django
+connects ``request_started``/``request_finished``); they are re-exported here
+so that receivers import every RPC signal from one place.
+``grpc_got_request_exception`` is Django's ``got_request_exception`` for RPCs:
+sent, inside the ``except`` block, for an error that maps to no status and
+so ends the RPC as INTERNAL.
+"""
+
+from django.dispatch import Signal
+from django_grpc_framework.signals import grpc_request_finished, grpc_request_started
+
+__all__ = ["grpc_got_request_exception", "grpc_request_finished", "grpc_request_started"]
+
+#: Sent with ``sender`` (the service class), ``request``, ``context`` and ``exception``.
+grpc_got_request_exception = Signal()
