@@ -64,24 +64,15 @@ class Service(framework_generics.GenericService):
         self.check_throttles()
 
     def get_authenticators(self) -> list:
-        classes = self.authentication_classes
-        if classes is None:
-            classes = grpc_ext_settings.DEFAULT_AUTHENTICATION_CLASSES
-        return [authentication() for authentication in classes]
+        return _instances(self.authentication_classes, "DEFAULT_AUTHENTICATION_CLASSES")
 
     def get_permissions(self) -> list:
         """Return the permissions of this call; override to vary them by ``self.action``."""
-        classes = self.permission_classes
-        if classes is None:
-            classes = grpc_ext_settings.DEFAULT_PERMISSION_CLASSES
-        return [permission() for permission in classes]
+        return _instances(self.permission_classes, "DEFAULT_PERMISSION_CLASSES")
 
     def get_throttles(self) -> list:
         """Return the rate limits of this call; override to vary them by ``self.action``."""
-        classes = self.throttle_classes
-        if classes is None:
-            classes = grpc_ext_settings.DEFAULT_THROTTLE_CLASSES
-        return [throttle() for throttle in classes]
+        return _instances(self.throttle_classes, "DEFAULT_THROTTLE_CLASSES")
 
     def perform_authentication(self) -> None:
         """Set ``user`` and ``auth`` from the first authenticator that recognises the call."""
@@ -176,6 +167,13 @@ class Service(framework_generics.GenericService):
                 grpc_request_finished.send(sender=cls)
 
         return stream_handler if streaming else unary_handler
+
+
+def _instances(classes: list[type] | None, default_setting: str) -> list:
+    """Instantiate ``classes``, or the classes of the ``GRPC_FRAMEWORK`` default when they are ``None``."""
+    if classes is None:
+        classes = getattr(grpc_ext_settings, default_setting)
+    return [cls() for cls in classes]
 
 
 def _report_unexpected(sender, request, context: grpc.ServicerContext, exc: Exception) -> None:
