@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "django_grpc_framework",
     "users",
     "posts",
+    "bench",
 ]
 
 MIDDLEWARE = [
