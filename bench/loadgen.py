@@ -65,18 +65,20 @@ def h2load(url: str, body: bytes, *, connections: int, streams: int, duration: f
             body_file.write_bytes(body)
             command += ["-d", str(body_file), "-H", "content-type: application/grpc", "-H", "te: trailers"]
         if duration:
-            command += ["-D", str(duration), "--warm-up-time", "1"]
+            command += ["-D", f"{duration:g}", "--warm-up-time", "1"]
         else:
             command += ["-n", str(requests or 1)]
         output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
         latencies = [int(line.split("\t")[2]) / 1000 for line in log_file.read_text().splitlines() if line]
-    seconds = float(re.search(r"finished in ([\d.]+)(m?s)", output).group(1))
-    if re.search(r"finished in [\d.]+ms", output):
-        seconds /= 1000
+    finished = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", output)
+    seconds = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored",
                      output)
     two_xx = int(re.search(r"status codes: (\d+) 2xx", output).group(1))
     succeeded = int(done.group(2))
+    if duration and float(finished.group(3)):
+        # The report's time includes the warm-up; its rate counts the main duration only.
+        seconds = succeeded / float(finished.group(3))
     failed = int(done.group(3)) + int(done.group(4)) + (succeeded - two_xx)
     data = re.search(r"traffic: .*\((\d+)\) data", output)
     data_bytes = int(data.group(1)) if data else 0
