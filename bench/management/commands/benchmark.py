@@ -130,10 +130,12 @@ class Command(BaseCommand):
         self.stdout.write(f"Seeding {self.rows:,} posts ...")
         post_id, owner_id = self.seed()
         results = {"grpc": {}, "drf": {}, "floor": {}}
-        expected_bytes = self.run_raw_floor(results["floor"])
+        self.run_raw_floor(results["floor"])
         with self.serving(start_grpc(server_url, 1)) as server:
             measure.verify_grpc(server, post_id, self.page_size)
-            self.run_grpc(server, results["grpc"], post_id, owner_id, expected_bytes)
+            self.run_grpc(server, results["grpc"], post_id, owner_id)
+            if not self.quick:
+                measure.verify_stream(server, self.rows)
         with self.serving(start_drf(server_url, 1)) as server:
             self.run_drf(server, results["drf"], post_id, owner_id)
         with self.serving(start_floor(self.rows)) as server:
@@ -154,18 +156,23 @@ class Command(BaseCommand):
     def median_of(self, run_once) -> loadgen.Run:
         return loadgen.median_run([run_once() for _ in range(self.repeat)])
 
-    def run_grpc(self, server: Server, out: dict, post_id: str, owner_id: str, expected_bytes: int) -> None:
+    def run_grpc(self, server: Server, out: dict, post_id: str, owner_id: str) -> None:
         kwargs = {"duration": self.duration, "quick": self.quick}
         retrieve = self.median_of(
             lambda: measure.grpc_retrieve(server, post_id, connections_=self.connections, **kwargs)
         )
         listed = self.median_of(lambda: measure.grpc_list(server, self.page_size, **kwargs))
-        before = Post.objects.using(ALIAS).count()
-        create = self.median_of(lambda: measure.grpc_create(server, owner_id, **kwargs))
-        out["_created"] = (Post.objects.using(ALIAS).count() - before, create.calls)
-        Post.objects.using(ALIAS).filter(title="Created by the benchmark").delete()
-        streams = [measure.grpc_stream(server, self.rows, expected_bytes, quick=self.quick) for _ in range(self.repeat)]
+        create = self.measure_create(out, lambda: measure.grpc_create(server, owner_id, **kwargs))
+        streams = [measure.grpc_stream(server, self.rows, quick=self.quick) for _ in range(self.repeat)]
         self.store(out, retrieve, listed, create, streams)
+
+    def measure_create(self, out: dict, run_once) -> loadgen.Run:
+        """Run Create; remember rows written and calls answered, then delete the new rows."""
+        before = Post.objects.using(ALIAS).count()
+        runs = [run_once() for _ in range(self.repeat)]
+        out["_created"] = (Post.objects.using(ALIAS).count() - before, sum(run.calls for run in runs))
+        Post.objects.using(ALIAS).filter(title="Created by the benchmark").delete()
+        return loadgen.median_run(runs)
 
     def run_drf(self, server: Server, out: dict, post_id: str, owner_id: str) -> None:
         kwargs = {"duration": self.duration, "quick": self.quick}
@@ -173,10 +180,7 @@ class Command(BaseCommand):
             lambda: measure.drf_retrieve(server, post_id, connections_=self.connections, **kwargs)
         )
         listed = self.median_of(lambda: measure.drf_list(server, self.page_size, **kwargs))
-        before = Post.objects.using(ALIAS).count()
-        create = self.median_of(lambda: measure.drf_create(server, owner_id, **kwargs))
-        out["_created"] = (Post.objects.using(ALIAS).count() - before, create.calls)
-        Post.objects.using(ALIAS).filter(title="Created by the benchmark").delete()
+        create = self.measure_create(out, lambda: measure.drf_create(server, owner_id, **kwargs))
         exports = [measure.drf_export(server, self.rows) for _ in range(self.repeat)]
         self.store(out, retrieve, listed, create, exports)
 
@@ -191,17 +195,16 @@ class Command(BaseCommand):
         out["create_rps"] = self.median_of(lambda: measure.grpc_create(server, post_id, **kwargs)).per_second
         wire_list = self.median_of(lambda: measure.grpc_list(server, 1000, **kwargs))
         out["list_over_wire_ms"] = wire_list.percentile(0.5)
-        stream, _ = measure.grpc_stream(server, self.rows, None, quick=self.quick)
+        stream, _ = measure.grpc_stream(server, self.rows, quick=self.quick)
         out["stream_over_wire_rows_per_s"] = stream.per_second
 
-    def run_raw_floor(self, out: dict) -> int:
-        """Time a raw cursor fetch plus protobuf encoding in this process; return the stream's bytes."""
+    def run_raw_floor(self, out: dict) -> None:
+        """Time a raw cursor fetch plus protobuf encoding in this process."""
         listed = measure.raw_list(ALIAS, self.page_size, repeat=max(5, self.repeat * 5))
         out["list_ms"] = listed.percentile(0.5)
         out["list_per_s"] = 1000 / out["list_ms"]
         streams = [measure.raw_stream(ALIAS) for _ in range(self.repeat)]
         out["stream_rows_per_s"] = loadgen.median([run.per_second for run, _ in streams])
-        return streams[0][1]
 
     def run_two_processes(self, server_url: str, results: dict, post_id: str) -> None:
         """Retrieve with two processes of each server, for the scaling figure."""
@@ -213,8 +216,7 @@ class Command(BaseCommand):
             run = self.median_of(lambda: measure.drf_retrieve(server, post_id, **kwargs))
             results["drf"]["retrieve_rps_2"] = run.per_second
 
-    @staticmethod
-    def store(out: dict, retrieve, listed, create, streams) -> None:
+    def store(self, out: dict, retrieve, listed, create, streams) -> None:
         out["retrieve_rps"] = retrieve.per_second
         out["retrieve_p50_ms"] = retrieve.percentile(0.5)
         out["retrieve_p99_ms"] = retrieve.percentile(0.99)
@@ -223,6 +225,7 @@ class Command(BaseCommand):
         out["create_rps"] = create.per_second
         out["stream_rows_per_s"] = loadgen.median([run.per_second for run, _ in streams])
         out["stream_rss_growth_mb"] = max(growth for _, growth in streams) / 1024
+        self.stdout.write("   " + ", ".join(f"{key} {report.fmt(value)}" for key, value in out.items() if key[0] != "_"))
 
     def check_creates(self, results: dict) -> None:
         """Every Create the load generator counted as done must have written its row."""
