@@ -109,6 +109,7 @@ class Command(BaseCommand):
                 yield url
             finally:
                 connections[ALIAS].close()
+                del connections[ALIAS]  # the next database gets a new connection object
                 del connections.settings[ALIAS]
 
     def seed(self) -> tuple[str, str]:
