@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "django_grpc_framework",
     "users",
     "posts",
+    "bench",
 ]
 
 MIDDLEWARE = [
@@ -98,6 +99,14 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Concurrent writers (the gRPC server's threads) queue for the write lock
+    # instead of failing with "database is locked" when a transaction that
+    # has read tries to write; WAL lets readers run during a write.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
+    )
 
 AUTH_USER_MODEL = "users.User"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -9,17 +9,34 @@ Replaces, in the framework's class:
   serializer imports before its stubs have been generated.
 Related objects are written as their key's string, the way the generated
 protos type them.
+
+Fast path (``grpc_ext.fastpath``): ``.message`` is built straight from the
+instance by converters compiled once per class, requests are read into a dict
+without JSON, and ``get_fields()`` is built once per class and copied. The
+reference path (DRF ``.data`` + ``json_format``) stays available as
+``reference_message`` and is what a serializer that cannot be compiled uses;
+``GRPC_FRAMEWORK["FAST_PATH"] = False`` turns the fast path off everywhere.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
+
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models.manager import BaseManager
 from django.utils.module_loading import import_string
 from django_grpc_framework import proto_serializers
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from rest_framework import relations
 from rest_framework.serializers import LIST_SERIALIZER_KWARGS, LIST_SERIALIZER_KWARGS_REMOVE
+
+from grpc_ext import fastpath
+from grpc_ext.protojson import message_to_dict
+from grpc_ext.settings import grpc_ext_settings
+
+logger = logging.getLogger(__name__)
 
 
 class StringPrimaryKeyRelatedField(relations.PrimaryKeyRelatedField):
@@ -35,50 +52,40 @@ class StringPrimaryKeyRelatedField(relations.PrimaryKeyRelatedField):
             self.fail("does_not_exist", pk_value=data)
 
 
-# Messages that carry free-form JSON, whose numbers protobuf holds as doubles.
-JSON_MESSAGE_TYPES = {"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"}
-
-# Integral doubles up to this magnitude are exact integers.
-MAX_EXACT_INTEGER = 2**53
 
 
-def message_to_dict(message: Message) -> dict:
-    """Return a message's fields as a dict, unset ``optional`` fields left out.
+def fast_path_enabled() -> bool:
+    return grpc_ext_settings.FAST_PATH
 
-    Fields without presence are always included, so a proto3 scalar that was
-    not sent arrives as its zero value ("" or 0) and is validated as such;
-    ``optional`` fields that were not set stay absent, as in a DRF request.
-    Numbers inside a ``Struct`` come back as ints when they are integral, so
-    ``{"n": 1}`` is stored as it was sent, not as ``{"n": 1.0}``.
+
+def serializes_instance(serializer) -> bool:
+    """Tell whether ``serializer.data`` is the representation of its instance (DRF's first case).
+
+    Otherwise (validated data without an instance, errors, or a missing
+    ``is_valid()`` call) ``.data`` decides, assertions included.
     """
-    data = json_format.MessageToDict(
-        message,
-        always_print_fields_with_no_presence=True,
-        preserving_proto_field_name=True,
-    )
-    for field in message.DESCRIPTOR.fields:
-        if field.message_type is not None and field.message_type.full_name in JSON_MESSAGE_TYPES and field.name in data:
-            data[field.name] = integral_numbers(data[field.name])
-    return data
-
-
-def integral_numbers(value):
-    """Return ``value`` with every integral float (exact as an int) turned into an int."""
-    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_EXACT_INTEGER:
-        return int(value)
-    if isinstance(value, dict):
-        return {key: integral_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [integral_numbers(item) for item in value]
-    return value
+    unvalidated = hasattr(serializer, "initial_data") and not hasattr(serializer, "_validated_data")
+    return serializer.instance is not None and not getattr(serializer, "_errors", None) and not unvalidated
 
 
 class ListProtoSerializer(proto_serializers.ListProtoSerializer):
-    pass
+    @property
+    def message(self) -> list[Message]:
+        """Return the list of messages, each row built by the child's compiled builder when it has one."""
+        if not hasattr(self, "_message"):
+            builder = self.child.get_message_builder() if serializes_instance(self) else None
+            if builder is None:
+                self._message = self.data_to_message(self.data)
+            else:
+                rows = self.instance.all() if isinstance(self.instance, BaseManager) else self.instance
+                self._message = builder.build_many(rows)
+        return self._message
 
 
 class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
     serializer_related_field = StringPrimaryKeyRelatedField
+    #: Build ``get_fields()`` once per class (see ``get_fields``).
+    cache_fields = True
 
     @classmethod
     def get_proto_class(cls) -> type[Message]:
@@ -89,7 +96,56 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
         return proto_class
 
     def message_to_data(self, message: Message) -> dict:
+        if fast_path_enabled():
+            return fastpath.read_message(message)
         return message_to_dict(message)
+
+    @property
+    def message(self) -> Message:
+        """Return the message for ``.data``, built from the instance by the compiled builder when possible."""
+        if not hasattr(self, "_message"):
+            builder = self.get_message_builder() if serializes_instance(self) else None
+            self._message = builder.build(self.instance) if builder else self.data_to_message(self.data)
+        return self._message
+
+    @property
+    def reference_message(self) -> Message:
+        """Return the message the reference path builds: DRF ``.data`` parsed by ``json_format``."""
+        return self.data_to_message(self.data)
+
+    @classmethod
+    def get_message_builder(cls) -> fastpath.MessageBuilder | None:
+        """Return the class's compiled builder, or ``None`` when the reference path must be used."""
+        if not fast_path_enabled():
+            return None
+        if "_message_builder" not in cls.__dict__:
+            try:
+                cls._message_builder = fastpath.MessageBuilder.compile(cls(), cls.get_proto_class())
+            except fastpath.NotCompilable as exc:
+                logger.info("%s keeps the reference path: %s", cls.__qualname__, exc)
+                cls._message_builder = None
+        return cls._message_builder
+
+    def to_message(self, instance) -> Message:
+        """Return the message for ``instance`` (fast path if compiled, reference path otherwise)."""
+        builder = self.get_message_builder()
+        if builder is not None:
+            return builder.build(instance)
+        return self.data_to_message(self.to_representation(instance))
+
+    def get_fields(self):
+        """Return the fields, built once per class and deep-copied, as DRF copies declared fields.
+
+        ``ModelSerializer.get_fields`` inspects the model on every call, which
+        costs more than the RPC's query. Set ``cache_fields = False`` on a
+        serializer whose fields depend on the instance or the context.
+        """
+        cls = type(self)
+        if not cls.cache_fields or not fast_path_enabled():
+            return super().get_fields()
+        if "_prototype_fields" not in cls.__dict__:
+            cls._prototype_fields = super().get_fields()
+        return copy.deepcopy(cls._prototype_fields)
 
     def data_to_message(self, data) -> Message:
         return json_format.ParseDict(data, self.get_proto_class()(), ignore_unknown_fields=True)

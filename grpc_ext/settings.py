@@ -21,6 +21,9 @@ DEFAULTS = {
     "PROTOS": {},
     # Directory the protos and stubs are written to, relative to BASE_DIR.
     "PROTO_DIR": "protos",
+    # Build messages with converters compiled per serializer class (grpc_ext.fastpath);
+    # False uses the reference path (DRF .data + json_format) everywhere.
+    "FAST_PATH": True,
     # Seconds in-flight RPCs get to finish after SIGTERM or SIGINT.
     "SHUTDOWN_GRACE": 10.0,
     # Hand-written .proto files in PROTO_DIR that generateproto compiles with the generated ones.

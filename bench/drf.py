@@ -1,0 +1,42 @@
+"""The DRF baseline: a plain ModelSerializer and generic views over Post, open to anyone.
+
+Deliberately independent of the project's REST perimeter (JWT, permissions):
+it measures what DRF itself costs per worker for the same rows.
+"""
+
+from __future__ import annotations
+
+from rest_framework import generics, serializers
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.permissions import AllowAny
+
+from posts.models import Post
+
+
+class PostSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Post
+        fields = ["id", "owner", "title", "description", "created", "updated"]
+        read_only_fields = ["id", "created", "updated"]
+
+
+class PostPagination(LimitOffsetPagination):
+    """``?limit=1000`` pages like the gRPC List; ``?limit=100000`` is the export."""
+
+    default_limit = 50
+    max_limit = 100_000
+
+
+class PostListCreate(generics.ListCreateAPIView):
+    queryset = Post.objects.all()
+    serializer_class = PostSerializer
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+    pagination_class = PostPagination
+
+
+class PostRetrieve(generics.RetrieveAPIView):
+    queryset = Post.objects.all()
+    serializer_class = PostSerializer
+    permission_classes = [AllowAny]
+    authentication_classes: list = []

@@ -1,0 +1,63 @@
+"""The floor: a plain grpcio servicer that answers every PostController RPC with prebuilt messages.
+
+No Django, no database: what grpcio itself costs per RPC and per streamed row.
+Run as ``python -m bench.floor PORT ROWS``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import uuid
+from concurrent import futures
+from datetime import datetime, timezone
+
+import grpc
+
+from protos import posts_pb2, posts_pb2_grpc
+
+
+def sample_post() -> posts_pb2.Post:
+    """Return a post shaped like the seeded ones."""
+    post = posts_pb2.Post(
+        id=str(uuid.uuid4()), owner=str(uuid.uuid4()), title="Benchmark post 1", description="x" * 120
+    )
+    now = datetime.now(timezone.utc)
+    post.created.FromDatetime(now)
+    post.updated.FromDatetime(now)
+    return post
+
+
+class FloorServicer(posts_pb2_grpc.PostControllerServicer):
+    def __init__(self, stream_rows: int):
+        self.post = sample_post()
+        self.page = posts_pb2.PostListResponse(posts=[self.post] * 1000)
+        self.stream_rows = stream_rows
+
+    def Retrieve(self, request, context):
+        return self.post
+
+    def Create(self, request, context):
+        return self.post
+
+    def List(self, request, context):
+        return self.page
+
+    def Stream(self, request, context):
+        post = self.post
+        for _ in range(self.stream_rows):
+            yield post
+
+
+def main(port: int, stream_rows: int) -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=10))
+    posts_pb2_grpc.add_PostControllerServicer_to_server(FloorServicer(stream_rows), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    signal.signal(signal.SIGTERM, lambda *args: server.stop(0))
+    print(f"floor serving on 127.0.0.1:{port}", flush=True)
+    server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]))

@@ -1,0 +1,283 @@
+"""Benchmark the gRPC API against Django REST framework and the plain-grpcio floor.
+
+For each database: create a scratch database, seed it, start the servers
+(``grpcrunserver`` and gunicorn with the same number of processes, and a
+plain grpcio servicer), drive them with h2load (gRPC over h2c) and wrk
+(HTTP/1.1), check every call succeeded, then print the table and save it as
+JSON and a chart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dj_database_url
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
+
+from bench import loadgen, measure, report
+from bench.processes import Server, start_drf, start_floor, start_grpc
+from posts.models import Post
+from users.models import User
+
+ALIAS = "benchmark"
+
+
+class Command(BaseCommand):
+    help = (
+        "Seed a scratch database, serve it over gRPC and DRF, load both (and the grpcio floor) "
+        "and print one table; save it as JSON and PNG."
+    )
+    requires_system_checks: list[str] = []
+
+    rows = 100_000
+    page_size = 1000
+    duration = 5.0
+    repeat = 3
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--database", action="append", dest="databases", metavar="URL",
+            help="'sqlite' (a file in a temporary directory) or postgres://user@host:port/NAME, a database "
+                 "that must not exist: it is created and dropped. Repeat for several (default: sqlite).",
+        )
+        parser.add_argument("--quick", action="store_true",
+                            help="Seconds, not minutes: 1,000 rows, Python clients, one run each (for CI).")
+        parser.add_argument("--rows", type=int, help=f"Posts to seed and stream (default {self.rows:,}).")
+        parser.add_argument("--duration", type=float, help=f"Seconds per load run (default {self.duration:.0f}).")
+        parser.add_argument("--repeat", type=int, help=f"Runs per measure; the median is kept (default {self.repeat}).")
+        parser.add_argument("--connections", type=int, default=4, help="Client connections for Retrieve.")
+        parser.add_argument("--output", default="bench/results", help="Directory for results.json and results.png.")
+
+    def handle(self, *args, **options):
+        self.quick = options["quick"]
+        if self.quick:
+            self.rows, self.page_size, self.repeat = 1000, 100, 1
+        self.rows = options["rows"] or self.rows
+        self.duration = options["duration"] or self.duration
+        self.repeat = options["repeat"] or self.repeat
+        self.connections = options["connections"]
+        self.check_tools()
+        document = {
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": report.machine(),
+            "settings": {"rows": self.rows, "page_size": self.page_size, "duration_s": self.duration,
+                         "repeat": self.repeat, "quick": self.quick, "connections": self.connections},
+            "databases": {},
+        }
+        for url in options["databases"] or ["sqlite"]:
+            label = "PostgreSQL" if url.startswith("postgres") else "SQLite"
+            self.stdout.write(f"== {label}")
+            with self.scratch_database(url) as server_url:
+                try:
+                    document["databases"][label] = self.run_all(server_url)
+                except measure.Failure as exc:
+                    raise CommandError(f"{label}: {exc}") from exc
+        self.write_results(document, Path(options["output"]))
+
+    # Set-up ---------------------------------------------------------------------------------
+
+    def check_tools(self) -> None:
+        missing = [] if self.quick else loadgen.missing_tools()
+        if missing:
+            raise CommandError(
+                f"{' and '.join(missing)} not found. Install them with `{loadgen.INSTALL_HINT}` "
+                "(Debian/Ubuntu), or use --quick."
+            )
+
+    @contextlib.contextmanager
+    def scratch_database(self, url: str) -> Iterator[str]:
+        """Create the database, register it as the ``benchmark`` alias, migrate it; drop it afterwards."""
+        with contextlib.ExitStack() as stack:
+            if url == "sqlite":
+                directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="benchmark-"))
+                url = f"sqlite:///{directory}/benchmark.sqlite3"
+            else:
+                stack.enter_context(postgres_database(url))
+            config = dj_database_url.parse(url, conn_max_age=600)
+            connections.settings[ALIAS] = connections.configure_settings(
+                {"default": connections.settings["default"], ALIAS: config}
+            )[ALIAS]
+            try:
+                call_command("migrate", database=ALIAS, verbosity=0)
+                yield url
+            finally:
+                connections[ALIAS].close()
+                del connections[ALIAS]  # the next database gets a new connection object
+                del connections.settings[ALIAS]
+
+    def seed(self) -> tuple[str, str]:
+        """Write 10 users and ``rows`` posts; return the id of one post and of its owner."""
+        users = User.objects.using(ALIAS).bulk_create(
+            [User(email=f"bench{index}@example.com", password="!") for index in range(10)]
+        )
+        batch = 5000
+        for start in range(0, self.rows, batch):
+            Post.objects.using(ALIAS).bulk_create(
+                Post(owner=users[index % len(users)], title=f"Benchmark post {index}", description="x" * 120)
+                for index in range(start, min(start + batch, self.rows))
+            )
+        post = Post.objects.using(ALIAS).order_by("created", "id").first()
+        return str(post.id), str(post.owner_id)
+
+    # The runs ----------------------------------------------------------------------------------
+
+    def run_all(self, server_url: str) -> dict:
+        self.stdout.write(f"Seeding {self.rows:,} posts ...")
+        post_id, owner_id = self.seed()
+        results = {"grpc": {}, "drf": {}, "floor": {}}
+        self.run_raw_floor(results["floor"])
+        with self.serving(start_grpc(server_url, 1)) as server:
+            measure.verify_grpc(server, post_id, self.page_size)
+            self.run_grpc(server, results["grpc"], post_id, owner_id)
+            if not self.quick:
+                measure.verify_stream(server, Post.objects.using(ALIAS).count())
+        with self.serving(start_drf(server_url, 1)) as server:
+            self.run_drf(server, results["drf"], post_id, owner_id)
+        with self.serving(start_floor(self.rows)) as server:
+            self.run_floor_server(server, results["floor"], post_id)
+        if not self.quick:
+            self.run_two_processes(server_url, results, post_id)
+        self.check_creates(results)
+        return results
+
+    @contextlib.contextmanager
+    def serving(self, server: Server) -> Iterator[Server]:
+        self.stdout.write(f"-- {server.name} on port {server.port}")
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    def median_of(self, run_once) -> loadgen.Run:
+        return loadgen.median_run([run_once() for _ in range(self.repeat)])
+
+    def run_grpc(self, server: Server, out: dict, post_id: str, owner_id: str) -> None:
+        kwargs = {"duration": self.duration, "quick": self.quick}
+        retrieve = self.median_of(
+            lambda: measure.grpc_retrieve(server, post_id, connections_=self.connections, **kwargs)
+        )
+        listed = self.median_of(lambda: measure.grpc_list(server, self.page_size, **kwargs))
+        create = self.measure_create(out, lambda: measure.grpc_create(server, owner_id, **kwargs))
+        streams = [measure.grpc_stream(server, self.rows, quick=self.quick) for _ in range(self.repeat)]
+        self.store(out, retrieve, listed, create, streams)
+
+    def measure_create(self, out: dict, run_once) -> loadgen.Run:
+        """Run Create; remember rows written and calls answered, then delete the new rows."""
+        before = Post.objects.using(ALIAS).count()
+        runs = [run_once() for _ in range(self.repeat)]
+        time.sleep(1)  # calls the load generator abandoned at the deadline may still be writing
+        out["_created"] = (Post.objects.using(ALIAS).count() - before, sum(run.calls for run in runs))
+        Post.objects.using(ALIAS).filter(title="Created by the benchmark").delete()
+        return loadgen.median_run(runs)
+
+    def run_drf(self, server: Server, out: dict, post_id: str, owner_id: str) -> None:
+        kwargs = {"duration": self.duration, "quick": self.quick}
+        retrieve = self.median_of(
+            lambda: measure.drf_retrieve(server, post_id, connections_=self.connections, **kwargs)
+        )
+        listed = self.median_of(lambda: measure.drf_list(server, self.page_size, **kwargs))
+        create = self.measure_create(out, lambda: measure.drf_create(server, owner_id, **kwargs))
+        exports = [measure.drf_export(server, self.rows) for _ in range(self.repeat)]
+        self.store(out, retrieve, listed, create, exports)
+
+    def run_floor_server(self, server: Server, out: dict, post_id: str) -> None:
+        kwargs = {"duration": self.duration, "quick": self.quick}
+        retrieve = self.median_of(
+            lambda: measure.grpc_retrieve(server, post_id, connections_=self.connections, **kwargs)
+        )
+        out["retrieve_rps"] = retrieve.per_second
+        out["retrieve_p50_ms"] = retrieve.percentile(0.5)
+        out["retrieve_p99_ms"] = retrieve.percentile(0.99)
+        out["create_rps"] = self.median_of(lambda: measure.grpc_create(server, post_id, **kwargs)).per_second
+        wire_list = self.median_of(lambda: measure.grpc_list(server, 1000, **kwargs))
+        out["list_over_wire_ms"] = wire_list.percentile(0.5)
+        stream, _ = measure.grpc_stream(server, self.rows, quick=self.quick)
+        out["stream_over_wire_rows_per_s"] = stream.per_second
+
+    def run_raw_floor(self, out: dict) -> None:
+        """Time a raw cursor fetch plus protobuf encoding in this process."""
+        listed = measure.raw_list(ALIAS, self.page_size, repeat=max(5, self.repeat * 5))
+        out["list_ms"] = listed.percentile(0.5)
+        out["list_per_s"] = 1000 / out["list_ms"]
+        streams = [measure.raw_stream(ALIAS) for _ in range(self.repeat)]
+        out["stream_rows_per_s"] = loadgen.median([run.per_second for run, _ in streams])
+
+    def run_two_processes(self, server_url: str, results: dict, post_id: str) -> None:
+        """Retrieve with two processes of each server, for the scaling figure."""
+        kwargs = {"duration": self.duration, "quick": self.quick, "connections_": self.connections * 2}
+        with self.serving(start_grpc(server_url, 2)) as server:
+            run = self.median_of(lambda: measure.grpc_retrieve(server, post_id, **kwargs))
+            results["grpc"]["retrieve_rps_2"] = run.per_second
+        with self.serving(start_drf(server_url, 2)) as server:
+            run = self.median_of(lambda: measure.drf_retrieve(server, post_id, **kwargs))
+            results["drf"]["retrieve_rps_2"] = run.per_second
+
+    def store(self, out: dict, retrieve, listed, create, streams) -> None:
+        out["retrieve_rps"] = retrieve.per_second
+        out["retrieve_p50_ms"] = retrieve.percentile(0.5)
+        out["retrieve_p99_ms"] = retrieve.percentile(0.99)
+        out["list_ms"] = listed.percentile(0.5)
+        out["list_per_s"] = listed.per_second
+        out["create_rps"] = create.per_second
+        out["stream_rows_per_s"] = loadgen.median([run.per_second for run, _ in streams])
+        out["stream_rss_growth_mb"] = max(growth for _, growth in streams) / 1024
+        self.stdout.write("   " + ", ".join(f"{key} {report.fmt(value)}" for key, value in out.items() if key[0] != "_"))
+
+    def check_creates(self, results: dict) -> None:
+        """Every Create the load generator counted as done must have written its row."""
+        for name in ("grpc", "drf"):
+            written, counted = results[name].pop("_created")
+            if written < counted:
+                raise measure.Failure(f"{name} Create: {counted} calls answered but {written} rows written")
+
+    # Output ------------------------------------------------------------------------------------
+
+    def write_results(self, document: dict, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        report.save_json(directory / "results.json", document)
+        report.save_chart(directory / "results.png", document)
+        machine = document["machine"]
+        self.stdout.write(
+            f"\nMachine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']}, {machine['os']}, "
+            f"Python {machine['python']}\n"
+        )
+        for label, results in document["databases"].items():
+            self.stdout.write(report.table(label, results) + "\n")
+            for name, value, met in report.targets(results):
+                self.stdout.write(f"  {'met ' if met else 'MISS'}  {name}: {value}")
+            self.stdout.write("")
+        self.stdout.write(f"Saved {directory / 'results.json'} and {directory / 'results.png'}.")
+
+
+@contextlib.contextmanager
+def postgres_database(url: str) -> Iterator[None]:
+    """Create the PostgreSQL database named in ``url`` and drop it afterwards; refuse one that exists."""
+    import psycopg2
+    from psycopg2 import sql
+
+    config = dj_database_url.parse(url)
+    name = config["NAME"]
+    admin = psycopg2.connect(dbname="postgres", user=config["USER"], password=config["PASSWORD"] or None,
+                             host=config["HOST"] or None, port=config["PORT"] or None)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+            if cursor.fetchone():
+                raise CommandError(f"Database {name!r} already exists. Name a scratch database the benchmark "
+                                   "may create and drop.")
+            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield
+        finally:
+            with admin.cursor() as cursor:
+                cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    finally:
+        admin.close()

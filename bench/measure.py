@@ -1,0 +1,225 @@
+"""The measurements, one function per row of the table, each for one kind of server."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timezone
+
+import grpc
+from django.db import connections
+
+from bench import loadgen
+from bench.loadgen import Run
+from bench.processes import Server
+from protos import posts_pb2, posts_pb2_grpc
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class Failure(Exception):
+    """A call did not succeed: the numbers would be meaningless."""
+
+
+def check(run: Run, what: str) -> Run:
+    if run.failed or not run.calls:
+        raise Failure(f"{what}: {run.failed} failed call(s), {run.calls} succeeded")
+    return run
+
+
+def grpc_url(server: Server, method: str) -> str:
+    return f"http://127.0.0.1:{server.port}/posts.PostController/{method}"
+
+
+# gRPC (the project's server and the plain-grpcio floor) -----------------------------------
+
+
+def grpc_retrieve(server: Server, post_id: str, *, duration: float, connections_: int, quick: bool) -> Run:
+    request = posts_pb2.PostRetrieveRequest(id=post_id)
+    if quick:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = posts_pb2_grpc.PostControllerStub(channel)
+            return check(loadgen.python_calls(lambda: stub.Retrieve(request), requests=200), "gRPC Retrieve")
+    run = loadgen.h2load(grpc_url(server, "Retrieve"), loadgen.grpc_frame(request),
+                         connections=connections_, streams=8, duration=duration)
+    return check(run, f"{server.name} Retrieve")
+
+
+def grpc_list(server: Server, page_size: int, *, duration: float, quick: bool) -> Run:
+    request = posts_pb2.PostListRequest(page_size=page_size)
+    if quick:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = posts_pb2_grpc.PostControllerStub(channel)
+            return check(loadgen.python_calls(lambda: stub.List(request), requests=10), "gRPC List")
+    run = loadgen.h2load(grpc_url(server, "List"), loadgen.grpc_frame(request),
+                         connections=1, streams=1, duration=duration)
+    return check(run, f"{server.name} List")
+
+
+def grpc_create(server: Server, owner_id: str, *, duration: float, quick: bool) -> Run:
+    request = posts_pb2.PostCreateRequest(owner=owner_id, title="Created by the benchmark", description="x" * 120)
+    if quick:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = posts_pb2_grpc.PostControllerStub(channel)
+            return check(loadgen.python_calls(lambda: stub.Create(request), requests=50), "gRPC Create")
+    run = loadgen.h2load(grpc_url(server, "Create"), loadgen.grpc_frame(request),
+                         connections=2, streams=2, duration=duration)
+    return check(run, f"{server.name} Create")
+
+
+def grpc_stream(server: Server, rows: int, *, quick: bool) -> tuple[Run, int]:
+    """Stream every row once; return the run (calls = rows) and the servers' RSS growth in kB."""
+    reset_peak_rss(server)
+    before = server.rss_kb()
+    started = time.perf_counter()
+    if quick:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            received = sum(1 for _ in posts_pb2_grpc.PostControllerStub(channel).Stream(posts_pb2.PostStreamRequest()))
+        if received != rows:
+            raise Failure(f"{server.name} Stream sent {received} rows, expected {rows}")
+        seconds = time.perf_counter() - started
+    else:
+        run = check(loadgen.h2load(grpc_url(server, "Stream"), loadgen.grpc_frame(posts_pb2.PostStreamRequest()),
+                                   connections=1, streams=1, requests=1), f"{server.name} Stream")
+        seconds = run.seconds
+    growth = server.peak_rss_kb() - before
+    return Run(calls=rows, failed=0, seconds=seconds, latencies_ms=[seconds * 1000]), growth
+
+
+def verify_grpc(server: Server, post_id: str, page_size: int) -> None:
+    """Check with a real gRPC client that the calls the load generator repeats end in status OK."""
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = posts_pb2_grpc.PostControllerStub(channel)
+        try:
+            post = stub.Retrieve(posts_pb2.PostRetrieveRequest(id=post_id), timeout=10)
+            page = stub.List(posts_pb2.PostListRequest(page_size=page_size), timeout=30)
+        except grpc.RpcError as exc:
+            raise Failure(f"{server.name}: {exc.code().name} {exc.details()}") from None
+    if not post.id or len(page.posts) != page_size:
+        raise Failure(f"{server.name}: Retrieve or List answered without the rows")
+
+
+def verify_stream(server: Server, rows: int) -> None:
+    """Check with a real gRPC client that Stream sends every row and ends in status OK."""
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = posts_pb2_grpc.PostControllerStub(channel)
+        try:
+            received = sum(1 for _ in stub.Stream(posts_pb2.PostStreamRequest(), timeout=120))
+        except grpc.RpcError as exc:
+            raise Failure(f"{server.name} Stream: {exc.code().name} {exc.details()}") from None
+    if received != rows:
+        raise Failure(f"{server.name} Stream sent {received} rows, expected {rows}")
+
+
+# DRF under gunicorn ------------------------------------------------------------------------
+
+
+def drf_retrieve(server: Server, post_id: str, *, duration: float, connections_: int, quick: bool) -> Run:
+    path = f"/bench/posts/{post_id}/"
+    if quick:
+        return check(loadgen.python_calls(lambda: loadgen.http_call(server.port, "GET", path), requests=200),
+                     "DRF Retrieve")
+    run = loadgen.wrk(f"http://127.0.0.1:{server.port}{path}", connections=connections_, duration=duration)
+    return check(run, f"{server.name} Retrieve")
+
+
+def drf_list(server: Server, page_size: int, *, duration: float, quick: bool) -> Run:
+    path = f"/bench/posts/?limit={page_size}"
+    if quick:
+        return check(loadgen.python_calls(lambda: loadgen.http_call(server.port, "GET", path), requests=10),
+                     "DRF List")
+    run = loadgen.wrk(f"http://127.0.0.1:{server.port}{path}", connections=1, duration=duration)
+    return check(run, f"{server.name} List")
+
+
+def drf_create(server: Server, owner_id: str, *, duration: float, quick: bool) -> Run:
+    body = json.dumps({"owner": owner_id, "title": "Created by the benchmark", "description": "x" * 120})
+    path = "/bench/posts/"
+    if quick:
+        return check(loadgen.python_calls(lambda: loadgen.http_call(server.port, "POST", path, body), requests=50),
+                     "DRF Create")
+    run = loadgen.wrk(f"http://127.0.0.1:{server.port}{path}", connections=4, duration=duration,
+                      method="POST", body=body)
+    return check(run, f"{server.name} Create")
+
+
+def drf_export(server: Server, rows: int) -> tuple[Run, int]:
+    """Fetch every row as one JSON list (DRF has no stream); return the run and the RSS growth in kB."""
+    reset_peak_rss(server)
+    before = server.rss_kb()
+    started = time.perf_counter()
+    content = loadgen.http_call(server.port, "GET", f"/bench/posts/?limit={rows}")
+    seconds = time.perf_counter() - started
+    growth = server.peak_rss_kb() - before
+    received = len(json.loads(content)["results"])
+    if received != rows:
+        raise Failure(f"{server.name} export sent {received} rows, expected {rows}")
+    return Run(calls=rows, failed=0, seconds=seconds, latencies_ms=[seconds * 1000]), growth
+
+
+def reset_peak_rss(server: Server) -> None:
+    """Reset VmHWM to the current RSS (Linux: ``5 > /proc/PID/clear_refs``), so the peak is this run's."""
+    for pid in server.serving_pids():
+        try:
+            with open(f"/proc/{pid}/clear_refs", "w") as file:
+                file.write("5")
+        except OSError:
+            pass
+
+
+# In-process floor: a raw cursor fetch plus protobuf encoding -------------------------------
+
+RAW_QUERY = (
+    "SELECT id, owner_id, title, description, created, updated FROM posts_post ORDER BY created DESC, id DESC"
+)
+
+
+def raw_post(row: tuple) -> posts_pb2.Post:
+    """Build a Post from a raw row, converting what the driver returns (SQLite: text; PostgreSQL: objects)."""
+    post_id, owner_id, title, description, created, updated = row
+    return posts_pb2.Post(
+        id=str(post_id if isinstance(post_id, uuid.UUID) else uuid.UUID(post_id)),
+        owner=str(owner_id if isinstance(owner_id, uuid.UUID) else uuid.UUID(owner_id)),
+        title=title,
+        description=description,
+        created=raw_timestamp(created),
+        updated=raw_timestamp(updated),
+    )
+
+
+def raw_timestamp(value) -> dict:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    delta = value - EPOCH
+    return {"seconds": delta.days * 86400 + delta.seconds, "nanos": delta.microseconds * 1000}
+
+
+def raw_list(alias: str, page_size: int, repeat: int) -> Run:
+    """Time fetching one page with a raw cursor and encoding it as a ListResponse."""
+    latencies = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        with connections[alias].cursor() as cursor:
+            cursor.execute(f"{RAW_QUERY} LIMIT {int(page_size)}")
+            posts = [raw_post(row) for row in cursor.fetchall()]
+        posts_pb2.PostListResponse(posts=posts).SerializeToString()
+        latencies.append((time.perf_counter() - started) * 1000)
+    total = sum(latencies) / 1000
+    return Run(calls=repeat, failed=0, seconds=total, latencies_ms=latencies)
+
+
+def raw_stream(alias: str, chunk_size: int = 1000) -> tuple[Run, int]:
+    """Time fetching every row in chunks and encoding each as a gRPC frame; return the run and the bytes."""
+    started = time.perf_counter()
+    rows = total_bytes = 0
+    with connections[alias].cursor() as cursor:
+        cursor.execute(RAW_QUERY)
+        while chunk := cursor.fetchmany(chunk_size):
+            for row in chunk:
+                total_bytes += len(loadgen.grpc_frame(raw_post(row)))
+            rows += len(chunk)
+    seconds = time.perf_counter() - started
+    return Run(calls=rows, failed=0, seconds=seconds, latencies_ms=[seconds * 1000]), total_bytes

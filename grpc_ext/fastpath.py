@@ -1,0 +1,247 @@
+"""Converters between model instances and proto messages, compiled once per class.
+
+The reference path of ``ModelProtoSerializer`` turns an instance into DRF's
+``.data`` (a dict of JSON-ready values), then parses that dict into a message
+with ``json_format.ParseDict``; requests go the other way through
+``MessageToDict``. Both walk strings and dicts for every field of every row.
+
+Here the same decisions are made once, from the serializer's fields and the
+message's descriptor: each readable field becomes one step "read this
+attribute, convert it, pass it to the message constructor". A serializer whose
+output cannot be reproduced exactly that way (a custom ``to_representation``,
+a method field, a nested serializer, a dotted source...) is not compiled, and
+keeps the reference path: the fast path never changes what a client receives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from operator import attrgetter
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.internal import type_checkers
+from google.protobuf.message import Message
+from rest_framework import fields as drf_fields
+from rest_framework import serializers
+from rest_framework.settings import ISO_8601, api_settings
+
+from grpc_ext.protojson import JSON_MESSAGE_TYPES, integral_numbers, message_to_dict
+
+logger = logging.getLogger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# DRF fields whose ``to_representation`` is a pure function of the value,
+# returning the Python type json_format would accept for a scalar proto field.
+PURE_SCALAR_FIELDS: tuple[type[drf_fields.Field], ...] = (
+    drf_fields.CharField,
+    drf_fields.UUIDField,
+    drf_fields.BooleanField,
+    drf_fields.IntegerField,
+    drf_fields.FloatField,
+    drf_fields.DecimalField,
+    drf_fields.DateField,
+    drf_fields.TimeField,
+    drf_fields.DurationField,
+    drf_fields.ChoiceField,
+)
+
+SCALAR_TYPES = {
+    FieldDescriptor.TYPE_STRING,
+    FieldDescriptor.TYPE_BOOL,
+    FieldDescriptor.TYPE_INT32,
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT32,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_SINT32,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_FIXED32,
+    FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED32,
+    FieldDescriptor.TYPE_SFIXED64,
+    FieldDescriptor.TYPE_DOUBLE,
+    FieldDescriptor.TYPE_FLOAT,
+}
+INT64_TYPES = {
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED64,
+}
+
+
+class NotCompilable(Exception):
+    """The serializer's output cannot be reproduced field by field; keep the reference path."""
+
+
+def timestamp_kwargs(field: drf_fields.DateTimeField) -> Callable[[datetime], Any]:
+    """Return a converter from a datetime to a ``Timestamp`` the way DRF's ISO string parses to one."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    def convert(value: datetime) -> Timestamp:
+        if value.tzinfo is None:
+            value = field.enforce_timezone(value)
+        delta = value - EPOCH
+        return Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
+
+    return convert
+
+
+def identity(value: Any) -> Any:
+    return value
+
+
+def field_converter(name: str, field: serializers.Field, proto_field: FieldDescriptor) -> tuple[str, Callable]:
+    """Return ``(attribute, converter)`` for one readable serializer field, or raise ``NotCompilable``."""
+    from grpc_ext.serializers import StringPrimaryKeyRelatedField
+
+    if field.source == "*" or len(field.source_attrs) != 1:
+        raise NotCompilable(f"{name}: source {field.source!r} is not a plain attribute")
+    if proto_field.is_repeated:
+        raise NotCompilable(f"{name}: repeated proto field")
+    attribute = field.source_attrs[0]
+    if isinstance(field, serializers.RelatedField):
+        overrides = type(field).to_representation is not StringPrimaryKeyRelatedField.to_representation
+        if not isinstance(field, StringPrimaryKeyRelatedField) or overrides or not field.use_pk_only_optimization():
+            raise NotCompilable(f"{name}: relation {type(field).__name__} is not a string primary key")
+        model_field = field.parent.Meta.model._meta.get_field(attribute)
+        return model_field.attname, str
+    message_type = proto_field.message_type.full_name if proto_field.message_type else None
+    if message_type == "google.protobuf.Timestamp" and isinstance(field, drf_fields.DateTimeField):
+        output_format = getattr(field, "format", api_settings.DATETIME_FORMAT)
+        if output_format is None or output_format.lower() != ISO_8601:
+            raise NotCompilable(f"{name}: datetime format {output_format!r} is not ISO 8601")
+        return attribute, timestamp_kwargs(field)
+    if message_type == "google.protobuf.Struct" and isinstance(field, drf_fields.JSONField) and not field.binary:
+        return attribute, identity
+    if message_type is None and proto_field.type in SCALAR_TYPES and isinstance(field, PURE_SCALAR_FIELDS):
+        if isinstance(field, drf_fields.DateTimeField):
+            raise NotCompilable(f"{name}: datetime to a scalar proto field")
+        return attribute, field.to_representation
+    raise NotCompilable(f"{name}: {type(field).__name__} to proto {message_type or proto_field.type}")
+
+
+class MessageBuilder:
+    """Build a message from a model instance: one attribute read and one conversion per field."""
+
+    def __init__(self, proto_class: type[Message], steps: list[tuple[str, str, Callable]]):
+        self.proto_class = proto_class
+        self.field_names = [name for name, _, _ in steps]
+        self._steps = [(name, attrgetter(attribute), convert) for name, attribute, convert in steps]
+
+    @classmethod
+    def compile(cls, serializer: serializers.Serializer, proto_class: type[Message]) -> MessageBuilder:
+        """Compile the builder for ``serializer``'s readable fields; raise ``NotCompilable`` if it has none."""
+        if type(serializer).to_representation is not serializers.Serializer.to_representation:
+            raise NotCompilable(f"{type(serializer).__name__} overrides to_representation")
+        descriptor: Descriptor = proto_class.DESCRIPTOR
+        json_names = {field.json_name for field in descriptor.fields} - set(descriptor.fields_by_name)
+        steps = []
+        for field in serializer._readable_fields:
+            name = field.field_name
+            proto_field = descriptor.fields_by_name.get(name)
+            if proto_field is None:
+                if name in json_names:
+                    raise NotCompilable(f"{name}: matches a proto field by its JSON name")
+                continue  # ParseDict(ignore_unknown_fields=True) drops it too.
+            attribute, convert = field_converter(name, field, proto_field)
+            steps.append((name, attribute, convert))
+        return cls(proto_class, steps)
+
+    def build(self, instance: Any) -> Message:
+        """Return the message for one instance; ``None`` attributes stay unset, as ParseDict leaves them."""
+        kwargs = {}
+        for name, get, convert in self._steps:
+            value = get(instance)
+            if value is not None:
+                kwargs[name] = convert(value)
+        return self.proto_class(**kwargs)
+
+    def build_many(self, instances: Iterable[Any]) -> list[Message]:
+        build = self.build
+        return [build(instance) for instance in instances]
+
+
+class DictReader:
+    """Read a request message into the dict ``MessageToDict`` would return, without JSON.
+
+    Options are those of ``grpc_ext.protojson.message_to_dict``: proto field
+    names, fields without presence always present. Scalars are copied as
+    json_format prints them (64-bit integers as strings, non-finite doubles as
+    "NaN"/"Infinity"), set message fields go through ``MessageToDict`` one by
+    one, so DRF validates exactly the values, and gives exactly the errors, of
+    the reference path. A message with repeated, map, enum or bytes fields is
+    read by ``MessageToDict`` as a whole.
+    """
+
+    def __init__(self, descriptor: Descriptor):
+        self.steps: list[tuple[str, bool, Callable]] | None = []
+        for field in descriptor.fields:
+            if field.is_repeated or field.type in (
+                FieldDescriptor.TYPE_ENUM,
+                FieldDescriptor.TYPE_BYTES,
+            ):
+                self.steps = None
+                return
+            if field.message_type is not None and field.message_type.full_name in JSON_MESSAGE_TYPES:
+                convert = json_value
+            elif field.message_type is not None:
+                convert = message_value
+            elif field.type in INT64_TYPES:
+                convert = str
+            elif field.type == FieldDescriptor.TYPE_DOUBLE:
+                convert = double_value
+            elif field.type == FieldDescriptor.TYPE_FLOAT:
+                convert = float_value
+            else:
+                convert = identity
+            self.steps.append((field.name, field.has_presence, convert))
+
+    def read(self, message: Message) -> dict:
+        if self.steps is None:
+            return message_to_dict(message)
+        data = {}
+        for name, has_presence, convert in self.steps:
+            if has_presence and not message.HasField(name):
+                continue
+            data[name] = convert(getattr(message, name))
+        return data
+
+
+def message_value(value: Message) -> Any:
+    return json_format.MessageToDict(value, always_print_fields_with_no_presence=True, preserving_proto_field_name=True)
+
+
+def json_value(value: Message) -> Any:
+    """Read a Struct/Value as ``message_to_dict`` does: integral numbers as ints."""
+    return integral_numbers(message_value(value))
+
+
+def double_value(value: float) -> float | str:
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def float_value(value: float) -> float | str:
+    special = double_value(value)
+    return special if isinstance(special, str) else type_checkers.ToShortestFloat(value)
+
+
+_readers: dict[Descriptor, DictReader] = {}
+
+
+def read_message(message: Message) -> dict:
+    """Return ``message`` as a dict, with a reader compiled once per message type."""
+    descriptor = message.DESCRIPTOR
+    reader = _readers.get(descriptor)
+    if reader is None:
+        reader = _readers[descriptor] = DictReader(descriptor)
+    return reader.read(message)
