@@ -35,7 +35,7 @@ def run(*args: str, **env: str) -> None:
 
 def ensure_virtualenv() -> None:
     """Create ``.venv`` and install the requirements unless they are already installed."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py itself runs on whatever python3 the user has
         sys.exit("Python 3.11 or newer is required.")
     digest = hashlib.sha256(b"".join((ROOT / name).read_bytes() for name in REQUIREMENTS)).hexdigest()
     if PYTHON.exists() and STAMP.exists() and STAMP.read_text() == digest:
@@ -124,7 +124,13 @@ def buf() -> None:
     print(f"buf breaking: protos keep the wire contract of {baseline}.", flush=True)
 
 
-COMMANDS = {"serve": serve, "test": test, "buf": buf}
+def lint() -> None:
+    """Check the code with ruff, the one linter and formatter (configured in pyproject.toml)."""
+    run(str(PYTHON), "-m", "ruff", "check", ".")
+    run(str(PYTHON), "-m", "ruff", "format", "--check", ".")
+
+
+COMMANDS = {"serve": serve, "test": test, "buf": buf, "lint": lint}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

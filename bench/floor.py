@@ -10,7 +10,7 @@ import signal
 import sys
 import uuid
 from concurrent import futures
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import grpc
 
@@ -22,7 +22,7 @@ def sample_post() -> posts_pb2.Post:
     post = posts_pb2.Post(
         id=str(uuid.uuid4()), owner=str(uuid.uuid4()), title="Benchmark post 1", description="x" * 120
     )
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     post.created.FromDatetime(now)
     post.updated.FromDatetime(now)
     return post

@@ -53,8 +53,16 @@ def grpc_frame(message: Message) -> bytes:
     return b"\x00" + len(payload).to_bytes(4, "big") + payload
 
 
-def h2load(url: str, body: bytes, *, connections: int, streams: int, duration: float | None = None,
-           requests: int | None = None, http1: bool = False) -> Run:
+def h2load(
+    url: str,
+    body: bytes,
+    *,
+    connections: int,
+    streams: int,
+    duration: float | None = None,
+    requests: int | None = None,
+    http1: bool = False,
+) -> Run:
     """Run h2load against ``url`` (a gRPC method when ``body`` is a frame) and parse its report."""
     with tempfile.TemporaryDirectory() as tmp:
         body_file, log_file = Path(tmp) / "body", Path(tmp) / "log"
@@ -72,8 +80,9 @@ def h2load(url: str, body: bytes, *, connections: int, streams: int, duration: f
         latencies = [int(line.split("\t")[2]) / 1000 for line in log_file.read_text().splitlines() if line]
     finished = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", output)
     seconds = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored",
-                     output)
+    done = re.search(
+        r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", output
+    )
     two_xx = int(re.search(r"status codes: (\d+) 2xx", output).group(1))
     succeeded = int(done.group(2))
     if duration and float(finished.group(3)):
@@ -97,8 +106,19 @@ def wrk(url: str, *, connections: int, duration: float, method: str = "GET", bod
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         script.write(WRK_SCRIPT.format(method=method, body=json.dumps(body) if body else "nil"))
         script.flush()
-        command = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration:.0f}s", "--latency",
-                   "-s", script.name, url]
+        command = [
+            "wrk",
+            "-t",
+            "1",
+            "-c",
+            str(connections),
+            "-d",
+            f"{duration:.0f}s",
+            "--latency",
+            "-s",
+            script.name,
+            url,
+        ]
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     calls = int(re.search(r"(\d+) requests in", output).group(1))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)

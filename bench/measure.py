@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import grpc
 from django.db import connections
@@ -15,7 +15,7 @@ from bench.loadgen import Run
 from bench.processes import Server
 from protos import posts_pb2, posts_pb2_grpc
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Failure(Exception):
@@ -41,8 +41,13 @@ def grpc_retrieve(server: Server, post_id: str, *, duration: float, connections_
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = posts_pb2_grpc.PostControllerStub(channel)
             return check(loadgen.python_calls(lambda: stub.Retrieve(request), requests=200), "gRPC Retrieve")
-    run = loadgen.h2load(grpc_url(server, "Retrieve"), loadgen.grpc_frame(request),
-                         connections=connections_, streams=8, duration=duration)
+    run = loadgen.h2load(
+        grpc_url(server, "Retrieve"),
+        loadgen.grpc_frame(request),
+        connections=connections_,
+        streams=8,
+        duration=duration,
+    )
     return check(run, f"{server.name} Retrieve")
 
 
@@ -52,8 +57,9 @@ def grpc_list(server: Server, page_size: int, *, duration: float, quick: bool) -
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = posts_pb2_grpc.PostControllerStub(channel)
             return check(loadgen.python_calls(lambda: stub.List(request), requests=10), "gRPC List")
-    run = loadgen.h2load(grpc_url(server, "List"), loadgen.grpc_frame(request),
-                         connections=1, streams=1, duration=duration)
+    run = loadgen.h2load(
+        grpc_url(server, "List"), loadgen.grpc_frame(request), connections=1, streams=1, duration=duration
+    )
     return check(run, f"{server.name} List")
 
 
@@ -63,8 +69,9 @@ def grpc_create(server: Server, owner_id: str, *, duration: float, quick: bool) 
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = posts_pb2_grpc.PostControllerStub(channel)
             return check(loadgen.python_calls(lambda: stub.Create(request), requests=50), "gRPC Create")
-    run = loadgen.h2load(grpc_url(server, "Create"), loadgen.grpc_frame(request),
-                         connections=2, streams=2, duration=duration)
+    run = loadgen.h2load(
+        grpc_url(server, "Create"), loadgen.grpc_frame(request), connections=2, streams=2, duration=duration
+    )
     return check(run, f"{server.name} Create")
 
 
@@ -80,8 +87,16 @@ def grpc_stream(server: Server, rows: int, *, quick: bool) -> tuple[Run, int]:
             raise Failure(f"{server.name} Stream sent {received} rows, expected {rows}")
         seconds = time.perf_counter() - started
     else:
-        run = check(loadgen.h2load(grpc_url(server, "Stream"), loadgen.grpc_frame(posts_pb2.PostStreamRequest()),
-                                   connections=1, streams=1, requests=1), f"{server.name} Stream")
+        run = check(
+            loadgen.h2load(
+                grpc_url(server, "Stream"),
+                loadgen.grpc_frame(posts_pb2.PostStreamRequest()),
+                connections=1,
+                streams=1,
+                requests=1,
+            ),
+            f"{server.name} Stream",
+        )
         seconds = run.seconds
     growth = server.peak_rss_kb() - before
     return Run(calls=rows, failed=0, seconds=seconds, latencies_ms=[seconds * 1000]), growth
@@ -118,8 +133,9 @@ def verify_stream(server: Server, rows: int) -> None:
 def drf_retrieve(server: Server, post_id: str, *, duration: float, connections_: int, quick: bool) -> Run:
     path = f"/bench/posts/{post_id}/"
     if quick:
-        return check(loadgen.python_calls(lambda: loadgen.http_call(server.port, "GET", path), requests=200),
-                     "DRF Retrieve")
+        return check(
+            loadgen.python_calls(lambda: loadgen.http_call(server.port, "GET", path), requests=200), "DRF Retrieve"
+        )
     run = loadgen.wrk(f"http://127.0.0.1:{server.port}{path}", connections=connections_, duration=duration)
     return check(run, f"{server.name} Retrieve")
 
@@ -127,8 +143,7 @@ def drf_retrieve(server: Server, post_id: str, *, duration: float, connections_:
 def drf_list(server: Server, page_size: int, *, duration: float, quick: bool) -> Run:
     path = f"/bench/posts/?limit={page_size}"
     if quick:
-        return check(loadgen.python_calls(lambda: loadgen.http_call(server.port, "GET", path), requests=10),
-                     "DRF List")
+        return check(loadgen.python_calls(lambda: loadgen.http_call(server.port, "GET", path), requests=10), "DRF List")
     run = loadgen.wrk(f"http://127.0.0.1:{server.port}{path}", connections=1, duration=duration)
     return check(run, f"{server.name} List")
 
@@ -137,10 +152,12 @@ def drf_create(server: Server, owner_id: str, *, duration: float, quick: bool) -
     body = json.dumps({"owner": owner_id, "title": "Created by the benchmark", "description": "x" * 120})
     path = "/bench/posts/"
     if quick:
-        return check(loadgen.python_calls(lambda: loadgen.http_call(server.port, "POST", path, body), requests=50),
-                     "DRF Create")
-    run = loadgen.wrk(f"http://127.0.0.1:{server.port}{path}", connections=4, duration=duration,
-                      method="POST", body=body)
+        return check(
+            loadgen.python_calls(lambda: loadgen.http_call(server.port, "POST", path, body), requests=50), "DRF Create"
+        )
+    run = loadgen.wrk(
+        f"http://127.0.0.1:{server.port}{path}", connections=4, duration=duration, method="POST", body=body
+    )
     return check(run, f"{server.name} Create")
 
 
@@ -170,9 +187,7 @@ def reset_peak_rss(server: Server) -> None:
 
 # In-process floor: a raw cursor fetch plus protobuf encoding -------------------------------
 
-RAW_QUERY = (
-    "SELECT id, owner_id, title, description, created, updated FROM posts_post ORDER BY created DESC, id DESC"
-)
+RAW_QUERY = "SELECT id, owner_id, title, description, created, updated FROM posts_post ORDER BY created DESC, id DESC"
 
 
 def raw_post(row: tuple) -> posts_pb2.Post:
@@ -192,7 +207,7 @@ def raw_timestamp(value) -> dict:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     delta = value - EPOCH
     return {"seconds": delta.days * 86400 + delta.seconds, "nanos": delta.microseconds * 1000}
 

@@ -93,7 +93,9 @@ def server_env(database_url: str) -> dict[str, str]:
     }
 
 
-def start(name: str, commands: list[list[str]], port: int, env: dict[str, str], *, workers_are_children=False) -> Server:
+def start(
+    name: str, commands: list[list[str]], port: int, env: dict[str, str], *, workers_are_children=False
+) -> Server:
     """Start ``commands`` (one per process) and wait until ``port`` answers."""
     server = Server(name, port, workers_are_children=workers_are_children)
     for command in commands:
@@ -122,9 +124,22 @@ def start_drf(database_url: str, workers: int) -> Server:
     """Start gunicorn with ``workers`` processes serving the DRF baseline."""
     port = free_port()
     command = [
-        sys.executable, "-m", "gunicorn", "bench.wsgi", "--bind", f"127.0.0.1:{port}",
-        "--workers", str(workers), "--worker-class", "gthread", "--threads", "4",
-        "--log-level", "warning", "--timeout", "120",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "bench.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "4",
+        "--log-level",
+        "warning",
+        "--timeout",
+        "120",
     ]
     env = {**server_env(database_url), "DJANGO_SETTINGS_MODULE": "bench.settings"}
     return start(f"drf x{workers}", [command], port, env, workers_are_children=True)

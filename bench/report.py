@@ -120,8 +120,9 @@ def save_chart(path: Path, document: dict) -> None:
         ("stream_rows_per_s", "Stream (rows/s)"),
     ]
     databases = list(document["databases"])
-    figure, axes = plt.subplots(len(databases), len(measures), figsize=(4 * len(measures), 3.2 * len(databases)),
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        len(databases), len(measures), figsize=(4 * len(measures), 3.2 * len(databases)), squeeze=False
+    )
     colours = {"grpc": "#2b7bba", "drf": "#d95f02", "floor": "#999999"}
     for row, database in enumerate(databases):
         results = document["databases"][database]
@@ -134,8 +135,9 @@ def save_chart(path: Path, document: dict) -> None:
             axis.set_title(f"{title}\n{database}", fontsize=9)
             axis.tick_params(labelsize=8)
             axis.set_yticks([])
-    figure.suptitle(f"{document['machine']['cpu']}, {document['machine']['cores']} cores — higher is better",
-                    fontsize=10)
+    figure.suptitle(
+        f"{document['machine']['cpu']}, {document['machine']['cores']} cores — higher is better", fontsize=10
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

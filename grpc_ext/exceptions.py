@@ -103,8 +103,7 @@ def is_unique_violation(field_errors: dict[str, list[str]], detail_codes) -> boo
 def describe_field_errors(field_errors: dict[str, list[str]]) -> str:
     """Render field errors as one readable line: ``title: This field may not be blank.``."""
     return "; ".join(
-        f"{field}: {' '.join(messages)}" if field else " ".join(messages)
-        for field, messages in field_errors.items()
+        f"{field}: {' '.join(messages)}" if field else " ".join(messages) for field, messages in field_errors.items()
     )
 
 

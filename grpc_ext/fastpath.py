@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 
@@ -33,7 +33,7 @@ from grpc_ext.protojson import JSON_MESSAGE_TYPES, integral_numbers, message_to_
 
 logger = logging.getLogger(__name__)
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # DRF fields whose ``to_representation`` is a pure function of the value,
 # returning the Python type json_format would accept for a scalar proto field.

@@ -53,7 +53,10 @@ class AccessLogInterceptor(grpc.ServerInterceptor):
             code = code or grpc.StatusCode.OK
             access_logger.info(
                 "rpc method=%s peer=%s code=%s duration_ms=%.2f",
-                method, context.peer(), code.name, (time.perf_counter() - started) * 1000,
+                method,
+                context.peer(),
+                code.name,
+                (time.perf_counter() - started) * 1000,
             )
 
         def wrap_unary(behavior):
@@ -65,6 +68,7 @@ class AccessLogInterceptor(grpc.ServerInterceptor):
                     return response
                 finally:
                     log(context, started, failed)
+
             return logged
 
         def wrap_stream(behavior):
@@ -75,6 +79,7 @@ class AccessLogInterceptor(grpc.ServerInterceptor):
                     failed = False
                 finally:
                     log(context, started, failed)
+
             return logged
 
         return _wrap_handler(handler, wrap_unary, wrap_stream)

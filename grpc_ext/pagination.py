@@ -42,7 +42,9 @@ class KeysetPagination:
 
     def get_page_size(self, requested: int) -> int:
         if requested < 0:
-            raise InvalidArgument("page_size must not be negative.", field_errors={"page_size": ["Must not be negative."]})
+            raise InvalidArgument(
+                "page_size must not be negative.", field_errors={"page_size": ["Must not be negative."]}
+            )
         if requested == 0:
             return grpc_ext_settings.PAGE_SIZE
         return min(requested, grpc_ext_settings.MAX_PAGE_SIZE)
@@ -90,7 +92,10 @@ class KeysetPagination:
 
     @staticmethod
     def _decode(model: type[Model], ordering: list[str], filters: dict[str, str], token: str) -> list:
-        invalid = InvalidArgument("page_token is not valid for this request.", field_errors={"page_token": ["Not a token this List returned."]})
+        invalid = InvalidArgument(
+            "page_token is not valid for this request.",
+            field_errors={"page_token": ["Not a token this List returned."]},
+        )
         try:
             payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
             if payload["o"] != ordering or payload["f"] != filters:

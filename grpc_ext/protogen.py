@@ -265,9 +265,7 @@ class ProtoContract:
         return readable
 
     def writable_fields(self) -> list[ProtoField]:
-        return [
-            proto_field(n, f, self.model, for_input=True) for n, f in self._fields().items() if not f.read_only
-        ]
+        return [proto_field(n, f, self.model, for_input=True) for n, f in self._fields().items() if not f.read_only]
 
     def key_field(self) -> ProtoField:
         pk = self.model._meta.pk
@@ -308,9 +306,7 @@ class ProtoContract:
     def numbered_messages(self, previous: str | None = None) -> list[NumberedMessage]:
         """Number every message's fields, keeping the numbers of ``previous`` (the .proto on disk)."""
         known = parse_proto(previous) if previous else {}
-        return [
-            number_fields(name, fields, known.get(name), package=self.package) for name, fields in self.messages()
-        ]
+        return [number_fields(name, fields, known.get(name), package=self.package) for name, fields in self.messages()]
 
     def render(self, previous: str | None = None) -> str:
         """Return the text of the .proto file; ``previous`` is the file on disk, if there is one."""
@@ -355,9 +351,14 @@ def compile_protos(proto_files: list[Path], root: Path, out_dir: Path) -> None:
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     with tempfile.TemporaryDirectory() as tmp:
         command = [
-            sys.executable, "-m", "grpc_tools.protoc",
-            f"-I{root}", f"-I{well_known}",
-            f"--python_out={tmp}", f"--pyi_out={tmp}", f"--grpc_python_out={tmp}",
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{root}",
+            f"-I{well_known}",
+            f"--python_out={tmp}",
+            f"--pyi_out={tmp}",
+            f"--grpc_python_out={tmp}",
             *[str(path.relative_to(root)) for path in proto_files],
         ]
         result = subprocess.run(command, cwd=root, capture_output=True, text=True)

@@ -52,8 +52,6 @@ class StringPrimaryKeyRelatedField(relations.PrimaryKeyRelatedField):
             self.fail("does_not_exist", pk_value=data)
 
 
-
-
 def fast_path_enabled() -> bool:
     return grpc_ext_settings.FAST_PATH
 
@@ -162,5 +160,3 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
     def writable_field_names(self) -> list[str]:
         """Name the fields a client may write (the request messages carry exactly these)."""
         return [name for name, field in self.fields.items() if not field.read_only]
-
-

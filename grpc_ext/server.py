@@ -204,9 +204,7 @@ def serve_until_signalled(grpc_server: GrpcServer, *, grace: float, drain_delay:
     stop_requested = threading.Event()
 
     def request_stop(signum, frame):
-        logger.info(
-            "Received %s, draining (delay %.1fs, grace %.1fs)", signal.Signals(signum).name, drain_delay, grace
-        )
+        logger.info("Received %s, draining (delay %.1fs, grace %.1fs)", signal.Signals(signum).name, drain_delay, grace)
         stop_requested.set()
 
     # Under the autoreloader this runs in a thread, where signals cannot be

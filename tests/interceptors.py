@@ -23,7 +23,7 @@ class ServerPidInterceptor(grpc.ServerInterceptor):
             def with_pid(request, context):
                 context.set_trailing_metadata(((PID_KEY, str(os.getpid())),))
                 return behavior(request, context)
+
             return with_pid
 
         return _wrap_handler(handler, wrap_unary, lambda behavior: behavior)
-

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -25,7 +25,7 @@ from grpc_ext.protojson import message_to_dict
 from grpc_ext.serializers import ModelProtoSerializer
 from posts.serializers import PostProtoSerializer
 from protos import posts_pb2, users_pb2
-from tests.factories import make_post, make_user
+from tests.factories import make_post
 from users.serializers import UserProtoSerializer
 
 
@@ -91,7 +91,7 @@ def everything_pb2(tmp_path_factory):
 def everything(**fields) -> Everything:
     values = {
         "name": "Zoë — ✓",
-        "at": datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=timezone.utc),
+        "at": datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
         "day": date(2024, 2, 29),
     }
     return Everything(**{**values, **fields})
@@ -100,10 +100,20 @@ def everything(**fields) -> Everything:
 INSTANCES = {
     "defaults": lambda: everything(),
     "every field set": lambda: everything(
-        owner_id=uuid.uuid4(), body="line\nbreak", email="a@example.com", flag=True, count=-7,
-        big=2**53 + 1, ratio=-1.5e-7, price=Decimal("123456.70"), data={"a": [1, 2.5, None, True, "x"], "b": {}},
-        maybe_count=0, maybe_name="", maybe_flag=False, maybe_data={"nested": {"deep": [[]]}},
-        maybe_at=datetime(1969, 12, 31, 23, 59, 59, 1, tzinfo=timezone.utc),
+        owner_id=uuid.uuid4(),
+        body="line\nbreak",
+        email="a@example.com",
+        flag=True,
+        count=-7,
+        big=2**53 + 1,
+        ratio=-1.5e-7,
+        price=Decimal("123456.70"),
+        data={"a": [1, 2.5, None, True, "x"], "b": {}},
+        maybe_count=0,
+        maybe_name="",
+        maybe_flag=False,
+        maybe_data={"nested": {"deep": [[]]}},
+        maybe_at=datetime(1969, 12, 31, 23, 59, 59, 1, tzinfo=UTC),
     ),
     "non-UTC zones": lambda: everything(
         at=datetime(2024, 3, 31, 2, 30, 0, 123000, tzinfo=ZoneInfo("Europe/Paris")),
@@ -111,8 +121,14 @@ INSTANCES = {
     ),
     "naive datetime": lambda: everything(at=datetime(2020, 1, 1, 12, 0, 0, 5)),
     "extremes": lambda: everything(
-        count=2**31 - 1, big=-(2**63), ratio=1e308, price=Decimal("-0.01"), maybe_count=-(2**31), name="",
-        at=datetime(1, 1, 1, tzinfo=timezone.utc), day=date(9999, 12, 31),
+        count=2**31 - 1,
+        big=-(2**63),
+        ratio=1e308,
+        price=Decimal("-0.01"),
+        maybe_count=-(2**31),
+        name="",
+        at=datetime(1, 1, 1, tzinfo=UTC),
+        day=date(9999, 12, 31),
     ),
 }
 
@@ -197,9 +213,19 @@ REQUESTS = {
     "everything, unset": lambda pb2: pb2.EverythingCreateRequest(),
     "everything, set": lambda pb2: json_format.ParseDict(
         {
-            "owner": "o", "name": "n", "flag": True, "count": -3, "big": str(2**62), "ratio": "NaN",
-            "price": "1.50", "at": "2024-01-02T03:04:05.678901Z", "day": "2024-01-02",
-            "data": {"k": [1, "v", None]}, "maybe_count": 0, "maybe_name": "", "maybe_flag": False,
+            "owner": "o",
+            "name": "n",
+            "flag": True,
+            "count": -3,
+            "big": str(2**62),
+            "ratio": "NaN",
+            "price": "1.50",
+            "at": "2024-01-02T03:04:05.678901Z",
+            "day": "2024-01-02",
+            "data": {"k": [1, "v", None]},
+            "maybe_count": 0,
+            "maybe_name": "",
+            "maybe_flag": False,
             "maybe_at": "1970-01-01T00:00:00Z",
         },
         pb2.EverythingCreateRequest(),

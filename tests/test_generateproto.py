@@ -67,7 +67,11 @@ def test_a_field_added_in_the_middle_takes_the_next_number_and_the_rest_keep_the
     assert numbers(after, "Post") == {"id": 1, "owner": 2, "title": 3, "created": 4, "description": 5}
     assert numbers(after, "PostCreateRequest") == {"owner": 1, "title": 2, "description": 3}
     assert numbers(after, "PostPartialUpdateRequest") == {
-        "id": 1, "owner": 2, "title": 3, "update_mask": 4, "description": 5,
+        "id": 1,
+        "owner": 2,
+        "title": 3,
+        "update_mask": 4,
+        "description": 5,
     }
     assert "reserved" not in after
 
@@ -153,7 +157,9 @@ class DraftV2(ModelProtoSerializer):
 def test_check_fails_on_model_drift_and_passes_after_regenerating(settings, tmp_path, capsys):
     def configure(serializer: str) -> None:
         settings.GRPC_FRAMEWORK = {
-            **settings.GRPC_FRAMEWORK, "PROTO_DIR": str(tmp_path), "PROTOS": {"drafts": f"{__name__}.{serializer}"},
+            **settings.GRPC_FRAMEWORK,
+            "PROTO_DIR": str(tmp_path),
+            "PROTOS": {"drafts": f"{__name__}.{serializer}"},
             "STATIC_PROTOS": [],
         }
 
@@ -182,6 +188,7 @@ def test_regenerating_every_field_type_over_its_own_output_changes_nothing():
     assert "string status = 10;  // one of: draft, published" in first
     assert contract.render(first) == first
     assert len(parse_proto(first)["Sample"].fields) == len(SAMPLE_FIELDS) - 1
+
 
 def test_hand_written_protos_are_compiled_with_the_generated_ones(settings, tmp_path):
     """Editing protos/auth.proto without regenerating leaves its stubs stale, and --check says so."""

@@ -63,7 +63,9 @@ def test_retrieve_missing_id_is_not_found(posts_stub, transactional_db):
 
 @pytest.mark.parametrize("bad_id", ["", "42", "not-a-uuid", "0" * 33])
 def test_retrieve_malformed_id_is_invalid_argument(posts_stub, transactional_db, bad_id):
-    assert_status(lambda: posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=bad_id)), grpc.StatusCode.INVALID_ARGUMENT)
+    assert_status(
+        lambda: posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=bad_id)), grpc.StatusCode.INVALID_ARGUMENT
+    )
 
 
 def test_update_replaces_every_writable_field_and_nothing_else(posts_stub, user):
@@ -79,7 +81,9 @@ def test_partial_update_changes_only_the_masked_paths(posts_stub, user):
     post = make_post(owner=user, title="Before", description="Keep me")
     response = posts_stub.PartialUpdate(
         posts_pb2.PostPartialUpdateRequest(
-            id=str(post.id), title="After", description="ignored: not in the mask",
+            id=str(post.id),
+            title="After",
+            description="ignored: not in the mask",
             update_mask=field_mask_pb2.FieldMask(paths=["title"]),
         )
     )
@@ -101,7 +105,9 @@ def test_partial_update_with_a_read_only_path_is_invalid(posts_stub, post):
 def test_partial_update_that_fails_validation_changes_nothing(posts_stub, post):
     assert_status(
         lambda: posts_stub.PartialUpdate(
-            posts_pb2.PostPartialUpdateRequest(id=str(post.id), title="", update_mask=field_mask_pb2.FieldMask(paths=["title"]))
+            posts_pb2.PostPartialUpdateRequest(
+                id=str(post.id), title="", update_mask=field_mask_pb2.FieldMask(paths=["title"])
+            )
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
         details_contain="title",
@@ -112,7 +118,9 @@ def test_partial_update_that_fails_validation_changes_nothing(posts_stub, post):
 def test_destroy_then_retrieve_is_not_found(posts_stub, post):
     assert posts_stub.Destroy(posts_pb2.PostDestroyRequest(id=str(post.id))) == empty_pb2.Empty()
     assert not Post.objects.filter(pk=post.pk).exists()
-    assert_status(lambda: posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id))), grpc.StatusCode.NOT_FOUND)
+    assert_status(
+        lambda: posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id))), grpc.StatusCode.NOT_FOUND
+    )
     assert_status(lambda: posts_stub.Destroy(posts_pb2.PostDestroyRequest(id=str(post.id))), grpc.StatusCode.NOT_FOUND)
 
 

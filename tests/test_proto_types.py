@@ -83,9 +83,18 @@ def test_every_field_round_trips_exactly(stub, pb2):
     payload = {"n": 1, "nested": {"list": [1, 2.5, "x", None, True]}, "empty": {}}
     created = stub.Create(
         pb2.SampleCreateRequest(
-            owner=str(owner.id), name="every type", nickname="nick", count=0, big=2**62, ratio=0.1,
-            price="-98765.4321098765", flag=False, status="published",
-            happened_at=timestamp(happened_at), payload=payload, reference=str(reference),
+            owner=str(owner.id),
+            name="every type",
+            nickname="nick",
+            count=0,
+            big=2**62,
+            ratio=0.1,
+            price="-98765.4321098765",
+            flag=False,
+            status="published",
+            happened_at=timestamp(happened_at),
+            payload=payload,
+            reference=str(reference),
         )
     )
     row = Sample.objects.get(pk=created.id)
@@ -95,7 +104,11 @@ def test_every_field_round_trips_exactly(stub, pb2):
     assert row.owner_id == owner.id and fetched.owner == str(owner.id)
     assert (row.name, row.nickname, row.count, row.big, row.ratio) == ("every type", "nick", 0, 2**62, 0.1)
     assert (fetched.name, fetched.nickname, fetched.count, fetched.big, fetched.ratio) == (
-        "every type", "nick", 0, 2**62, 0.1,
+        "every type",
+        "nick",
+        0,
+        2**62,
+        0.1,
     )
     assert row.price == Decimal("-98765.4321098765") and fetched.price == "-98765.4321098765"
     assert row.flag is False and fetched.HasField("flag") and fetched.flag is False
@@ -129,7 +142,11 @@ def test_unset_optional_fields_differ_from_empty_and_zero(stub, pb2):
 
     unset_row, zero_row = Sample.objects.get(pk=unset.id), Sample.objects.get(pk=zero.id)
     assert (unset_row.nickname, unset_row.count, unset_row.ratio, unset_row.flag, unset_row.price) == (
-        None, 7, None, None, None,
+        None,
+        7,
+        None,
+        None,
+        None,
     )
     assert (zero_row.nickname, zero_row.count, zero_row.ratio, zero_row.flag, zero_row.price) == ("", 0, 0.0, False, 0)
     for field in ("owner", "nickname", "ratio", "price", "flag", "reference"):
@@ -210,5 +227,10 @@ def test_field_types_on_the_wire(pb2):
     assert fields["count"].type == fields["count"].TYPE_INT32
     assert fields["ratio"].type == fields["ratio"].TYPE_DOUBLE
     assert [name for name, field in fields.items() if field.has_presence and field.message_type is None] == [
-        "owner", "nickname", "ratio", "price", "flag", "reference",
+        "owner",
+        "nickname",
+        "ratio",
+        "price",
+        "flag",
+        "reference",
     ]

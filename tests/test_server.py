@@ -144,8 +144,23 @@ def certificates(tmp_path_factory) -> Path:
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
 
     new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    openssl("req", "-x509", *new_key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=Test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+    openssl(
+        "req",
+        "-x509",
+        *new_key,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=Test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    )
     extensions = {
         "server": "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
         "client": "extendedKeyUsage=clientAuth\n",
@@ -153,8 +168,23 @@ def certificates(tmp_path_factory) -> Path:
     for name, extension in extensions.items():
         (directory / f"{name}.ext").write_text(extension)
         openssl("req", *new_key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "1",
+            "-extfile",
+            f"{name}.ext",
+        )
     return directory
 
 
@@ -274,7 +304,11 @@ def run_server():
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.server_settings", "LOG_LEVEL": "INFO"}
         process = subprocess.Popen(
             [sys.executable, "manage.py", "grpcrunserver", address, *args],
-            cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=BASE_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         processes.append(process)
         with grpc.insecure_channel(address) as channel:
@@ -322,4 +356,3 @@ def test_two_workers_answer_from_two_processes_and_stop_together(run_server):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-

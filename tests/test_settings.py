@@ -15,7 +15,9 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "DATABASE_URL"}}
     return subprocess.run(
         [sys.executable, "-c", code],
-        cwd=settings.BASE_DIR, capture_output=True, text=True,
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
         env={**clean, "DJANGO_SETTINGS_MODULE": "demo.settings", **env},
     )
 

@@ -26,7 +26,12 @@ def test_create_then_retrieve_round_trips_every_field(anon_users_stub, users_stu
 
     assert fetched == created
     assert (fetched.id, fetched.email) == (str(row.id), "ada@example.com")
-    assert (fetched.is_active, fetched.is_verified, fetched.is_staff, fetched.is_superuser) == (True, False, False, False)
+    assert (fetched.is_active, fetched.is_verified, fetched.is_staff, fetched.is_superuser) == (
+        True,
+        False,
+        False,
+        False,
+    )
     assert fetched.date_joined.ToDatetime(tzinfo=row.date_joined.tzinfo) == row.date_joined
     assert row.check_password(PASSWORD)
     assert row.password != PASSWORD
@@ -70,7 +75,9 @@ def test_bad_email_is_invalid(anon_users_stub):
 
 
 def test_update_replaces_email_and_password(users_stub, user):
-    users_stub.Update(users_pb2.UserUpdateRequest(id=str(user.id), email="renamed@example.com", password="another-pass-77"))
+    users_stub.Update(
+        users_pb2.UserUpdateRequest(id=str(user.id), email="renamed@example.com", password="another-pass-77")
+    )
     row = User.objects.get(pk=user.pk)
     assert row.email == "renamed@example.com"
     assert row.check_password("another-pass-77")
@@ -79,7 +86,9 @@ def test_update_replaces_email_and_password(users_stub, user):
 def test_partial_update_changes_only_the_email(users_stub, user):
     users_stub.PartialUpdate(
         users_pb2.UserPartialUpdateRequest(
-            id=str(user.id), email="only@example.com", password="would-change-9",
+            id=str(user.id),
+            email="only@example.com",
+            password="would-change-9",
             update_mask=field_mask_pb2.FieldMask(paths=["email"]),
         )
     )
@@ -91,7 +100,9 @@ def test_partial_update_changes_only_the_email(users_stub, user):
 def test_partial_update_cannot_touch_read_only_flags(users_stub, user):
     assert_status(
         lambda: users_stub.PartialUpdate(
-            users_pb2.UserPartialUpdateRequest(id=str(user.id), update_mask=field_mask_pb2.FieldMask(paths=["is_staff"]))
+            users_pb2.UserPartialUpdateRequest(
+                id=str(user.id), update_mask=field_mask_pb2.FieldMask(paths=["is_staff"])
+            )
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
         details_contain="is_staff",
@@ -110,7 +121,9 @@ def test_destroy_deletes_the_account_and_its_token_stops_working(users_stub, use
 
 
 def test_retrieve_missing_id_is_not_found(users_stub):
-    assert_status(lambda: users_stub.Retrieve(users_pb2.UserRetrieveRequest(id=str(uuid.uuid4()))), grpc.StatusCode.NOT_FOUND)
+    assert_status(
+        lambda: users_stub.Retrieve(users_pb2.UserRetrieveRequest(id=str(uuid.uuid4()))), grpc.StatusCode.NOT_FOUND
+    )
 
 
 def test_list_pages_walk_every_user_exactly_once(users_stub, user):

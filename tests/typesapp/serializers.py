@@ -4,8 +4,21 @@ from grpc_ext.serializers import ModelProtoSerializer
 from tests.typesapp.models import Sample
 
 SAMPLE_FIELDS = [
-    "id", "owner", "name", "nickname", "count", "big", "ratio", "price", "flag", "status",
-    "happened_at", "payload", "reference", "api_token", "created",
+    "id",
+    "owner",
+    "name",
+    "nickname",
+    "count",
+    "big",
+    "ratio",
+    "price",
+    "flag",
+    "status",
+    "happened_at",
+    "payload",
+    "reference",
+    "api_token",
+    "created",
 ]
 
 

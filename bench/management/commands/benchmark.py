@@ -13,7 +13,7 @@ import contextlib
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dj_database_url
@@ -43,12 +43,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--database", action="append", dest="databases", metavar="URL",
+            "--database",
+            action="append",
+            dest="databases",
+            metavar="URL",
             help="'sqlite' (a file in a temporary directory) or postgres://user@host:port/NAME, a database "
-                 "that must not exist: it is created and dropped. Repeat for several (default: sqlite).",
+            "that must not exist: it is created and dropped. Repeat for several (default: sqlite).",
         )
-        parser.add_argument("--quick", action="store_true",
-                            help="Seconds, not minutes: 1,000 rows, Python clients, one run each (for CI).")
+        parser.add_argument(
+            "--quick",
+            action="store_true",
+            help="Seconds, not minutes: 1,000 rows, Python clients, one run each (for CI).",
+        )
         parser.add_argument("--rows", type=int, help=f"Posts to seed and stream (default {self.rows:,}).")
         parser.add_argument("--duration", type=float, help=f"Seconds per load run (default {self.duration:.0f}).")
         parser.add_argument("--repeat", type=int, help=f"Runs per measure; the median is kept (default {self.repeat}).")
@@ -65,10 +71,16 @@ class Command(BaseCommand):
         self.connections = options["connections"]
         self.check_tools()
         document = {
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": report.machine(),
-            "settings": {"rows": self.rows, "page_size": self.page_size, "duration_s": self.duration,
-                         "repeat": self.repeat, "quick": self.quick, "connections": self.connections},
+            "settings": {
+                "rows": self.rows,
+                "page_size": self.page_size,
+                "duration_s": self.duration,
+                "repeat": self.repeat,
+                "quick": self.quick,
+                "connections": self.connections,
+            },
             "databases": {},
         }
         for url in options["databases"] or ["sqlite"]:
@@ -228,7 +240,9 @@ class Command(BaseCommand):
         out["create_rps"] = create.per_second
         out["stream_rows_per_s"] = loadgen.median([run.per_second for run, _ in streams])
         out["stream_rss_growth_mb"] = max(growth for _, growth in streams) / 1024
-        self.stdout.write("   " + ", ".join(f"{key} {report.fmt(value)}" for key, value in out.items() if key[0] != "_"))
+        self.stdout.write(
+            "   " + ", ".join(f"{key} {report.fmt(value)}" for key, value in out.items() if key[0] != "_")
+        )
 
     def check_creates(self, results: dict) -> None:
         """Every Create the load generator counted as done must have written its row."""
@@ -264,15 +278,21 @@ def postgres_database(url: str) -> Iterator[None]:
 
     config = dj_database_url.parse(url)
     name = config["NAME"]
-    admin = psycopg2.connect(dbname="postgres", user=config["USER"], password=config["PASSWORD"] or None,
-                             host=config["HOST"] or None, port=config["PORT"] or None)
+    admin = psycopg2.connect(
+        dbname="postgres",
+        user=config["USER"],
+        password=config["PASSWORD"] or None,
+        host=config["HOST"] or None,
+        port=config["PORT"] or None,
+    )
     admin.autocommit = True
     try:
         with admin.cursor() as cursor:
             cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
             if cursor.fetchone():
-                raise CommandError(f"Database {name!r} already exists. Name a scratch database the benchmark "
-                                   "may create and drop.")
+                raise CommandError(
+                    f"Database {name!r} already exists. Name a scratch database the benchmark may create and drop."
+                )
             cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         try:
             yield

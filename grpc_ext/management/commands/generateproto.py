@@ -33,7 +33,8 @@ class Command(BaseCommand):
         parser.add_argument("--fields", help="Comma-separated fields to include (with --model).")
         parser.add_argument("--file", help="Where to write the one-off proto (default: standard output).")
         parser.add_argument(
-            "--check", action="store_true",
+            "--check",
+            action="store_true",
             help="Change nothing; print a diff and exit 1 if the committed protos or stubs are out of date.",
         )
 
@@ -102,8 +103,10 @@ class Command(BaseCommand):
                 stale.append(name)
                 label = f"{grpc_ext_settings.PROTO_DIR}/{name}"
                 diff = difflib.unified_diff(
-                    committed.splitlines(keepends=True), text.splitlines(keepends=True),
-                    fromfile=f"{label} (committed)", tofile=f"{label} (generated)",
+                    committed.splitlines(keepends=True),
+                    text.splitlines(keepends=True),
+                    fromfile=f"{label} (committed)",
+                    tofile=f"{label} (generated)",
                 )
                 self.stdout.write("".join(diff), ending="")
         if stale:

@@ -30,30 +30,41 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("address", nargs="?", default=self.default_address, help="host:port to listen on.")
         parser.add_argument(
-            "--max-workers", type=int, default=None,
+            "--max-workers",
+            type=int,
+            default=None,
             help="Worker threads per process, i.e. concurrent RPCs (default: MAX_WORKERS).",
         )
         parser.add_argument(
-            "--workers", type=int, default=1,
+            "--workers",
+            type=int,
+            default=1,
             help="Server processes sharing the port with SO_REUSEPORT, each with its own database connections.",
         )
         parser.add_argument(
-            "--grace", type=float, default=None,
+            "--grace",
+            type=float,
+            default=None,
             help="Seconds RPCs in flight get to finish on SIGTERM/SIGINT (default: SHUTDOWN_GRACE).",
         )
         parser.add_argument(
-            "--drain-delay", type=float, default=None,
+            "--drain-delay",
+            type=float,
+            default=None,
             help="Seconds to keep serving, health NOT_SERVING, before refusing new RPCs "
             "(default: SHUTDOWN_DRAIN_DELAY).",
         )
         parser.add_argument(
-            "--reflection", action=argparse.BooleanOptionalAction, default=None,
+            "--reflection",
+            action=argparse.BooleanOptionalAction,
+            default=None,
             help="Serve gRPC reflection, or not (default: REFLECTION, i.e. DEBUG).",
         )
         parser.add_argument("--tls-cert", default=None, help="PEM certificate chain; serve TLS (default: TLS_CERT).")
         parser.add_argument("--tls-key", default=None, help="PEM private key of the certificate (default: TLS_KEY).")
         parser.add_argument(
-            "--tls-client-ca", default=None,
+            "--tls-client-ca",
+            default=None,
             help="PEM CA bundle; require client certificates signed by it (default: TLS_CLIENT_CA).",
         )
         parser.add_argument("--dev", action="store_true", help="Reload on code change and run the system checks.")
@@ -142,4 +153,3 @@ class Command(BaseCommand):
             f"Starting gRPC server at {self.address} (port {server.port}, {scheme}, {self.max_workers} threads), "
             f"services: {', '.join(server.service_names)}"
         )
-
