@@ -18,7 +18,10 @@ def test_quickstart_client_signs_up_posts_lists_and_retrieves(grpc_address, tran
 
     result = subprocess.run(
         [sys.executable, "-m", "examples.quickstart_client", grpc_address],
-        cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=60,
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
     assert result.returncode == 0, result.stderr
