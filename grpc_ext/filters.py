@@ -96,12 +96,23 @@ def _model_field(serializer_class, name: str, option: str) -> models.Field:
 
 
 def parse_order_by(order_by: str, allowed: list[str]) -> list[str]:
-    """Turn AIP-132 ``"created desc, title"`` into Django's ``["-created", "title"]``."""
-    ordering = []
+    """Turn AIP-132 ``"created desc, title"`` into Django's ``["-created", "title"]``.
+
+    Each field may appear once: the keyset condition of a page token grows
+    with the square of the number of terms, so a repeated field would let a
+    client make one query arbitrarily expensive.
+    """
+    ordering, seen = [], set()
     for term in (part.strip() for part in order_by.split(",")):
         if not term:
             continue
         name, *direction = term.split()
+        if name in seen:
+            raise InvalidArgument(
+                f"order_by: {name!r} appears more than once.",
+                field_errors={"order_by": [f"{name!r} appears more than once."]},
+            )
+        seen.add(name)
         if name not in allowed or direction not in ([], ["asc"], ["desc"]):
             choices = ", ".join(allowed) or "none"
             raise InvalidArgument(
@@ -118,6 +129,11 @@ def filter_list_request(queryset: QuerySet, request, filters: list[ListFilter]) 
     applied = {}
     for list_filter in filters:
         raw = getattr(request, list_filter.request_field)
+        if "\x00" in raw:
+            raise InvalidArgument(
+                f"{list_filter.request_field}: null characters are not allowed.",
+                field_errors={list_filter.request_field: ["Null characters are not allowed."]},
+            )
         if raw:
             queryset = list_filter.apply(queryset, raw)
             applied[list_filter.request_field] = raw

@@ -155,3 +155,34 @@ def test_cancelled_stream_stops_reading_rows(posts_stub, user, monkeypatch):
     # The second chunk, in hand when the cancellation came, is the last one read
     # (all 30 rows would be read if they were fetched before streaming).
     assert 5 <= len(rows_read) <= 10
+
+
+def test_order_by_naming_a_field_twice_is_invalid(posts_stub, transactional_db):
+    """A repeated field would square the size of the keyset condition of the next page."""
+    assert_status(
+        lambda: posts_stub.List(posts_pb2.PostListRequest(order_by=", ".join(["title"] * 50))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        details_contain="more than once",
+    )
+
+
+@pytest.mark.parametrize("field", ["title_contains", "owner"])
+def test_a_null_character_in_a_filter_is_invalid(posts_stub, transactional_db, field):
+    assert_status(
+        lambda: posts_stub.List(posts_pb2.PostListRequest(**{field: "a\x00"})),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        details_contain="null characters",
+    )
+
+
+def test_a_page_token_edited_by_the_client_is_invalid(posts_stub, user):
+    for _ in range(3):
+        make_post(owner=user)
+    token = posts_stub.List(posts_pb2.PostListRequest(page_size=1)).next_page_token
+    body, _, signature = token.rpartition(":")
+    tampered = f"{body[:-2]}{'A' if body[-2] != 'A' else 'B'}{body[-1]}:{signature}"
+    assert_status(
+        lambda: posts_stub.List(posts_pb2.PostListRequest(page_size=1, page_token=tampered)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        details_contain="page_token",
+    )
