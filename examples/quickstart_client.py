@@ -19,12 +19,10 @@ def main(address: str = "127.0.0.1:50051") -> None:
         users = users_pb2_grpc.UserControllerStub(channel)
         posts = posts_pb2_grpc.PostControllerStub(channel)
 
-        # Signup is open; the new user can log in and read, but posting needs a
-        # verified account, so the post is made as the (verified) demo user Ada.
-        user = users.Create(
-            users_pb2.UserCreateRequest(email=f"{uuid.uuid4().hex[:8]}@example.com", password="a-long-passphrase")
-        )
-        tokens = auth.Login(auth_pb2.LoginRequest(email="ada@example.com", password="demo-password-123"))
+        # Signup is open; every other call carries the access token from Login.
+        email, password = f"{uuid.uuid4().hex[:8]}@example.com", "a-long-passphrase"
+        user = users.Create(users_pb2.UserCreateRequest(email=email, password=password))
+        tokens = auth.Login(auth_pb2.LoginRequest(email=email, password=password))
         metadata = [("authorization", f"Bearer {tokens.access}")]
 
         post = posts.Create(posts_pb2.PostCreateRequest(title="Hello", description="From gRPC"), metadata=metadata)
@@ -33,8 +31,8 @@ def main(address: str = "127.0.0.1:50051") -> None:
         print("users:", [u.email for u in page.users])
         print("user:", users.Retrieve(users_pb2.UserRetrieveRequest(id=user.id), metadata=metadata).email)
 
-        page = posts.List(posts_pb2.PostListRequest(page_size=10), metadata=metadata)
-        print("posts:", [p.title for p in page.posts])
+        page = posts.List(posts_pb2.PostListRequest(page_size=10, owner="me"), metadata=metadata)
+        print("my posts:", [p.title for p in page.posts])
         print("post:", posts.Retrieve(posts_pb2.PostRetrieveRequest(id=post.id), metadata=metadata).title)
 
 

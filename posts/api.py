@@ -6,7 +6,7 @@ from rest_framework import generics, serializers
 from rest_framework.permissions import IsAuthenticated
 
 from posts.models import Post
-from posts.permissions import RestIsOwnerOrStaff, RestIsVerifiedToPost
+from posts.permissions import RestIsOwnerOrStaff
 from posts.selectors import post_list
 from posts.services import post_create, post_update
 
@@ -32,7 +32,7 @@ class PostListView(generics.ListCreateAPIView):
     """List posts (``?mine=true``: only the caller's), or create one owned by the caller."""
 
     serializer_class = PostSerializer
-    permission_classes = [IsAuthenticated, RestIsVerifiedToPost]
+    permission_classes = [IsAuthenticated]
 
     def get_queryset(self):
         mine = self.request.query_params.get("mine", "").lower() in TRUE_VALUES

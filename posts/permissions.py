@@ -5,19 +5,9 @@ from __future__ import annotations
 from rest_framework import permissions as drf_permissions
 
 from grpc_ext.permissions import READ_ACTIONS, BasePermission
-from posts.rules import can_create_post, can_edit_post
+from posts.rules import can_edit_post
 
-NOT_VERIFIED = "Verify your email address before posting."
 NOT_OWNER = "Only the post's owner or staff may change or delete it."
-
-
-class IsVerifiedToPost(BasePermission):
-    """gRPC: let only verified users (and staff) call ``Create``."""
-
-    message = NOT_VERIFIED
-
-    def has_permission(self, service) -> bool:
-        return service.action != "Create" or can_create_post(service.user)
 
 
 class IsOwnerOrStaff(BasePermission):
@@ -27,15 +17,6 @@ class IsOwnerOrStaff(BasePermission):
 
     def has_object_permission(self, service, obj) -> bool:
         return service.action in READ_ACTIONS or can_edit_post(service.user, obj)
-
-
-class RestIsVerifiedToPost(drf_permissions.BasePermission):
-    """REST: let only verified users (and staff) create a post."""
-
-    message = NOT_VERIFIED
-
-    def has_permission(self, request, view) -> bool:
-        return request.method != "POST" or can_create_post(request.user)
 
 
 class RestIsOwnerOrStaff(drf_permissions.BasePermission):

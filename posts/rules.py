@@ -6,11 +6,6 @@ from posts.models import Post
 from users.models import User
 
 
-def can_create_post(user: User) -> bool:
-    """Let verified users and staff post; an unverified account can read but not publish."""
-    return user.is_verified or user.is_staff
-
-
 def can_edit_post(user: User, post: Post) -> bool:
     """Let the owner and staff change or delete a post."""
     return user.is_staff or post.owner_id == user.pk

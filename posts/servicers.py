@@ -4,7 +4,7 @@ from django.db import transaction
 
 from grpc_ext.generics import ModelService
 from grpc_ext.permissions import IsAuthenticated
-from posts.permissions import IsOwnerOrStaff, IsVerifiedToPost
+from posts.permissions import IsOwnerOrStaff
 from posts.selectors import post_list
 from posts.serializers import PostProtoSerializer
 from protos import posts_pb2
@@ -15,7 +15,7 @@ OWNER_ME = "me"
 
 class PostService(ModelService):
     serializer_class = PostProtoSerializer
-    permission_classes = [IsAuthenticated, IsVerifiedToPost, IsOwnerOrStaff]
+    permission_classes = [IsAuthenticated, IsOwnerOrStaff]
 
     def get_queryset(self):
         return post_list()

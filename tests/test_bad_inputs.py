@@ -28,7 +28,7 @@ DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 @dataclass
 class World:
-    """Two verified users with a post each, an unverified and an inactive user, and stubs without a token."""
+    """Two users with a post each, an unverified and an inactive user, and stubs without a token."""
 
     users: users_pb2_grpc.UserControllerStub
     posts: posts_pb2_grpc.PostControllerStub
@@ -317,7 +317,21 @@ CASES = [
         DENIED,
         id="destroy another user",
     ),
-    pytest.param(lambda w: create_post(w, auth_metadata(w.unverified)), DENIED, id="unverified user posts"),
+    pytest.param(
+        lambda w: w.posts.List(P.PostListRequest(order_by="title, title desc"), metadata=w.as_owner),
+        INVALID,
+        id="order_by naming a field twice",
+    ),
+    pytest.param(
+        lambda w: w.posts.List(P.PostListRequest(title_contains="a\x00"), metadata=w.as_owner),
+        INVALID,
+        id="null character in a filter",
+    ),
+    pytest.param(
+        lambda w: w.users.Create(U.UserCreateRequest(email=w.owner.email.upper(), password=PASSWORD)),
+        EXISTS,
+        id="duplicate email in other case",
+    ),
 ]
 
 

@@ -10,7 +10,7 @@ from google.protobuf import empty_pb2, field_mask_pb2
 
 from protos import users_pb2
 from tests.factories import PASSWORD, make_user
-from tests.helpers import assert_status
+from tests.helpers import assert_status, bad_request_fields
 from users.models import User
 
 
@@ -141,3 +141,26 @@ def test_list_pages_walk_every_user_exactly_once(users_stub, user):
 def test_stream_sends_every_user(users_stub, user):
     expected = {str(make_user().id) for _ in range(5)} | {str(user.id)}
     assert {message.id for message in users_stub.Stream(users_pb2.UserStreamRequest())} == expected
+
+
+def test_email_is_stored_lower_case_and_unique_whatever_its_case(anon_users_stub, user):
+    created = anon_users_stub.Create(users_pb2.UserCreateRequest(email="Grace@Example.COM", password=PASSWORD))
+    assert created.email == "grace@example.com"
+    error = assert_status(
+        lambda: anon_users_stub.Create(users_pb2.UserCreateRequest(email=user.email.upper(), password=PASSWORD)),
+        grpc.StatusCode.ALREADY_EXISTS,
+    )
+    assert bad_request_fields(error) == ["email"]
+    assert User.objects.count() == 2
+
+
+def test_a_signup_that_loses_a_race_for_its_email_is_already_exists(anon_users_stub, user, monkeypatch):
+    """Both signups pass the uniqueness check; the database's constraint decides, with the same error."""
+    monkeypatch.setattr(User, "validate_unique", lambda self, exclude=None: None)
+    error = assert_status(  # upper case gets past the serializer's own (case-sensitive) check too
+        lambda: anon_users_stub.Create(users_pb2.UserCreateRequest(email=user.email.upper(), password=PASSWORD)),
+        grpc.StatusCode.ALREADY_EXISTS,
+        details_contain="email",
+    )
+    assert bad_request_fields(error) == ["email"]
+    assert User.objects.count() == 1

@@ -11,6 +11,15 @@ from django.utils import timezone
 class UserManager(BaseUserManager):
     use_in_migrations = True
 
+    @classmethod
+    def normalize_email(cls, email: str | None) -> str:
+        """Lower-case the whole address: one mailbox, one account, however it is typed."""
+        return (email or "").strip().lower()
+
+    def get_by_natural_key(self, email: str) -> "User":
+        """Find the user for a login, whatever the case of the email typed."""
+        return self.get(email=self.normalize_email(email))
+
     def create_user(self, email: str, password: str | None = None, **extra_fields) -> "User":
         """Create a user with a normalized email and a hashed password."""
         if not email:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.views.decorators.debug import sensitive_variables
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.serializers import (
     TokenBlacklistSerializer,
@@ -22,30 +23,44 @@ def _validate_password(password: str, user: User) -> None:
         raise ValidationError({"password": exc.messages}) from None
 
 
+def _save(user: User) -> None:
+    """Save ``user``; an email taken by a concurrent signup is the same error as one taken before."""
+    try:
+        with transaction.atomic():
+            user.save()
+    except IntegrityError:
+        raise ValidationError({"email": [user.unique_error_message(User, ["email"])]}) from None
+
+
+@sensitive_variables("password")
 @transaction.atomic
 def user_create(*, email: str, password: str, **extra_fields) -> User:
-    """Create a user after checking the email and the password validators."""
+    """Create a user after checking the email (case-insensitively unique) and the password validators."""
     user = User(email=User.objects.normalize_email(email), **extra_fields)
     user.full_clean(exclude=["password"])
     _validate_password(password, user)
     user.set_password(password)
-    user.save()
+    _save(user)
     return user
 
 
+@sensitive_variables("password")
 @transaction.atomic
 def user_update(*, user: User, password: str | None = None, **fields) -> User:
     """Change the given fields of ``user``; a password is validated and hashed."""
+    if "email" in fields:
+        fields["email"] = User.objects.normalize_email(fields["email"])
     for name, value in fields.items():
         setattr(user, name, value)
     user.full_clean(exclude=["password"])
     if password is not None:
         _validate_password(password, user)
         user.set_password(password)
-    user.save()
+    _save(user)
     return user
 
 
+@sensitive_variables("password")
 @transaction.atomic
 def auth_login(*, email: str, password: str) -> dict[str, str]:
     """Return an access and a refresh token for an active user with these credentials.
