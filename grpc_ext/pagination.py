@@ -19,7 +19,6 @@ from django.db.models import Model, Q, QuerySet
 from grpc_ext.exceptions import InvalidArgument
 from grpc_ext.settings import grpc_ext_settings
 
-
 TOKEN_SALT = "grpc_ext.pagination.page_token"
 
 
