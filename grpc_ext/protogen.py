@@ -100,7 +100,9 @@ def proto_field(
 
     A field is ``optional`` (has presence) when its value may be null, and, in
     a request, also when the client may leave it out: an unset field then
-    means "not given" (the model default applies), distinct from "" and 0.
+    means "not given" (the model default applies), distinct from "" and 0. A
+    write-only field (a password) is always ``optional`` in requests: Update
+    leaves it unchanged when it is not given.
     """
     source = field.source or name
     try:
@@ -123,7 +125,7 @@ def proto_field(
     else:
         proto_type, nullable = "string", getattr(field, "allow_null", False)
     is_message = proto_type.startswith("google.protobuf.")
-    optional = nullable or (for_input and not field.required)
+    optional = nullable or (for_input and (not field.required or field.write_only))
     choices = tuple(str(key) for key in field.choices) if isinstance(field, serializers.ChoiceField) else ()
     return ProtoField(name=name, type=proto_type, optional=optional and not is_message, choices=choices)
 
@@ -265,7 +267,13 @@ class ProtoContract:
         return readable
 
     def writable_fields(self) -> list[ProtoField]:
-        return [proto_field(n, f, self.model, for_input=True) for n, f in self._fields().items() if not f.read_only]
+        """Return the fields a client may write; the key is never one (it names the object acted on)."""
+        key = self.model._meta.pk.name
+        return [
+            proto_field(n, f, self.model, for_input=True)
+            for n, f in self._fields().items()
+            if not f.read_only and (f.source or n) != key
+        ]
 
     def key_field(self) -> ProtoField:
         pk = self.model._meta.pk

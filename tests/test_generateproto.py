@@ -205,3 +205,10 @@ def test_a_missing_hand_written_proto_is_a_command_error(settings):
     settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "STATIC_PROTOS": ["missing.proto"]}
     with pytest.raises(CommandError, match="missing.proto"):
         call_command("generateproto", "--check")
+
+
+def test_a_writable_primary_key_stays_out_of_the_request_fields():
+    """The key names the object acted on; as a writable field too it would be declared twice."""
+    text = render(V1, id=serializers.UUIDField())
+    assert numbers(text, "PostUpdateRequest") == {"id": 1, "owner": 2, "title": 3, "description": 4}
+    assert "id" not in numbers(text, "PostCreateRequest")

@@ -164,3 +164,19 @@ def test_a_signup_that_loses_a_race_for_its_email_is_already_exists(anon_users_s
     )
     assert bad_request_fields(error) == ["email"]
     assert User.objects.count() == 1
+
+
+def test_update_without_a_password_keeps_the_password(users_stub, user):
+    users_stub.Update(users_pb2.UserUpdateRequest(id=str(user.id), email="kept@example.com"))
+    row = User.objects.get(pk=user.pk)
+    assert row.email == "kept@example.com" and row.check_password(PASSWORD)
+
+
+def test_create_without_a_password_is_invalid(anon_users_stub, transactional_db):
+    error = assert_status(
+        lambda: anon_users_stub.Create(users_pb2.UserCreateRequest(email="nopass@example.com")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        details_contain="password: This field is required.",
+    )
+    assert bad_request_fields(error) == ["password"]
+    assert not User.objects.exists()

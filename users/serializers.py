@@ -21,6 +21,12 @@ class UserProtoSerializer(ModelProtoSerializer):
         ordering_fields = ["date_joined", "email"]
         extra_kwargs = {"password": {"write_only": True, "style": {"input_type": "password"}}}
 
+    def get_fields(self):
+        """Require the password to sign up; on Update, one not given leaves the password as it is."""
+        fields = super().get_fields()
+        fields["password"].required = self.instance is None
+        return fields
+
     def create(self, validated_data) -> User:
         return user_create(**validated_data)
 
