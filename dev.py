@@ -57,7 +57,10 @@ def serve(address: str = "127.0.0.1:50051") -> None:
     """Migrate, load the demo data and serve gRPC (SQLite unless DATABASE_URL says otherwise)."""
     manage("migrate", "--noinput", "-v", "0")
     manage("seeddemo")
-    manage("grpcrunserver", address)
+    # The server replaces this process, so that Ctrl-C and SIGTERM reach it
+    # directly and it drains as it should, instead of being killed by a parent.
+    os.chdir(ROOT)
+    os.execv(str(PYTHON), [str(PYTHON), "manage.py", "grpcrunserver", address])
 
 
 def test(*pytest_args: str) -> None:
