@@ -96,7 +96,7 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=int(os.environ.get("CONN_MAX_AGE", "600")),
-        conn_health_checks=True,
+        conn_health_checks=env_bool("CONN_HEALTH_CHECKS", True),
     )
 }
 
@@ -128,8 +128,14 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 
 # Rate limits count in Django's cache. A memory cache is per process: with
 # several server processes, use a shared cache (Redis, Memcached) instead.
+# Rate-limit counters live in the cache, so it must be shared by every process
+# on the host (grpcrunserver --workers, runserver or gunicorn): a file-based
+# cache needs no server. Several hosts need a shared cache server (Redis, ...).
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "demo"},
+    "default": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": os.environ.get("CACHE_LOCATION", str(BASE_DIR / "var" / "cache")),
+    },
 }
 
 REST_FRAMEWORK = {
