@@ -66,6 +66,11 @@ class PermissionDenied(GrpcError):
     default_detail = "You do not have permission to perform this action."
 
 
+class Unimplemented(GrpcError):
+    status_code = grpc.StatusCode.UNIMPLEMENTED
+    default_detail = "Method not implemented."
+
+
 class ResourceExhausted(GrpcError):
     status_code = grpc.StatusCode.RESOURCE_EXHAUSTED
     default_detail = "Request was throttled."

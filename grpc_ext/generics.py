@@ -20,7 +20,6 @@ from functools import update_wrapper
 import grpc
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db.models.query import QuerySet
 from django_grpc_framework import generics as framework_generics
 
 from grpc_ext import mixins
@@ -30,6 +29,7 @@ from grpc_ext.exceptions import (
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
+    Unimplemented,
     abort_with_error,
     to_grpc_error,
 )
@@ -111,26 +111,33 @@ class Service(framework_generics.GenericService):
 
     @classmethod
     def as_servicer(cls, **initkwargs):
-        """Return a servicer object for ``add_<Name>Servicer_to_server``."""
-        for key in initkwargs:
-            if not hasattr(cls, key):
-                raise TypeError(
-                    f"{cls.__name__}() received an invalid keyword {key!r}. as_servicer only "
-                    "accepts arguments that are already attributes of the class."
-                )
-        if isinstance(getattr(cls, "queryset", None), QuerySet):
-            cls.queryset._fetch_all = _forbid_evaluating_class_queryset
+        """Return a servicer object for ``add_<Name>Servicer_to_server``.
+
+        The framework's ``as_servicer`` still checks ``initkwargs`` and guards
+        the class queryset; its servicer object is not used, since its handlers
+        are the ones this class replaces.
+        """
+        framework_generics.GenericService.as_servicer.__func__(cls, **initkwargs)
 
         class Servicer:
             def __getattr__(self, action):
                 if not hasattr(cls, action):
-                    raise AttributeError(action)
+                    return cls._make_unimplemented_handler(action)
                 handler = cls._make_handler(action, initkwargs)
                 update_wrapper(handler, getattr(cls, action))
                 return handler
 
         update_wrapper(Servicer, cls, updated=())
         return Servicer()
+
+    @classmethod
+    def _make_unimplemented_handler(cls, action: str):
+        """Answer UNIMPLEMENTED for an RPC of the proto that the service does not define."""
+
+        def unimplemented(request, context):
+            abort_with_error(Unimplemented(f"{cls.__name__} does not implement {action}."), context)
+
+        return unimplemented
 
     @classmethod
     def _make_handler(cls, action: str, initkwargs: dict):
@@ -184,13 +191,6 @@ def _report_unexpected(sender, request, context: grpc.ServicerContext, exc: Exce
         expected = False
     if not expected:
         grpc_got_request_exception.send(sender=sender, request=request, context=context, exception=exc)
-
-
-def _forbid_evaluating_class_queryset():
-    raise RuntimeError(
-        "Do not evaluate the `.queryset` attribute directly, as the result would be "
-        "cached and reused between requests. Use `.all()` or call `.get_queryset()`."
-    )
 
 
 class GenericService(Service):
