@@ -128,14 +128,21 @@ class StreamModelMixin:
             yield from self.get_serializer(chunk, many=True).message
 
 
+#: The update_mask path that asks for full replacement (AIP-134).
+FULL_REPLACEMENT = "*"
+
+
 class PartialUpdateModelMixin:
     """``PartialUpdate``: change only the paths of ``update_mask`` (AIP-134).
 
-    An empty mask means every field the request populates, as AIP-134 says; a
-    masked ``optional`` field left unset goes back to its model default.
+    An empty mask means every field the request populates, and ``*`` full
+    replacement (what ``Update`` does), as AIP-134 says; a masked ``optional``
+    field left unset goes back to its model default.
     """
 
     def PartialUpdate(self, request, context):
+        if list(request.update_mask.paths) == [FULL_REPLACEMENT]:
+            return UpdateModelMixin.Update(self, request, context)
         instance = self.get_object()
         serializer = self.get_serializer(instance)
         data = serializer.message_to_data(request)

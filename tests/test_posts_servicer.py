@@ -176,3 +176,27 @@ def test_stream_sends_exactly_the_rows_there_are(posts_stub, user):
 
 def test_stream_of_an_empty_table_ends_at_once(posts_stub, transactional_db):
     assert list(posts_stub.Stream(posts_pb2.PostStreamRequest())) == []
+
+
+def test_partial_update_with_the_star_mask_replaces_every_writable_field(posts_stub, user):
+    post = make_post(owner=user, title="Before", description="Old words")
+    posts_stub.PartialUpdate(
+        posts_pb2.PostPartialUpdateRequest(
+            id=str(post.id), title="After", update_mask=field_mask_pb2.FieldMask(paths=["*"])
+        )
+    )
+    row = Post.objects.get(pk=post.pk)
+    assert (row.title, row.description) == ("After", "")
+
+
+def test_partial_update_with_star_and_other_paths_is_invalid(posts_stub, post):
+    assert_status(
+        lambda: posts_stub.PartialUpdate(
+            posts_pb2.PostPartialUpdateRequest(
+                id=str(post.id), title="After", update_mask=field_mask_pb2.FieldMask(paths=["*", "title"])
+            )
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        details_contain="update_mask",
+    )
+    assert Post.objects.get(pk=post.pk).title == post.title
