@@ -1,37 +1,25 @@
-"""REST transport for posts: thin DRF views over ``posts.services`` and ``posts.selectors``."""
+"""REST transport for posts: thin DRF views over ``posts.services`` and ``posts.selectors``.
+
+Posts are read and written by the serializer gRPC uses, so the fields a client
+may see and write, and their validation, are declared once.
+"""
 
 from __future__ import annotations
 
-from rest_framework import generics, serializers
+from rest_framework import generics
 from rest_framework.permissions import IsAuthenticated
 
-from posts.models import Post
 from posts.permissions import RestIsOwnerOrStaff
 from posts.selectors import post_list
-from posts.services import post_create, post_update
+from posts.serializers import PostProtoSerializer
 
 TRUE_VALUES = {"1", "true", "yes", "on"}
-
-
-class PostSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Post
-        fields = ["id", "owner", "title", "description", "created", "updated"]
-        read_only_fields = ["id", "owner", "created", "updated"]
-        # PUT replaces every writable field, as gRPC's Update does: a field left out is reset.
-        extra_kwargs = {"description": {"default": ""}}
-
-    def create(self, validated_data) -> Post:
-        return post_create(**validated_data)
-
-    def update(self, instance: Post, validated_data) -> Post:
-        return post_update(post=instance, **validated_data)
 
 
 class PostListView(generics.ListCreateAPIView):
     """List posts (``?mine=true``: only the caller's), or create one owned by the caller."""
 
-    serializer_class = PostSerializer
+    serializer_class = PostProtoSerializer
     permission_classes = [IsAuthenticated]
 
     def get_queryset(self):
@@ -43,7 +31,7 @@ class PostListView(generics.ListCreateAPIView):
 
 
 class PostDetailView(generics.RetrieveUpdateDestroyAPIView):
-    serializer_class = PostSerializer
+    serializer_class = PostProtoSerializer
     permission_classes = [IsAuthenticated, RestIsOwnerOrStaff]
 
     def get_queryset(self):

@@ -15,6 +15,8 @@ class PostProtoSerializer(ModelProtoSerializer):
         # List filters: `owner` (a user id, exact) and `title_contains` (case-insensitive).
         list_filters = {"owner": "exact", "title": "icontains"}
         ordering_fields = ["created", "updated", "title"]
+        # A full update (gRPC Update, REST PUT) that leaves description out resets it.
+        extra_kwargs = {"description": {"default": ""}}
 
     def create(self, validated_data) -> Post:
         return post_create(**validated_data)

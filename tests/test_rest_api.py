@@ -118,7 +118,7 @@ def test_create_sets_the_caller_as_owner_whatever_the_body_says(author):
     )
     assert response.status_code == 201, response.data
     row = Post.objects.get(pk=response.data["id"])
-    assert row.owner_id == author.id and response.data["owner"] == author.id
+    assert row.owner_id == author.id and response.json()["owner"] == str(author.id)
 
 
 def test_unverified_user_can_read_and_post(db):

@@ -1,4 +1,7 @@
-"""REST transport for signup and sessions: thin DRF views over ``users.services``."""
+"""REST transport for signup and sessions: thin DRF views over ``users.services``.
+
+A user is shown by the same serializer as over gRPC, so both show the same fields.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +11,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
-from users.models import User
+from users.serializers import UserProtoSerializer
 from users.services import auth_login, auth_logout, auth_refresh, user_create
 from users.throttling import LoginThrottle, SignupThrottle
-
-
-class UserSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = User
-        fields = ["id", "email", "is_active", "is_verified", "is_staff", "date_joined"]
-        read_only_fields = fields
 
 
 class CredentialsSerializer(serializers.Serializer):
@@ -54,7 +50,7 @@ class SignupView(OpenView):
 
     def post(self, request):
         user = user_create(**self.validated(CredentialsSerializer))
-        return Response(UserSerializer(user).data, status=status.HTTP_201_CREATED)
+        return Response(UserProtoSerializer(user).data, status=status.HTTP_201_CREATED)
 
 
 class LoginView(OpenView):
