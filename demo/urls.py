@@ -13,5 +13,6 @@ urlpatterns = [
     path("api/users/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     path("api/users/logout/", LogoutView.as_view(), name="logout"),
     path("api/posts/", PostListView.as_view(), name="post-list"),
-    path("api/posts/<uuid:pk>/", PostDetailView.as_view(), name="post-detail"),
+    # Any string: a key that is not a UUID is a JSON 404 from the view, not an HTML one from the router.
+    path("api/posts/<str:pk>/", PostDetailView.as_view(), name="post-detail"),
 ]

@@ -10,7 +10,8 @@ class Post(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="posts")
     title = models.CharField(max_length=100)
-    description = models.TextField(blank=True, default="")
+    # Bounded so that a page of posts stays far below the gRPC message size limit.
+    description = models.TextField(blank=True, default="", max_length=10_000)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     updated = models.DateTimeField(auto_now=True)
 

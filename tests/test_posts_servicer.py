@@ -200,3 +200,13 @@ def test_partial_update_with_star_and_other_paths_is_invalid(posts_stub, post):
         details_contain="update_mask",
     )
     assert Post.objects.get(pk=post.pk).title == post.title
+
+
+def test_a_description_longer_than_10000_characters_is_invalid(posts_stub, user):
+    """Bounded so that a List page of posts stays far below the gRPC message size limit."""
+    assert_status(
+        lambda: posts_stub.Create(posts_pb2.PostCreateRequest(title="Long", description="x" * 10_001)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        details_contain="description",
+    )
+    assert not Post.objects.exists()

@@ -203,3 +203,9 @@ def test_rest_and_grpc_logins_share_one_rate_limit_per_client(client, auth_stub,
         lambda: auth_stub.Login(auth_pb2.LoginRequest(email=author.email, password=PASSWORD)),
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     )
+
+
+def test_a_post_key_that_is_not_a_uuid_is_a_json_404(author):
+    response = as_user(author).get("/api/posts/not-a-uuid/")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
