@@ -212,3 +212,8 @@ def test_a_writable_primary_key_stays_out_of_the_request_fields():
     text = render(V1, id=serializers.UUIDField())
     assert numbers(text, "PostUpdateRequest") == {"id": 1, "owner": 2, "title": 3, "description": 4}
     assert "id" not in numbers(text, "PostCreateRequest")
+
+
+def test_one_off_with_a_field_the_model_lacks_is_a_command_error():
+    with pytest.raises(CommandError, match="Field name `nope` is not valid for model `Post`"):
+        call_command("generateproto", "--model", "posts.models.Post", "--fields", "id,nope")

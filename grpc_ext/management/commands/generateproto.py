@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import import_string
 
@@ -78,7 +79,7 @@ class Command(BaseCommand):
         previous = existing.read_text() if existing is not None and existing.exists() else None
         try:
             return contract.render(previous)
-        except ContractError as exc:
+        except (ContractError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from exc
 
     def copy_static_protos(self, out_dir: Path, scratch: Path) -> list[Path]:
