@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from posts.models import Post
+from posts.services import post_create, post_update
 
 
 @admin.register(Post)
@@ -11,3 +12,12 @@ class PostAdmin(admin.ModelAdmin):
     list_select_related = ["owner"]
     autocomplete_fields = ["owner"]
     readonly_fields = ["created", "updated"]
+
+    def save_model(self, request, obj: Post, form, change: bool) -> None:
+        """Save through the domain services, as the gRPC and REST APIs do."""
+        fields = {name: form.cleaned_data[name] for name in ("owner", "title", "description")}
+        if change:
+            post_update(post=obj, **fields)
+        else:
+            saved = post_create(**fields)
+            obj.pk, obj.created, obj.updated = saved.pk, saved.created, saved.updated

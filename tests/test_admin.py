@@ -55,3 +55,18 @@ def test_seeddemo_creates_users_and_posts_once(db):
     call_command("seeddemo")
     assert counts == (3, 6)
     assert (User.objects.count(), Post.objects.count()) == counts
+
+
+def test_post_add_form_creates_the_post_through_the_domain_service(staff_client, admin_user, monkeypatch):
+    from posts import admin as posts_admin
+    from posts.models import Post
+
+    calls = []
+    real_post_create = posts_admin.post_create
+    monkeypatch.setattr(posts_admin, "post_create", lambda **fields: calls.append(fields) or real_post_create(**fields))
+    response = staff_client.post(
+        reverse("admin:posts_post_add"), {"owner": admin_user.pk, "title": "From the admin", "description": ""}
+    )
+    assert response.status_code == 302, response.content[:500]
+    assert calls == [{"owner": admin_user, "title": "From the admin", "description": ""}]
+    assert Post.objects.get().title == "From the admin"
