@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 
+from django.db.models import Model
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.internal import type_checkers
@@ -126,13 +127,30 @@ def field_converter(name: str, field: serializers.Field, proto_field: FieldDescr
     raise NotCompilable(f"{name}: {type(field).__name__} to proto {message_type or proto_field.type}")
 
 
-class MessageBuilder:
-    """Build a message from a model instance: one attribute read and one conversion per field."""
+def model_column(model: type[Model] | None, attribute: str) -> str | None:
+    """Return ``attribute`` if it is the attname of a concrete column of ``model`` (what ``values_list`` reads)."""
+    if model is None:
+        return None
+    return next((field.attname for field in model._meta.concrete_fields if field.attname == attribute), None)
 
-    def __init__(self, proto_class: type[Message], steps: list[tuple[str, str, Callable]]):
+
+class MessageBuilder:
+    """Build a message from a model instance: one attribute read and one conversion per field.
+
+    When every field reads a concrete column of the model, ``columns`` names
+    them, and ``build_rows`` builds messages from ``values_list(*columns)``
+    tuples: the same values (Django applies the same converters), without
+    creating model instances.
+    """
+
+    def __init__(
+        self, proto_class: type[Message], steps: list[tuple[str, str, Callable]], columns: list[str] | None = None
+    ):
         self.proto_class = proto_class
         self.field_names = [name for name, _, _ in steps]
+        self.columns = columns
         self._steps = [(name, attrgetter(attribute), convert) for name, attribute, convert in steps]
+        self._row_steps = [(name, index, convert) for index, (name, _, convert) in enumerate(steps)]
 
     @classmethod
     def compile(cls, serializer: serializers.Serializer, proto_class: type[Message]) -> MessageBuilder:
@@ -151,7 +169,9 @@ class MessageBuilder:
                 continue  # ParseDict(ignore_unknown_fields=True) drops it too.
             attribute, convert = field_converter(name, field, proto_field)
             steps.append((name, attribute, convert))
-        return cls(proto_class, steps)
+        model = getattr(getattr(serializer, "Meta", None), "model", None)
+        columns = [model_column(model, attribute) for _, attribute, _ in steps]
+        return cls(proto_class, steps, None if None in columns else columns)
 
     def build(self, instance: Any) -> Message:
         """Return the message for one instance; ``None`` attributes stay unset, as ParseDict leaves them."""
@@ -165,6 +185,19 @@ class MessageBuilder:
     def build_many(self, instances: Iterable[Any]) -> list[Message]:
         build = self.build
         return [build(instance) for instance in instances]
+
+    def build_rows(self, rows: Iterable[tuple]) -> list[Message]:
+        """Return a message per ``values_list(*self.columns)`` row (extra trailing values are ignored)."""
+        proto_class, steps = self.proto_class, self._row_steps
+        messages = []
+        for row in rows:
+            kwargs = {}
+            for name, index, convert in steps:
+                value = row[index]
+                if value is not None:
+                    kwargs[name] = convert(value)
+            messages.append(proto_class(**kwargs))
+        return messages
 
 
 class DictReader:

@@ -12,6 +12,8 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db.models import Model, Q, QuerySet
@@ -22,7 +24,8 @@ from grpc_ext.settings import grpc_ext_settings
 
 @dataclass(frozen=True)
 class Page:
-    rows: list[Model]
+    #: Model instances, or ``values_list`` tuples when ``paginate`` was given ``columns``.
+    rows: list
     next_page_token: str
 
 
@@ -50,13 +53,21 @@ class KeysetPagination:
         return min(requested, grpc_ext_settings.MAX_PAGE_SIZE)
 
     def paginate(
-        self, queryset: QuerySet, *, page_size: int, page_token: str, filters: dict[str, str] | None = None
+        self,
+        queryset: QuerySet,
+        *,
+        page_size: int,
+        page_token: str,
+        filters: dict[str, str] | None = None,
+        columns: list[str] | None = None,
     ) -> Page:
         """Return the page after ``page_token`` (the first page for an empty token).
 
         A token is bound to the ordering and to ``filters`` (the request's
         filter values): used with others it is refused, since its position
-        means nothing in another listing.
+        means nothing in another listing. With ``columns`` (attnames), rows
+        are ``values_list`` tuples of those columns, followed by the ordering's
+        values, and no model instance is created.
         """
         ordering = self.get_ordering(queryset)
         filters = filters or {}
@@ -65,11 +76,20 @@ class KeysetPagination:
         if page_token:
             values = self._decode(queryset.model, ordering, filters, page_token)
             queryset = queryset.filter(self._after(ordering, values))
+        if columns is not None:
+            ordering_fields = [queryset.model._meta.get_field(term.lstrip("-")) for term in ordering]
+            queryset = queryset.values_list(*columns, *(field.attname for field in ordering_fields))
         rows = list(queryset[: size + 1])
         if len(rows) <= size:
             return Page(rows, "")
         rows = rows[:size]
-        return Page(rows, self._encode(ordering, filters, rows[-1]))
+        last = rows[-1]
+        if columns is not None:
+            # value_to_string reads the attname, as from an instance.
+            last = SimpleNamespace(
+                **{field.attname: value for field, value in zip(ordering_fields, last[len(columns) :], strict=True)}
+            )
+        return Page(rows, self._encode(queryset.model, ordering, filters, last))
 
     @staticmethod
     def _after(ordering: list[str], values: list) -> Q:
@@ -85,8 +105,8 @@ class KeysetPagination:
         return condition
 
     @staticmethod
-    def _encode(ordering: list[str], filters: dict[str, str], row: Model) -> str:
-        values = [row._meta.get_field(term.lstrip("-")).value_to_string(row) for term in ordering]
+    def _encode(model: type[Model], ordering: list[str], filters: dict[str, str], row: Any) -> str:
+        values = [model._meta.get_field(term.lstrip("-")).value_to_string(row) for term in ordering]
         payload = json.dumps({"o": ordering, "f": filters, "v": values}, separators=(",", ":"), sort_keys=True)
         return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 

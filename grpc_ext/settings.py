@@ -17,6 +17,9 @@ DEFAULTS = {
     # List paging (AIP-132): default and maximum page_size.
     "PAGE_SIZE": 50,
     "MAX_PAGE_SIZE": 1000,
+    # Stream: rows per response message by default, and the largest batch_size a client may ask for.
+    "STREAM_BATCH_SIZE": 1000,
+    "MAX_STREAM_BATCH_SIZE": 5000,
     # Proto file stem -> dotted path of the ModelProtoSerializer it is generated from.
     "PROTOS": {},
     # Directory the protos and stubs are written to, relative to BASE_DIR.

@@ -22,7 +22,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from bench import loadgen, measure, report
-from bench.processes import Server, start_drf, start_floor, start_grpc
+from bench.processes import Server, access_token, start_drf, start_floor, start_grpc
 from posts.models import Post
 from users.models import User
 
@@ -125,9 +125,9 @@ class Command(BaseCommand):
                 del connections.settings[ALIAS]
 
     def seed(self) -> tuple[str, str]:
-        """Write 10 users and ``rows`` posts; return the id of one post and of its owner."""
+        """Write 10 verified users and ``rows`` posts; return the id of one post and of its owner."""
         users = User.objects.using(ALIAS).bulk_create(
-            [User(email=f"bench{index}@example.com", password="!") for index in range(10)]
+            [User(email=f"bench{index}@example.com", password="!", is_verified=True) for index in range(10)]
         )
         batch = 5000
         for start in range(0, self.rows, batch):
@@ -143,14 +143,16 @@ class Command(BaseCommand):
     def run_all(self, server_url: str) -> dict:
         self.stdout.write(f"Seeding {self.rows:,} posts ...")
         post_id, owner_id = self.seed()
+        # Every call is authenticated the same way on both sides: as the post's owner, with a JWT.
+        self.token = access_token(User.objects.using(ALIAS).get(pk=owner_id))
         results = {"grpc": {}, "drf": {}, "floor": {}}
         self.run_raw_floor(results["floor"])
-        with self.serving(start_grpc(server_url, 1)) as server:
+        with self.serving(start_grpc(server_url, 1, self.token)) as server:
             measure.verify_grpc(server, post_id, self.page_size)
             self.run_grpc(server, results["grpc"], post_id, owner_id)
             if not self.quick:
                 measure.verify_stream(server, Post.objects.using(ALIAS).count())
-        with self.serving(start_drf(server_url, 1)) as server:
+        with self.serving(start_drf(server_url, 1, self.token)) as server:
             self.run_drf(server, results["drf"], post_id, owner_id)
         with self.serving(start_floor(self.rows)) as server:
             self.run_floor_server(server, results["floor"], post_id)
@@ -176,7 +178,7 @@ class Command(BaseCommand):
             lambda: measure.grpc_retrieve(server, post_id, connections_=self.connections, **kwargs)
         )
         listed = self.median_of(lambda: measure.grpc_list(server, self.page_size, **kwargs))
-        create = self.measure_create(out, lambda: measure.grpc_create(server, owner_id, **kwargs))
+        create = self.measure_create(out, lambda: measure.grpc_create(server, **kwargs))
         streams = [measure.grpc_stream(server, self.rows, quick=self.quick) for _ in range(self.repeat)]
         self.store(out, retrieve, listed, create, streams)
 
@@ -207,7 +209,7 @@ class Command(BaseCommand):
         out["retrieve_rps"] = retrieve.per_second
         out["retrieve_p50_ms"] = retrieve.percentile(0.5)
         out["retrieve_p99_ms"] = retrieve.percentile(0.99)
-        out["create_rps"] = self.median_of(lambda: measure.grpc_create(server, post_id, **kwargs)).per_second
+        out["create_rps"] = self.median_of(lambda: measure.grpc_create(server, **kwargs)).per_second
         wire_list = self.median_of(lambda: measure.grpc_list(server, 1000, **kwargs))
         out["list_over_wire_ms"] = wire_list.percentile(0.5)
         stream, _ = measure.grpc_stream(server, self.rows, quick=self.quick)
@@ -224,10 +226,10 @@ class Command(BaseCommand):
     def run_two_processes(self, server_url: str, results: dict, post_id: str) -> None:
         """Retrieve with two processes of each server, for the scaling figure."""
         kwargs = {"duration": self.duration, "quick": self.quick, "connections_": self.connections * 2}
-        with self.serving(start_grpc(server_url, 2)) as server:
+        with self.serving(start_grpc(server_url, 2, self.token)) as server:
             run = self.median_of(lambda: measure.grpc_retrieve(server, post_id, **kwargs))
             results["grpc"]["retrieve_rps_2"] = run.per_second
-        with self.serving(start_drf(server_url, 2)) as server:
+        with self.serving(start_drf(server_url, 2, self.token)) as server:
             run = self.median_of(lambda: measure.drf_retrieve(server, post_id, **kwargs))
             results["drf"]["retrieve_rps_2"] = run.per_second
 
