@@ -1,8 +1,10 @@
 """RPC handlers the framework lacks or gets wrong, one per mixin, as in DRF.
 
-The framework's Create, Retrieve, Update and Destroy mixins are used as they
-are; its List (a server stream of every row) becomes ``Stream``, and ``List``
-returns one page (AIP-132). ``PartialUpdate`` takes a field mask (AIP-134).
+The framework's Create, Update and Destroy mixins are used as they are; its
+List (a server stream of every row) becomes ``Stream`` (batches of rows), and
+``List`` returns one page (AIP-132). ``PartialUpdate`` takes a field mask
+(AIP-134). Retrieve, List and Stream build messages with the serializer
+class's compiled builder (``BuilderMixin``).
 """
 
 from __future__ import annotations
@@ -73,8 +75,19 @@ class DestroyModelMixin(framework_mixins.DestroyModelMixin):
             instance.delete()
 
 
-class RowBuilderMixin:
-    """List and Stream read rows as tuples straight into the serializer's compiled builder."""
+class BuilderMixin:
+    """Build responses with the serializer class's compiled builder, without a serializer per call.
+
+    A compiled builder's output depends on the serializer class only (its
+    fields are built once per class), so skipping the serializer instance
+    changes no byte. Override these hooks to return ``None`` if
+    ``get_serializer`` is customized.
+    """
+
+    def get_message_builder(self) -> MessageBuilder | None:
+        """Return the serializer class's builder for instances, or ``None`` to use a serializer."""
+        getter = getattr(self.get_serializer_class(), "get_message_builder", None)
+        return getter() if getter is not None else None
 
     def get_row_builder(self) -> MessageBuilder | None:
         """Return the serializer's builder for ``values_list`` rows, or ``None`` to read model instances.
@@ -87,7 +100,14 @@ class RowBuilderMixin:
         return getter() if getter is not None else None
 
 
-class ListModelMixin(RowBuilderMixin):
+class RetrieveModelMixin(BuilderMixin):
+    def Retrieve(self, request, context):
+        instance = self.get_object()
+        builder = self.get_message_builder()
+        return builder.build(instance) if builder is not None else self.get_serializer(instance).message
+
+
+class ListModelMixin(BuilderMixin):
     """``List``: one page of rows and the token of the next (AIP-132)."""
 
     #: Ordering of List pages; the primary key is appended to break ties.
@@ -123,7 +143,7 @@ class ListModelMixin(RowBuilderMixin):
         return KeysetPagination(self.get_list_ordering(queryset))
 
 
-class StreamModelMixin(RowBuilderMixin):
+class StreamModelMixin(BuilderMixin):
     """``Stream``: every row as a server stream of batches (``repeated`` rows per message), for exports.
 
     One message per row would cost a blocking send per row in grpcio's

@@ -35,9 +35,10 @@ DEFAULTS = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["grpc_ext.permissions.AllowAny"],
     "DEFAULT_THROTTLE_CLASSES": [],
-    # Seconds JWTAuthentication keeps a user it read (per process; a save or delete in the
-    # process drops it at once, other processes see it within the TTL). 0 reads it every call.
-    "AUTH_USER_CACHE_TTL": 5.0,
+    # Seconds JWTAuthentication keeps a validated token (never past its expiry) and the user it
+    # read, per process; saving or deleting a user drops it at once in that process, other
+    # processes see the change within the TTL. 0 validates and reads on every call.
+    "AUTH_CACHE_TTL": 5.0,
     # Seconds a draining server still accepts RPCs while health says NOT_SERVING,
     # so that load balancers stop routing to it first.
     "SHUTDOWN_DRAIN_DELAY": 0.0,

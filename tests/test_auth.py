@@ -154,13 +154,13 @@ def test_a_user_deactivated_or_deleted_after_a_call_is_refused_at_once(anon_post
 def test_a_write_that_sends_no_signal_is_seen_after_the_cache_ttl(anon_posts_stub, user, settings):
     """``QuerySet.update`` bypasses the signals: the cached user stands until the TTL, none with TTL 0."""
     metadata = auth_metadata(user)
-    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "AUTH_USER_CACHE_TTL": 300}
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "AUTH_CACHE_TTL": 300}
     anon_posts_stub.List(posts_pb2.PostListRequest(), metadata=metadata)
     User.objects.filter(pk=user.pk).update(is_active=False)
 
     anon_posts_stub.List(posts_pb2.PostListRequest(), metadata=metadata)  # still cached
 
-    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "AUTH_USER_CACHE_TTL": 0}
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "AUTH_CACHE_TTL": 0}
     assert_status(
         lambda: anon_posts_stub.List(posts_pb2.PostListRequest(), metadata=metadata),
         grpc.StatusCode.UNAUTHENTICATED,
