@@ -80,17 +80,30 @@ class NotCompilable(Exception):
     """The serializer's output cannot be reproduced field by field; keep the reference path."""
 
 
-def timestamp_kwargs(field: drf_fields.DateTimeField) -> Callable[[datetime], Any]:
-    """Return a converter from a datetime to a ``Timestamp`` the way DRF's ISO string parses to one."""
-    from google.protobuf.timestamp_pb2 import Timestamp
+def timestamp_kwargs(field: drf_fields.DateTimeField) -> Callable[[datetime], dict]:
+    """Return a converter from a datetime to ``Timestamp`` fields, the way DRF's ISO string parses to one.
 
-    def convert(value: datetime) -> Timestamp:
+    A dict, not a ``Timestamp``: the message constructor builds the
+    sub-message from it in place, which costs half of copying one in.
+    """
+
+    def convert(value: datetime) -> dict:
         if value.tzinfo is None:
             value = field.enforce_timezone(value)
         delta = value - EPOCH
-        return Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
+        return {"seconds": delta.days * 86400 + delta.seconds, "nanos": delta.microseconds * 1000}
 
     return convert
+
+
+def scalar_converter(field: drf_fields.Field) -> Callable:
+    """Return ``field.to_representation``, or the builtin it amounts to (a cheaper call per row)."""
+    method = type(field).to_representation
+    if method is drf_fields.CharField.to_representation:
+        return str
+    if method is drf_fields.UUIDField.to_representation and field.uuid_format == "hex_verbose":
+        return str
+    return field.to_representation
 
 
 def identity(value: Any) -> Any:
@@ -123,7 +136,7 @@ def field_converter(name: str, field: serializers.Field, proto_field: FieldDescr
     if message_type is None and proto_field.type in SCALAR_TYPES and isinstance(field, PURE_SCALAR_FIELDS):
         if isinstance(field, drf_fields.DateTimeField):
             raise NotCompilable(f"{name}: datetime to a scalar proto field")
-        return attribute, field.to_representation
+        return attribute, scalar_converter(field)
     raise NotCompilable(f"{name}: {type(field).__name__} to proto {message_type or proto_field.type}")
 
 
@@ -150,7 +163,7 @@ class MessageBuilder:
         self.field_names = [name for name, _, _ in steps]
         self.columns = columns
         self._steps = [(name, attrgetter(attribute), convert) for name, attribute, convert in steps]
-        self._row_steps = [(name, index, convert) for index, (name, _, convert) in enumerate(steps)]
+        self.fill = compile_fill(steps)
 
     @classmethod
     def compile(cls, serializer: serializers.Serializer, proto_class: type[Message]) -> MessageBuilder:
@@ -188,16 +201,27 @@ class MessageBuilder:
 
     def build_rows(self, rows: Iterable[tuple]) -> list[Message]:
         """Return a message per ``values_list(*self.columns)`` row (extra trailing values are ignored)."""
-        proto_class, steps = self.proto_class, self._row_steps
-        messages = []
-        for row in rows:
-            kwargs = {}
-            for name, index, convert in steps:
-                value = row[index]
-                if value is not None:
-                    kwargs[name] = convert(value)
-            messages.append(proto_class(**kwargs))
-        return messages
+        return self.fill(rows, self.proto_class)
+
+
+def compile_fill(steps: list[tuple[str, str, Callable]]) -> Callable[[Iterable[tuple], Callable], list]:
+    """Compile ``fill(rows, make)``: ``[make(<field>=<converted row[i]>, ...) for row in rows]``.
+
+    One expression per field, written out, so a row costs one call of
+    ``make`` (the message class, or a repeated field's ``add``, which builds
+    the row in place) plus its conversions; a ``None`` value leaves the field
+    unset, as ``ParseDict`` does with null. Field names are proto identifiers
+    from the descriptor; converters are passed in, never written into the code.
+    """
+    arguments = []
+    for index, (name, _, convert) in enumerate(steps):
+        value = f"row[{index}]"
+        converted = value if convert is identity else f"convert_{index}({value})"
+        arguments.append(f"{name}=None if {value} is None else {converted}")
+    source = f"def fill(rows, make):\n    return [make({', '.join(arguments)}) for row in rows]\n"
+    namespace = {f"convert_{index}": convert for index, (_, _, convert) in enumerate(steps)}
+    exec(compile(source, "<grpc_ext.fastpath.fill>", "exec"), namespace)
+    return namespace["fill"]
 
 
 class DictReader:

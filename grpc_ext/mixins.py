@@ -124,9 +124,14 @@ class ListModelMixin(BuilderMixin):
             filters=applied_filters,
             columns=builder.columns if builder else None,
         )
-        messages = builder.build_rows(page.rows) if builder else self.get_serializer(page.rows, many=True).message
         response_class = response_class_for(self.get_serializer_class(), "ListResponse")
-        return response_class(**{repeated_field(response_class): messages, "next_page_token": page.next_page_token})
+        response = response_class(next_page_token=page.next_page_token)
+        rows = getattr(response, repeated_field(response_class))
+        if builder is not None:
+            builder.fill(page.rows, rows.add)  # each row built in place in the response
+        else:
+            rows.extend(self.get_serializer(page.rows, many=True).message)
+        return response
 
     def filter_list_queryset(self, queryset, request) -> tuple:
         """Apply the request's filters (``Meta.list_filters``); return the queryset and the values applied."""
@@ -155,12 +160,10 @@ class StreamModelMixin(BuilderMixin):
 
     def Stream(self, request, context) -> Iterator[Message]:
         queryset = self.filter_queryset(self.get_queryset())
-        batches = self.get_stream_batches(queryset, self.get_stream_batch_size(request))
-        response_class = response_class_for(self.get_serializer_class(), "StreamResponse")
-        field = repeated_field(response_class)
+        responses = self.get_stream_responses(queryset, self.get_stream_batch_size(request))
         # Checked before each batch: a client that cancelled costs at most the batch in hand.
-        while context.is_active() and (batch := next(batches, None)) is not None:
-            yield response_class(**{field: batch})
+        while context.is_active() and (response := next(responses, None)) is not None:
+            yield response
 
     def get_stream_batch_size(self, request) -> int:
         """Return the request's ``batch_size`` (0: ``STREAM_BATCH_SIZE``), at most ``MAX_STREAM_BATCH_SIZE``."""
@@ -171,20 +174,22 @@ class StreamModelMixin(BuilderMixin):
             )
         return min(requested or grpc_ext_settings.STREAM_BATCH_SIZE, grpc_ext_settings.MAX_STREAM_BATCH_SIZE)
 
-    def get_stream_batches(self, queryset, size: int) -> Iterator[list[Message]]:
-        """Yield the messages of ``size`` rows at a time, reading each batch only when it is asked for."""
+    def get_stream_responses(self, queryset, size: int) -> Iterator[Message]:
+        """Yield one ``<Message>StreamResponse`` per ``size`` rows, reading each batch only when asked for it."""
+        response_class = response_class_for(self.get_serializer_class(), "StreamResponse")
+        field = repeated_field(response_class)
         builder = self.get_row_builder()
         if builder is not None:
             rows = queryset.values_list(*builder.columns).iterator(chunk_size=size)
-            build = builder.build_rows
         else:
             rows = queryset.iterator(chunk_size=size)
-
-            def build(chunk):
-                return self.get_serializer(chunk, many=True).message
-
         while chunk := list(itertools.islice(rows, size)):
-            yield build(chunk)
+            response = response_class()
+            if builder is not None:
+                builder.fill(chunk, getattr(response, field).add)
+            else:
+                getattr(response, field).extend(self.get_serializer(chunk, many=True).message)
+            yield response
 
 
 def response_class_for(serializer_class, suffix: str) -> type[Message]:

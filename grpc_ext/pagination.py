@@ -77,8 +77,10 @@ class KeysetPagination:
             values = self._decode(queryset.model, ordering, filters, page_token)
             queryset = queryset.filter(self._after(ordering, values))
         if columns is not None:
-            ordering_fields = [queryset.model._meta.get_field(term.lstrip("-")) for term in ordering]
-            queryset = queryset.values_list(*columns, *(field.attname for field in ordering_fields))
+            # The ordering's columns the rows lack are selected after them.
+            attnames = [queryset.model._meta.get_field(term.lstrip("-")).attname for term in ordering]
+            selected = [*columns, *(attname for attname in dict.fromkeys(attnames) if attname not in columns)]
+            queryset = queryset.values_list(*selected)
         rows = list(queryset[: size + 1])
         if len(rows) <= size:
             return Page(rows, "")
@@ -86,9 +88,7 @@ class KeysetPagination:
         last = rows[-1]
         if columns is not None:
             # value_to_string reads the attname, as from an instance.
-            last = SimpleNamespace(
-                **{field.attname: value for field, value in zip(ordering_fields, last[len(columns) :], strict=True)}
-            )
+            last = SimpleNamespace(**{attname: last[selected.index(attname)] for attname in attnames})
         return Page(rows, self._encode(queryset.model, ordering, filters, last))
 
     @staticmethod

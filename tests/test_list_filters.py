@@ -124,11 +124,11 @@ def test_cancelled_stream_stops_reading_rows(posts_stub, user, monkeypatch):
         make_post(owner=user)
     server_saw_cancel, finished = threading.Event(), threading.Event()
     batches_read = []
-    read_batches = PostService.get_stream_batches
+    read_batches = PostService.get_stream_responses
 
     def counting_batches(self, queryset, size):
         for batch in read_batches(self, queryset, size):
-            batches_read.append(len(batch))
+            batches_read.append(len(batch.posts))
             if len(batches_read) == 2:  # the second batch waits for the cancellation
                 server_saw_cancel.wait(timeout=10)
             yield batch
@@ -141,7 +141,7 @@ def test_cancelled_stream_stops_reading_rows(posts_stub, user, monkeypatch):
         if sender is PostService:
             finished.set()
 
-    monkeypatch.setattr(PostService, "get_stream_batches", counting_batches)
+    monkeypatch.setattr(PostService, "get_stream_responses", counting_batches)
     grpc_request_started.connect(on_started)
     grpc_request_finished.connect(on_finished)
     try:
