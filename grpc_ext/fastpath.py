@@ -163,7 +163,11 @@ class MessageBuilder:
         self.field_names = [name for name, _, _ in steps]
         self.columns = columns
         self._steps = [(name, attrgetter(attribute), convert) for name, attribute, convert in steps]
-        self.fill = compile_fill(steps)
+        #: (proto field, converter) per column, in ``columns`` order.
+        self.named_converters = [(name, convert) for name, _, convert in steps]
+        self.fill = compile_fill(self.named_converters)
+        #: Fill functions compiled for other per-column converters (``grpc_ext.rows``).
+        self.fill_cache: dict[tuple, Callable] = {}
 
     @classmethod
     def compile(cls, serializer: serializers.Serializer, proto_class: type[Message]) -> MessageBuilder:
@@ -204,7 +208,7 @@ class MessageBuilder:
         return self.fill(rows, self.proto_class)
 
 
-def compile_fill(steps: list[tuple[str, str, Callable]]) -> Callable[[Iterable[tuple], Callable], list]:
+def compile_fill(named_converters: list[tuple[str, Callable]]) -> Callable[[Iterable[tuple], Callable], list]:
     """Compile ``fill(rows, make)``: ``[make(<field>=<converted row[i]>, ...) for row in rows]``.
 
     One expression per field, written out, so a row costs one call of
@@ -214,12 +218,12 @@ def compile_fill(steps: list[tuple[str, str, Callable]]) -> Callable[[Iterable[t
     from the descriptor; converters are passed in, never written into the code.
     """
     arguments = []
-    for index, (name, _, convert) in enumerate(steps):
+    for index, (name, convert) in enumerate(named_converters):
         value = f"row[{index}]"
         converted = value if convert is identity else f"convert_{index}({value})"
         arguments.append(f"{name}=None if {value} is None else {converted}")
     source = f"def fill(rows, make):\n    return [make({', '.join(arguments)}) for row in rows]\n"
-    namespace = {f"convert_{index}": convert for index, (_, _, convert) in enumerate(steps)}
+    namespace = {f"convert_{index}": convert for index, (_, convert) in enumerate(named_converters)}
     exec(compile(source, "<grpc_ext.fastpath.fill>", "exec"), namespace)
     return namespace["fill"]
 

@@ -22,6 +22,7 @@ from grpc_ext.exceptions import InvalidArgument
 from grpc_ext.fastpath import MessageBuilder
 from grpc_ext.filters import filter_list_request, get_list_filters, get_ordering_fields, parse_order_by
 from grpc_ext.pagination import KeysetPagination
+from grpc_ext.rows import RawRows
 from grpc_ext.settings import grpc_ext_settings
 
 
@@ -122,13 +123,13 @@ class ListModelMixin(BuilderMixin):
             page_size=request.page_size,
             page_token=request.page_token,
             filters=applied_filters,
-            columns=builder.columns if builder else None,
+            builder=builder,
         )
         response_class = response_class_for(self.get_serializer_class(), "ListResponse")
         response = response_class(next_page_token=page.next_page_token)
         rows = getattr(response, repeated_field(response_class))
-        if builder is not None:
-            builder.fill(page.rows, rows.add)  # each row built in place in the response
+        if page.fill is not None:
+            page.fill(page.rows, rows.add)  # each row built in place in the response
         else:
             rows.extend(self.get_serializer(page.rows, many=True).message)
         return response
@@ -179,14 +180,20 @@ class StreamModelMixin(BuilderMixin):
         response_class = response_class_for(self.get_serializer_class(), "StreamResponse")
         field = repeated_field(response_class)
         builder = self.get_row_builder()
+        fill = None
         if builder is not None:
-            rows = queryset.values_list(*builder.columns).iterator(chunk_size=size)
+            queryset = queryset.values_list(*builder.columns)
+            raw = RawRows(builder, queryset, chunk_size=size)
+            if raw.fill is not None:
+                rows, fill = raw.rows(), raw.fill
+            else:
+                rows, fill = queryset.iterator(chunk_size=size), builder.fill
         else:
             rows = queryset.iterator(chunk_size=size)
         while chunk := list(itertools.islice(rows, size)):
             response = response_class()
-            if builder is not None:
-                builder.fill(chunk, getattr(response, field).add)
+            if fill is not None:
+                fill(chunk, getattr(response, field).add)
             else:
                 getattr(response, field).extend(self.get_serializer(chunk, many=True).message)
             yield response

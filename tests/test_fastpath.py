@@ -22,7 +22,9 @@ from rest_framework import serializers
 from grpc_ext.fastpath import read_message
 from grpc_ext.protogen import ProtoContract, compile_protos
 from grpc_ext.protojson import message_to_dict
+from grpc_ext.rows import uuid_text
 from grpc_ext.serializers import ModelProtoSerializer
+from posts.models import Post
 from posts.serializers import PostProtoSerializer
 from protos import posts_pb2, users_pb2
 from tests.factories import make_post, make_user
@@ -289,8 +291,12 @@ def stream_and_pages(stub, request_class, list_request_class) -> tuple[list[byte
 
 def test_list_and_stream_rows_match_the_reference_path_over_the_wire(posts_stub, users_stub, user, settings):
     """List pages (tokens included) and Stream batches are the same bytes with the row path and without it."""
-    for index in range(5):
-        make_post(owner=user, title=f"Post {index}", description="" if index % 2 else "text ✓")
+    posts = [
+        make_post(owner=user, title=f"Post {index}", description="" if index % 2 else "text ✓") for index in range(5)
+    ]
+    # Stored without a fraction of a second, and before the epoch.
+    Post.objects.filter(pk=posts[1].pk).update(created=datetime(2024, 1, 1, tzinfo=UTC))
+    Post.objects.filter(pk=posts[2].pk).update(updated=datetime(1969, 7, 20, 20, 17, 40, 5, tzinfo=UTC))
     make_user(email="second@example.com")
     assert PostProtoSerializer.get_row_builder() is not None
     assert UserProtoSerializer.get_row_builder() is not None
@@ -306,3 +312,19 @@ def test_list_and_stream_rows_match_the_reference_path_over_the_wire(posts_stub,
 
     assert fast == reference
     assert len(fast["posts"][0]) == 3 and len(fast["posts"][1]) == 3
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["0123456789abcdef0123456789abcdef", "0123456789ABCDEF0123456789ABCDEF", "0" * 32, "f" * 32, "1" * 32],
+)
+def test_uuid_text_is_the_uuid_string(raw):
+    assert uuid_text(raw) == str(uuid.UUID(raw))
+
+
+@pytest.mark.parametrize("raw", ["not-a-uuid", "g" * 32, "{" + "0" * 30 + "}"])
+def test_uuid_text_refuses_what_uuid_refuses(raw):
+    with pytest.raises(ValueError):
+        uuid.UUID(raw)
+    with pytest.raises(ValueError):
+        uuid_text(raw)

@@ -83,15 +83,17 @@ class Command(BaseCommand):
             },
             "databases": {},
         }
-        for url in options["databases"] or ["sqlite"]:
-            label = "PostgreSQL" if url.startswith("postgres") else "SQLite"
-            self.stdout.write(f"== {label}")
-            with self.scratch_database(url) as server_url:
-                try:
-                    document["databases"][label] = self.run_all(server_url)
-                except measure.Failure as exc:
-                    raise CommandError(f"{label}: {exc}") from exc
-        self.write_results(document, Path(options["output"]))
+        # Scratch databases are dropped after the results are saved: a DROP can wait on other sessions.
+        with contextlib.ExitStack() as scratch:
+            for url in options["databases"] or ["sqlite"]:
+                label = "PostgreSQL" if url.startswith("postgres") else "SQLite"
+                self.stdout.write(f"== {label}")
+                with self.scratch_database(url, scratch) as server_url:
+                    try:
+                        document["databases"][label] = self.run_all(server_url)
+                    except measure.Failure as exc:
+                        raise CommandError(f"{label}: {exc}") from exc
+            self.write_results(document, Path(options["output"]))
 
     # Set-up ---------------------------------------------------------------------------------
 
@@ -104,25 +106,24 @@ class Command(BaseCommand):
             )
 
     @contextlib.contextmanager
-    def scratch_database(self, url: str) -> Iterator[str]:
-        """Create the database, register it as the ``benchmark`` alias, migrate it; drop it afterwards."""
-        with contextlib.ExitStack() as stack:
-            if url == "sqlite":
-                directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="benchmark-"))
-                url = f"sqlite:///{directory}/benchmark.sqlite3"
-            else:
-                stack.enter_context(postgres_database(url))
-            config = dj_database_url.parse(url, conn_max_age=600)
-            connections.settings[ALIAS] = connections.configure_settings(
-                {"default": connections.settings["default"], ALIAS: config}
-            )[ALIAS]
-            try:
-                call_command("migrate", database=ALIAS, verbosity=0)
-                yield url
-            finally:
-                connections[ALIAS].close()
-                del connections[ALIAS]  # the next database gets a new connection object
-                del connections.settings[ALIAS]
+    def scratch_database(self, url: str, scratch: contextlib.ExitStack) -> Iterator[str]:
+        """Create the database (dropped when ``scratch`` closes), register it as ``benchmark``, migrate it."""
+        if url == "sqlite":
+            directory = scratch.enter_context(tempfile.TemporaryDirectory(prefix="benchmark-"))
+            url = f"sqlite:///{directory}/benchmark.sqlite3"
+        else:
+            scratch.enter_context(postgres_database(url))
+        config = dj_database_url.parse(url, conn_max_age=600)
+        connections.settings[ALIAS] = connections.configure_settings(
+            {"default": connections.settings["default"], ALIAS: config}
+        )[ALIAS]
+        try:
+            call_command("migrate", database=ALIAS, verbosity=0)
+            yield url
+        finally:
+            connections[ALIAS].close()
+            del connections[ALIAS]  # the next database gets a new connection object
+            del connections.settings[ALIAS]
 
     def seed(self) -> tuple[str, str]:
         """Write 10 verified users and ``rows`` posts; return the id of one post and of its owner."""
@@ -170,7 +171,15 @@ class Command(BaseCommand):
             server.stop()
 
     def median_of(self, run_once) -> loadgen.Run:
-        return loadgen.median_run([run_once() for _ in range(self.repeat)])
+        return loadgen.median_run([self.attempt(run_once) for _ in range(self.repeat)])
+
+    def attempt(self, run_once) -> loadgen.Run:
+        """Run once; after a failed call, say so and run again once (a second failure stops the benchmark)."""
+        try:
+            return run_once()
+        except measure.Failure as exc:
+            self.stdout.write(f"   {exc}; running it again")
+            return run_once()
 
     def run_grpc(self, server: Server, out: dict, post_id: str, owner_id: str) -> None:
         kwargs = {"duration": self.duration, "quick": self.quick}
@@ -185,7 +194,7 @@ class Command(BaseCommand):
     def measure_create(self, out: dict, run_once) -> loadgen.Run:
         """Run Create; remember rows written and calls answered, then delete the new rows."""
         before = Post.objects.using(ALIAS).count()
-        runs = [run_once() for _ in range(self.repeat)]
+        runs = [self.attempt(run_once) for _ in range(self.repeat)]
         time.sleep(1)  # calls the load generator abandoned at the deadline may still be writing
         out["_created"] = (Post.objects.using(ALIAS).count() - before, sum(run.calls for run in runs))
         Post.objects.using(ALIAS).filter(title="Created by the benchmark").delete()
