@@ -91,7 +91,8 @@ def h2load(
     if duration and float(finished.group(3)):
         # The report's time includes the warm-up; its rate counts the main duration only.
         seconds = succeeded / float(finished.group(3))
-    failed = int(done.group(3)) + int(done.group(4)) + (succeeded - two_xx)
+    # A call cut off by the deadline may have had its 2xx headers without finishing.
+    failed = int(done.group(3)) + int(done.group(4)) + max(0, succeeded - two_xx)
     data = re.search(r"traffic: .*\((\d+)\) data", output)
     data_bytes = int(data.group(1)) if data else 0
     return Run(calls=succeeded, failed=failed, seconds=seconds, latencies_ms=latencies, data_bytes=data_bytes)
