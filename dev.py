@@ -9,6 +9,7 @@ into ``.venv`` (again only when the requirements change), then runs inside it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 REQUIREMENTS = ["requirements.txt", "requirements-dev.txt"]
 STAMP = VENV / ".requirements.sha256"
 BUF_VERSION = "1.75.0"
+ACCEPTED_BREAKS = ROOT / "buf.accepted-breaks.txt"
 BUF = ROOT / ".tools" / "node_modules" / ".bin" / ("buf.cmd" if os.name == "nt" else "buf")
 
 
@@ -123,8 +125,28 @@ def buf() -> None:
         subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
         # A buf.yaml of its own, so that buf never picks up a stray one above the scratch directory.
         Path(tmp, "buf.yaml").write_text("version: v2\nmodules:\n  - path: protos\n")
-        run(buf_path, "breaking", "--against", tmp)
+        result = subprocess.run(
+            [buf_path, "breaking", "--against", tmp, "--error-format", "json"], cwd=ROOT, capture_output=True, text=True
+        )
+    findings = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    if result.returncode and not findings:
+        sys.exit(result.stderr.strip() or f"buf breaking failed with exit code {result.returncode}.")
+    accepted = accepted_breaks()
+    refused = [finding for finding in findings if (finding["type"], finding["message"]) not in accepted]
+    for finding in findings:
+        verdict = "refused" if finding in refused else f"accepted in {ACCEPTED_BREAKS.name}"
+        print(f"{finding['path']}:{finding['start_line']}: {finding['message']} ({verdict})", flush=True)
+    if refused:
+        sys.exit(f"buf breaking: {len(refused)} change(s) break the wire contract of {baseline}.")
     print(f"buf breaking: protos keep the wire contract of {baseline}.", flush=True)
+
+
+def accepted_breaks() -> set[tuple[str, str]]:
+    """Return the (rule, message) pairs of the deliberate breaks listed in ``buf.accepted-breaks.txt``."""
+    if not ACCEPTED_BREAKS.exists():
+        return set()
+    lines = [line.strip() for line in ACCEPTED_BREAKS.read_text().splitlines()]
+    return {tuple(line.split(" ", 1)) for line in lines if line and not line.startswith("#")}
 
 
 def lint() -> None:

@@ -1,14 +1,18 @@
-"""The DRF baseline: a plain ModelSerializer and generic views over Post, open to anyone.
+"""The DRF baseline: a plain ModelSerializer and generic views over Post.
 
-Deliberately independent of the project's REST perimeter (JWT, permissions):
-it measures what DRF itself costs per worker for the same rows.
+Callers authenticate as on the project's REST API and gRPC services: a
+simplejwt access token, checked by ``JWTAuthentication``, and
+``IsAuthenticated``. Otherwise independent of the project's REST perimeter
+(no object permissions), so that it measures what DRF itself costs per
+worker for the same rows.
 """
 
 from __future__ import annotations
 
 from rest_framework import generics, serializers
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import IsAuthenticated
+from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from posts.models import Post
 
@@ -30,13 +34,13 @@ class PostPagination(LimitOffsetPagination):
 class PostListCreate(generics.ListCreateAPIView):
     queryset = Post.objects.all()
     serializer_class = PostSerializer
-    permission_classes = [AllowAny]
-    authentication_classes: list = []
+    permission_classes = [IsAuthenticated]
+    authentication_classes = [JWTAuthentication]
     pagination_class = PostPagination
 
 
 class PostRetrieve(generics.RetrieveAPIView):
     queryset = Post.objects.all()
     serializer_class = PostSerializer
-    permission_classes = [AllowAny]
-    authentication_classes: list = []
+    permission_classes = [IsAuthenticated]
+    authentication_classes = [JWTAuthentication]

@@ -44,9 +44,11 @@ class FloorServicer(posts_pb2_grpc.PostControllerServicer):
         return self.page
 
     def Stream(self, request, context):
-        post = self.post
-        for _ in range(self.stream_rows):
-            yield post
+        """Send the rows in batches of 1,000, as the project's Stream does by default."""
+        batch = posts_pb2.PostStreamResponse(posts=[self.post] * 1000)
+        for start in range(0, self.stream_rows, 1000):
+            remaining = self.stream_rows - start
+            yield batch if remaining >= 1000 else posts_pb2.PostStreamResponse(posts=[self.post] * remaining)
 
 
 def main(port: int, stream_rows: int) -> None:

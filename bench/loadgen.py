@@ -62,6 +62,7 @@ def h2load(
     duration: float | None = None,
     requests: int | None = None,
     http1: bool = False,
+    headers: tuple[tuple[str, str], ...] = (),
 ) -> Run:
     """Run h2load against ``url`` (a gRPC method when ``body`` is a frame) and parse its report."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,6 +73,8 @@ def h2load(
         else:
             body_file.write_bytes(body)
             command += ["-d", str(body_file), "-H", "content-type: application/grpc", "-H", "te: trailers"]
+        for name, value in headers:
+            command += ["-H", f"{name}: {value}"]
         if duration:
             command += ["-D", f"{duration:g}", "--warm-up-time", "1"]
         else:
@@ -88,7 +91,8 @@ def h2load(
     if duration and float(finished.group(3)):
         # The report's time includes the warm-up; its rate counts the main duration only.
         seconds = succeeded / float(finished.group(3))
-    failed = int(done.group(3)) + int(done.group(4)) + (succeeded - two_xx)
+    # A call cut off by the deadline may have had its 2xx headers without finishing.
+    failed = int(done.group(3)) + int(done.group(4)) + max(0, succeeded - two_xx)
     data = re.search(r"traffic: .*\((\d+)\) data", output)
     data_bytes = int(data.group(1)) if data else 0
     return Run(calls=succeeded, failed=failed, seconds=seconds, latencies_ms=latencies, data_bytes=data_bytes)
@@ -101,10 +105,20 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def wrk(url: str, *, connections: int, duration: float, method: str = "GET", body: str | None = None) -> Run:
+def wrk(
+    url: str,
+    *,
+    connections: int,
+    duration: float,
+    method: str = "GET",
+    body: str | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> Run:
     """Run wrk against ``url`` and parse its report (latency percentiles from ``--latency``)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         script.write(WRK_SCRIPT.format(method=method, body=json.dumps(body) if body else "nil"))
+        for name, value in headers:
+            script.write(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}\n")
         script.flush()
         command = [
             "wrk",
@@ -149,11 +163,13 @@ def python_calls(call: Callable[[], object], *, requests: int) -> Run:
     return Run(calls=requests - failed, failed=failed, seconds=time.perf_counter() - started, latencies_ms=latencies)
 
 
-def http_call(port: int, method: str, path: str, body: str | None = None) -> bytes:
+def http_call(
+    port: int, method: str, path: str, body: str | None = None, headers: tuple[tuple[str, str], ...] = ()
+) -> bytes:
     """Make one HTTP request; raise unless it answers 2xx."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        connection.request(method, path, body=body, headers={"Content-Type": "application/json", **dict(headers)})
         response = connection.getresponse()
         content = response.read()
         if not 200 <= response.status < 300:

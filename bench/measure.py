@@ -32,6 +32,11 @@ def grpc_url(server: Server, method: str) -> str:
     return f"http://127.0.0.1:{server.port}/posts.PostController/{method}"
 
 
+def http_headers(server: Server) -> tuple[tuple[str, str], ...]:
+    """Return the HTTP ``Authorization`` header (or gRPC metadata) of an authenticated call."""
+    return (("authorization", f"Bearer {server.token}"),) if server.token else ()
+
+
 # gRPC (the project's server and the plain-grpcio floor) -----------------------------------
 
 
@@ -40,13 +45,17 @@ def grpc_retrieve(server: Server, post_id: str, *, duration: float, connections_
     if quick:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = posts_pb2_grpc.PostControllerStub(channel)
-            return check(loadgen.python_calls(lambda: stub.Retrieve(request), requests=200), "gRPC Retrieve")
+            metadata = server.auth_metadata()
+            return check(
+                loadgen.python_calls(lambda: stub.Retrieve(request, metadata=metadata), requests=200), "gRPC Retrieve"
+            )
     run = loadgen.h2load(
         grpc_url(server, "Retrieve"),
         loadgen.grpc_frame(request),
         connections=connections_,
         streams=8,
         duration=duration,
+        headers=http_headers(server),
     )
     return check(run, f"{server.name} Retrieve")
 
@@ -56,21 +65,36 @@ def grpc_list(server: Server, page_size: int, *, duration: float, quick: bool) -
     if quick:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = posts_pb2_grpc.PostControllerStub(channel)
-            return check(loadgen.python_calls(lambda: stub.List(request), requests=10), "gRPC List")
+            metadata = server.auth_metadata()
+            return check(loadgen.python_calls(lambda: stub.List(request, metadata=metadata), requests=10), "gRPC List")
     run = loadgen.h2load(
-        grpc_url(server, "List"), loadgen.grpc_frame(request), connections=1, streams=1, duration=duration
+        grpc_url(server, "List"),
+        loadgen.grpc_frame(request),
+        connections=1,
+        streams=1,
+        duration=duration,
+        headers=http_headers(server),
     )
     return check(run, f"{server.name} List")
 
 
-def grpc_create(server: Server, owner_id: str, *, duration: float, quick: bool) -> Run:
-    request = posts_pb2.PostCreateRequest(owner=owner_id, title="Created by the benchmark", description="x" * 120)
+def grpc_create(server: Server, *, duration: float, quick: bool) -> Run:
+    """Create posts; the owner is the caller (the token's user), as on DRF's side."""
+    request = posts_pb2.PostCreateRequest(title="Created by the benchmark", description="x" * 120)
     if quick:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = posts_pb2_grpc.PostControllerStub(channel)
-            return check(loadgen.python_calls(lambda: stub.Create(request), requests=50), "gRPC Create")
+            metadata = server.auth_metadata()
+            return check(
+                loadgen.python_calls(lambda: stub.Create(request, metadata=metadata), requests=50), "gRPC Create"
+            )
     run = loadgen.h2load(
-        grpc_url(server, "Create"), loadgen.grpc_frame(request), connections=2, streams=2, duration=duration
+        grpc_url(server, "Create"),
+        loadgen.grpc_frame(request),
+        connections=2,
+        streams=2,
+        duration=duration,
+        headers=http_headers(server),
     )
     return check(run, f"{server.name} Create")
 
@@ -82,7 +106,8 @@ def grpc_stream(server: Server, rows: int, *, quick: bool) -> tuple[Run, int]:
     started = time.perf_counter()
     if quick:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            received = sum(1 for _ in posts_pb2_grpc.PostControllerStub(channel).Stream(posts_pb2.PostStreamRequest()))
+            stub = posts_pb2_grpc.PostControllerStub(channel)
+            received = streamed_rows(stub.Stream(posts_pb2.PostStreamRequest(), metadata=server.auth_metadata()))
         if received != rows:
             raise Failure(f"{server.name} Stream sent {received} rows, expected {rows}")
         seconds = time.perf_counter() - started
@@ -94,6 +119,7 @@ def grpc_stream(server: Server, rows: int, *, quick: bool) -> tuple[Run, int]:
                 connections=1,
                 streams=1,
                 requests=1,
+                headers=http_headers(server),
             ),
             f"{server.name} Stream",
         )
@@ -102,13 +128,19 @@ def grpc_stream(server: Server, rows: int, *, quick: bool) -> tuple[Run, int]:
     return Run(calls=rows, failed=0, seconds=seconds, latencies_ms=[seconds * 1000]), growth
 
 
+def streamed_rows(responses) -> int:
+    """Count the rows of a Stream call (each response carries one batch)."""
+    return sum(len(response.posts) for response in responses)
+
+
 def verify_grpc(server: Server, post_id: str, page_size: int) -> None:
     """Check with a real gRPC client that the calls the load generator repeats end in status OK."""
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = posts_pb2_grpc.PostControllerStub(channel)
         try:
-            post = stub.Retrieve(posts_pb2.PostRetrieveRequest(id=post_id), timeout=10)
-            page = stub.List(posts_pb2.PostListRequest(page_size=page_size), timeout=30)
+            metadata = server.auth_metadata()
+            post = stub.Retrieve(posts_pb2.PostRetrieveRequest(id=post_id), timeout=10, metadata=metadata)
+            page = stub.List(posts_pb2.PostListRequest(page_size=page_size), timeout=30, metadata=metadata)
         except grpc.RpcError as exc:
             raise Failure(f"{server.name}: {exc.code().name} {exc.details()}") from None
     if not post.id or len(page.posts) != page_size:
@@ -120,7 +152,9 @@ def verify_stream(server: Server, rows: int) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = posts_pb2_grpc.PostControllerStub(channel)
         try:
-            received = sum(1 for _ in stub.Stream(posts_pb2.PostStreamRequest(), timeout=120))
+            received = streamed_rows(
+                stub.Stream(posts_pb2.PostStreamRequest(), timeout=120, metadata=server.auth_metadata())
+            )
         except grpc.RpcError as exc:
             raise Failure(f"{server.name} Stream: {exc.code().name} {exc.details()}") from None
     if received != rows:
@@ -134,17 +168,32 @@ def drf_retrieve(server: Server, post_id: str, *, duration: float, connections_:
     path = f"/bench/posts/{post_id}/"
     if quick:
         return check(
-            loadgen.python_calls(lambda: loadgen.http_call(server.port, "GET", path), requests=200), "DRF Retrieve"
+            loadgen.python_calls(
+                lambda: loadgen.http_call(server.port, "GET", path, headers=http_headers(server)), requests=200
+            ),
+            "DRF Retrieve",
         )
-    run = loadgen.wrk(f"http://127.0.0.1:{server.port}{path}", connections=connections_, duration=duration)
+    run = loadgen.wrk(
+        f"http://127.0.0.1:{server.port}{path}",
+        connections=connections_,
+        duration=duration,
+        headers=http_headers(server),
+    )
     return check(run, f"{server.name} Retrieve")
 
 
 def drf_list(server: Server, page_size: int, *, duration: float, quick: bool) -> Run:
     path = f"/bench/posts/?limit={page_size}"
     if quick:
-        return check(loadgen.python_calls(lambda: loadgen.http_call(server.port, "GET", path), requests=10), "DRF List")
-    run = loadgen.wrk(f"http://127.0.0.1:{server.port}{path}", connections=1, duration=duration)
+        return check(
+            loadgen.python_calls(
+                lambda: loadgen.http_call(server.port, "GET", path, headers=http_headers(server)), requests=10
+            ),
+            "DRF List",
+        )
+    run = loadgen.wrk(
+        f"http://127.0.0.1:{server.port}{path}", connections=1, duration=duration, headers=http_headers(server)
+    )
     return check(run, f"{server.name} List")
 
 
@@ -153,10 +202,18 @@ def drf_create(server: Server, owner_id: str, *, duration: float, quick: bool) -
     path = "/bench/posts/"
     if quick:
         return check(
-            loadgen.python_calls(lambda: loadgen.http_call(server.port, "POST", path, body), requests=50), "DRF Create"
+            loadgen.python_calls(
+                lambda: loadgen.http_call(server.port, "POST", path, body, headers=http_headers(server)), requests=50
+            ),
+            "DRF Create",
         )
     run = loadgen.wrk(
-        f"http://127.0.0.1:{server.port}{path}", connections=4, duration=duration, method="POST", body=body
+        f"http://127.0.0.1:{server.port}{path}",
+        connections=4,
+        duration=duration,
+        method="POST",
+        body=body,
+        headers=http_headers(server),
     )
     return check(run, f"{server.name} Create")
 
@@ -166,7 +223,7 @@ def drf_export(server: Server, rows: int) -> tuple[Run, int]:
     reset_peak_rss(server)
     before = server.rss_kb()
     started = time.perf_counter()
-    content = loadgen.http_call(server.port, "GET", f"/bench/posts/?limit={rows}")
+    content = loadgen.http_call(server.port, "GET", f"/bench/posts/?limit={rows}", headers=http_headers(server))
     seconds = time.perf_counter() - started
     growth = server.peak_rss_kb() - before
     received = len(json.loads(content)["results"])
@@ -227,14 +284,14 @@ def raw_list(alias: str, page_size: int, repeat: int) -> Run:
 
 
 def raw_stream(alias: str, chunk_size: int = 1000) -> tuple[Run, int]:
-    """Time fetching every row in chunks and encoding each as a gRPC frame; return the run and the bytes."""
+    """Time fetching every row in chunks and encoding each chunk as a gRPC frame; return the run and the bytes."""
     started = time.perf_counter()
     rows = total_bytes = 0
     with connections[alias].cursor() as cursor:
         cursor.execute(RAW_QUERY)
         while chunk := cursor.fetchmany(chunk_size):
-            for row in chunk:
-                total_bytes += len(loadgen.grpc_frame(raw_post(row)))
+            batch = posts_pb2.PostStreamResponse(posts=[raw_post(row) for row in chunk])
+            total_bytes += len(loadgen.grpc_frame(batch))
             rows += len(chunk)
     seconds = time.perf_counter() - started
     return Run(calls=rows, failed=0, seconds=seconds, latencies_ms=[seconds * 1000]), total_bytes

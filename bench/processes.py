@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -11,6 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
+
+#: The servers' SECRET_KEY, so that this process can sign access tokens they accept.
+SECRET_KEY = "benchmark-only-" + secrets.token_urlsafe(40)
+#: Seconds the servers' access tokens live (JWT_ACCESS_LIFETIME): longer than any run.
+TOKEN_LIFETIME = 6 * 3600
 
 
 def free_port() -> int:
@@ -56,6 +62,12 @@ class Server:
     processes: list[subprocess.Popen] = field(default_factory=list)
     #: gunicorn's master only forks; its workers serve and hold the memory.
     workers_are_children: bool = False
+    #: Access token sent with every call (``authorization: Bearer ...``); empty for none.
+    token: str = ""
+
+    def auth_metadata(self) -> tuple[tuple[str, str], ...]:
+        """Return the gRPC metadata that authenticates a call."""
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
 
     def serving_pids(self) -> list[int]:
         pids = [process.pid for process in self.processes]
@@ -88,16 +100,36 @@ def server_env(database_url: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "LOG_LEVEL": "WARNING",
         "DEBUG": "false",
-        "SECRET_KEY": os.environ.get("SECRET_KEY", "benchmark-only-" + "x" * 40),
+        "SECRET_KEY": SECRET_KEY,
+        "JWT_ACCESS_LIFETIME": str(TOKEN_LIFETIME),
         "PYTHONPATH": str(settings.BASE_DIR),
     }
 
 
+def access_token(user) -> str:
+    """Return an access token for ``user`` that the servers accept (signed with their SECRET_KEY)."""
+    from datetime import timedelta
+
+    from rest_framework_simplejwt.backends import TokenBackend
+    from rest_framework_simplejwt.settings import api_settings
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    token = AccessToken.for_user(user)
+    token.set_exp(lifetime=timedelta(seconds=TOKEN_LIFETIME))
+    return TokenBackend(api_settings.ALGORITHM, signing_key=SECRET_KEY).encode(token.payload)
+
+
 def start(
-    name: str, commands: list[list[str]], port: int, env: dict[str, str], *, workers_are_children=False
+    name: str,
+    commands: list[list[str]],
+    port: int,
+    env: dict[str, str],
+    *,
+    workers_are_children: bool = False,
+    token: str = "",
 ) -> Server:
     """Start ``commands`` (one per process) and wait until ``port`` answers."""
-    server = Server(name, port, workers_are_children=workers_are_children)
+    server = Server(name, port, workers_are_children=workers_are_children, token=token)
     for command in commands:
         server.processes.append(
             subprocess.Popen(
@@ -113,14 +145,30 @@ def start(
     return server
 
 
-def start_grpc(database_url: str, processes: int) -> Server:
-    """Start ``processes`` grpcrunserver processes sharing one port (grpcio sets SO_REUSEPORT)."""
+def start_grpc(database_url: str, processes: int, token: str) -> Server:
+    """Start ``grpcrunserver --workers processes`` (the processes share the port with SO_REUSEPORT)."""
     port = free_port()
-    command = [sys.executable, "manage.py", "grpcrunserver", f"127.0.0.1:{port}", "--max-workers", "16"]
-    return start(f"grpc x{processes}", [command] * processes, port, server_env(database_url))
+    command = [
+        sys.executable,
+        "manage.py",
+        "grpcrunserver",
+        f"127.0.0.1:{port}",
+        "--max-workers",
+        "16",
+        "--workers",
+        str(processes),
+    ]
+    return start(
+        f"grpc x{processes}",
+        [command],
+        port,
+        server_env(database_url),
+        workers_are_children=processes > 1,
+        token=token,
+    )
 
 
-def start_drf(database_url: str, workers: int) -> Server:
+def start_drf(database_url: str, workers: int, token: str) -> Server:
     """Start gunicorn with ``workers`` processes serving the DRF baseline."""
     port = free_port()
     command = [
@@ -142,7 +190,7 @@ def start_drf(database_url: str, workers: int) -> Server:
         "120",
     ]
     env = {**server_env(database_url), "DJANGO_SETTINGS_MODULE": "bench.settings"}
-    return start(f"drf x{workers}", [command], port, env, workers_are_children=True)
+    return start(f"drf x{workers}", [command], port, env, workers_are_children=True, token=token)
 
 
 def start_floor(stream_rows: int) -> Server:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 
+from django.db.models import Model
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.internal import type_checkers
@@ -79,17 +80,30 @@ class NotCompilable(Exception):
     """The serializer's output cannot be reproduced field by field; keep the reference path."""
 
 
-def timestamp_kwargs(field: drf_fields.DateTimeField) -> Callable[[datetime], Any]:
-    """Return a converter from a datetime to a ``Timestamp`` the way DRF's ISO string parses to one."""
-    from google.protobuf.timestamp_pb2 import Timestamp
+def timestamp_kwargs(field: drf_fields.DateTimeField) -> Callable[[datetime], dict]:
+    """Return a converter from a datetime to ``Timestamp`` fields, the way DRF's ISO string parses to one.
 
-    def convert(value: datetime) -> Timestamp:
+    A dict, not a ``Timestamp``: the message constructor builds the
+    sub-message from it in place, which costs half of copying one in.
+    """
+
+    def convert(value: datetime) -> dict:
         if value.tzinfo is None:
             value = field.enforce_timezone(value)
         delta = value - EPOCH
-        return Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
+        return {"seconds": delta.days * 86400 + delta.seconds, "nanos": delta.microseconds * 1000}
 
     return convert
+
+
+def scalar_converter(field: drf_fields.Field) -> Callable:
+    """Return ``field.to_representation``, or the builtin it amounts to (a cheaper call per row)."""
+    method = type(field).to_representation
+    if method is drf_fields.CharField.to_representation:
+        return str
+    if method is drf_fields.UUIDField.to_representation and field.uuid_format == "hex_verbose":
+        return str
+    return field.to_representation
 
 
 def identity(value: Any) -> Any:
@@ -122,17 +136,38 @@ def field_converter(name: str, field: serializers.Field, proto_field: FieldDescr
     if message_type is None and proto_field.type in SCALAR_TYPES and isinstance(field, PURE_SCALAR_FIELDS):
         if isinstance(field, drf_fields.DateTimeField):
             raise NotCompilable(f"{name}: datetime to a scalar proto field")
-        return attribute, field.to_representation
+        return attribute, scalar_converter(field)
     raise NotCompilable(f"{name}: {type(field).__name__} to proto {message_type or proto_field.type}")
 
 
-class MessageBuilder:
-    """Build a message from a model instance: one attribute read and one conversion per field."""
+def model_column(model: type[Model] | None, attribute: str) -> str | None:
+    """Return ``attribute`` if it is the attname of a concrete column of ``model`` (what ``values_list`` reads)."""
+    if model is None:
+        return None
+    return next((field.attname for field in model._meta.concrete_fields if field.attname == attribute), None)
 
-    def __init__(self, proto_class: type[Message], steps: list[tuple[str, str, Callable]]):
+
+class MessageBuilder:
+    """Build a message from a model instance: one attribute read and one conversion per field.
+
+    When every field reads a concrete column of the model, ``columns`` names
+    them, and ``build_rows`` builds messages from ``values_list(*columns)``
+    tuples: the same values (Django applies the same converters), without
+    creating model instances.
+    """
+
+    def __init__(
+        self, proto_class: type[Message], steps: list[tuple[str, str, Callable]], columns: list[str] | None = None
+    ):
         self.proto_class = proto_class
         self.field_names = [name for name, _, _ in steps]
+        self.columns = columns
         self._steps = [(name, attrgetter(attribute), convert) for name, attribute, convert in steps]
+        #: (proto field, converter) per column, in ``columns`` order.
+        self.named_converters = [(name, convert) for name, _, convert in steps]
+        self.fill = compile_fill(self.named_converters)
+        #: Fill functions compiled for other per-column converters (``grpc_ext.rows``).
+        self.fill_cache: dict[tuple, Callable] = {}
 
     @classmethod
     def compile(cls, serializer: serializers.Serializer, proto_class: type[Message]) -> MessageBuilder:
@@ -151,7 +186,9 @@ class MessageBuilder:
                 continue  # ParseDict(ignore_unknown_fields=True) drops it too.
             attribute, convert = field_converter(name, field, proto_field)
             steps.append((name, attribute, convert))
-        return cls(proto_class, steps)
+        model = getattr(getattr(serializer, "Meta", None), "model", None)
+        columns = [model_column(model, attribute) for _, attribute, _ in steps]
+        return cls(proto_class, steps, None if None in columns else columns)
 
     def build(self, instance: Any) -> Message:
         """Return the message for one instance; ``None`` attributes stay unset, as ParseDict leaves them."""
@@ -165,6 +202,30 @@ class MessageBuilder:
     def build_many(self, instances: Iterable[Any]) -> list[Message]:
         build = self.build
         return [build(instance) for instance in instances]
+
+    def build_rows(self, rows: Iterable[tuple]) -> list[Message]:
+        """Return a message per ``values_list(*self.columns)`` row (extra trailing values are ignored)."""
+        return self.fill(rows, self.proto_class)
+
+
+def compile_fill(named_converters: list[tuple[str, Callable]]) -> Callable[[Iterable[tuple], Callable], list]:
+    """Compile ``fill(rows, make)``: ``[make(<field>=<converted row[i]>, ...) for row in rows]``.
+
+    One expression per field, written out, so a row costs one call of
+    ``make`` (the message class, or a repeated field's ``add``, which builds
+    the row in place) plus its conversions; a ``None`` value leaves the field
+    unset, as ``ParseDict`` does with null. Field names are proto identifiers
+    from the descriptor; converters are passed in, never written into the code.
+    """
+    arguments = []
+    for index, (name, convert) in enumerate(named_converters):
+        value = f"row[{index}]"
+        converted = value if convert is identity else f"convert_{index}({value})"
+        arguments.append(f"{name}=None if {value} is None else {converted}")
+    source = f"def fill(rows, make):\n    return [make({', '.join(arguments)}) for row in rows]\n"
+    namespace = {f"convert_{index}": convert for index, (_, convert) in enumerate(named_converters)}
+    exec(compile(source, "<grpc_ext.fastpath.fill>", "exec"), namespace)
+    return namespace["fill"]
 
 
 class DictReader:

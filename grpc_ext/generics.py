@@ -33,6 +33,7 @@ from grpc_ext.exceptions import (
     abort_with_error,
     to_grpc_error,
 )
+from grpc_ext.lookups import PreparedLookups
 from grpc_ext.settings import grpc_ext_settings
 from grpc_ext.signals import grpc_got_request_exception, grpc_request_finished, grpc_request_started
 from grpc_ext.throttling import client_request
@@ -194,7 +195,23 @@ def _report_unexpected(sender, request, context: grpc.ServicerContext, exc: Exce
 
 
 class GenericService(Service):
-    """Look objects up by a key that is checked before the query runs."""
+    """Look objects up by a key that is checked before the query runs.
+
+    ``prepared_lookup``: compile the key lookup's SQL once per service class
+    and reuse it (``grpc_ext.lookups``); it is used only for calls whose
+    queryset has the same filter as the one it was compiled from, so it is
+    safe with a ``get_queryset`` that depends on the request. Set it to
+    ``False`` to build every lookup with ``queryset.get()``.
+    """
+
+    prepared_lookup: bool = True
+
+    @classmethod
+    def get_prepared_lookups(cls) -> PreparedLookups:
+        """Return this class's prepared lookups (each subclass has its own)."""
+        if "_prepared_lookups" not in cls.__dict__:
+            cls._prepared_lookups = PreparedLookups()
+        return cls._prepared_lookups
 
     def get_object(self):
         """Return the object named by the request's key; INVALID_ARGUMENT or NOT_FOUND otherwise."""
@@ -213,7 +230,10 @@ class GenericService(Service):
                 field_errors={request_field: [f"{raw_value!r} is not a valid key."]},
             )
         try:
-            obj = queryset.get(**{lookup_field: value})
+            if self.prepared_lookup:
+                obj = self.get_prepared_lookups().get(queryset, lookup_field, value)
+            else:
+                obj = queryset.get(**{lookup_field: value})
         except model.DoesNotExist:
             raise NotFound(f"{model.__name__} {value} not found.") from None
         self.check_object_permissions(obj)
@@ -222,7 +242,7 @@ class GenericService(Service):
 
 class ModelService(
     mixins.CreateModelMixin,
-    framework_generics.mixins.RetrieveModelMixin,
+    mixins.RetrieveModelMixin,
     mixins.UpdateModelMixin,
     mixins.PartialUpdateModelMixin,
     mixins.DestroyModelMixin,

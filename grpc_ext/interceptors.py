@@ -35,8 +35,8 @@ class AccessLogInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
-        if handler is None:
-            return None
+        if handler is None or not access_logger.isEnabledFor(logging.INFO):
+            return handler
         method = handler_call_details.method
 
         def log(context, started: float, failed: bool) -> None:

@@ -10,13 +10,18 @@ never served.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 from django.core import signing
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db.models import Model, Q, QuerySet
 
 from grpc_ext.exceptions import InvalidArgument
+from grpc_ext.fastpath import MessageBuilder
+from grpc_ext.rows import RawRows
 from grpc_ext.settings import grpc_ext_settings
 
 TOKEN_SALT = "grpc_ext.pagination.page_token"
@@ -24,8 +29,11 @@ TOKEN_SALT = "grpc_ext.pagination.page_token"
 
 @dataclass(frozen=True)
 class Page:
-    rows: list[Model]
+    #: Model instances, or rows for ``fill`` when ``paginate`` was given a builder.
+    rows: list
     next_page_token: str
+    #: ``fill(rows, make)`` builds the rows' messages (see ``MessageBuilder.fill``); None for instances.
+    fill: Callable | None = None
 
 
 class KeysetPagination:
@@ -52,13 +60,22 @@ class KeysetPagination:
         return min(requested, grpc_ext_settings.MAX_PAGE_SIZE)
 
     def paginate(
-        self, queryset: QuerySet, *, page_size: int, page_token: str, filters: dict[str, str] | None = None
+        self,
+        queryset: QuerySet,
+        *,
+        page_size: int,
+        page_token: str,
+        filters: dict[str, str] | None = None,
+        builder: MessageBuilder | None = None,
     ) -> Page:
         """Return the page after ``page_token`` (the first page for an empty token).
 
         A token is bound to the ordering and to ``filters`` (the request's
         filter values): used with others it is refused, since its position
-        means nothing in another listing.
+        means nothing in another listing. With a ``builder`` whose
+        ``columns`` are the rows' attnames, no model instance is created: the
+        rows are tuples of those columns (then the ordering's, if missing),
+        for ``page.fill``.
         """
         ordering = self.get_ordering(queryset)
         filters = filters or {}
@@ -67,11 +84,29 @@ class KeysetPagination:
         if page_token:
             values = self._decode(queryset.model, ordering, filters, page_token)
             queryset = queryset.filter(self._after(ordering, values))
-        rows = list(queryset[: size + 1])
+        if builder is None:
+            rows = list(queryset[: size + 1])
+            fill = to_python = None
+        else:
+            # The ordering's columns the rows lack are selected after them.
+            columns = builder.columns
+            attnames = [queryset.model._meta.get_field(term.lstrip("-")).attname for term in ordering]
+            selected = [*columns, *(attname for attname in dict.fromkeys(attnames) if attname not in columns)]
+            queryset = queryset.values_list(*selected)[: size + 1]
+            raw = RawRows(builder, queryset)
+            if raw.fill is not None:
+                rows, fill, to_python = list(raw.rows()), raw.fill, raw.python_row
+            else:
+                rows, fill, to_python = list(queryset), builder.fill, None
         if len(rows) <= size:
-            return Page(rows, "")
+            return Page(rows, "", fill)
         rows = rows[:size]
-        return Page(rows, self._encode(ordering, filters, rows[-1]))
+        last = rows[-1]
+        if builder is not None:
+            values = to_python(last) if to_python else last
+            # value_to_string reads the attname, as from an instance.
+            last = SimpleNamespace(**{attname: values[selected.index(attname)] for attname in attnames})
+        return Page(rows, self._encode(queryset.model, ordering, filters, last), fill)
 
     @staticmethod
     def _after(ordering: list[str], values: list) -> Q:
@@ -87,8 +122,8 @@ class KeysetPagination:
         return condition
 
     @staticmethod
-    def _encode(ordering: list[str], filters: dict[str, str], row: Model) -> str:
-        values = [row._meta.get_field(term.lstrip("-")).value_to_string(row) for term in ordering]
+    def _encode(model: type[Model], ordering: list[str], filters: dict[str, str], row: Any) -> str:
+        values = [model._meta.get_field(term.lstrip("-")).value_to_string(row) for term in ordering]
         return signing.dumps({"o": ordering, "f": filters, "v": values}, salt=TOKEN_SALT, compress=True)
 
     @staticmethod

@@ -124,6 +124,12 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
                 cls._message_builder = None
         return cls._message_builder
 
+    @classmethod
+    def get_row_builder(cls) -> fastpath.MessageBuilder | None:
+        """Return the compiled builder if it can build messages from ``values_list`` rows, else ``None``."""
+        builder = cls.get_message_builder()
+        return builder if builder is not None and builder.columns is not None else None
+
     def to_message(self, instance) -> Message:
         """Return the message for ``instance`` (fast path if compiled, reference path otherwise)."""
         builder = self.get_message_builder()

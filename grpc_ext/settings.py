@@ -17,6 +17,9 @@ DEFAULTS = {
     # List paging (AIP-132): default and maximum page_size.
     "PAGE_SIZE": 50,
     "MAX_PAGE_SIZE": 1000,
+    # Stream: rows per response message by default, and the largest batch_size a client may ask for.
+    "STREAM_BATCH_SIZE": 1000,
+    "MAX_STREAM_BATCH_SIZE": 5000,
     # Proto file stem -> dotted path of the ModelProtoSerializer it is generated from.
     "PROTOS": {},
     # Directory the protos and stubs are written to, relative to BASE_DIR.
@@ -32,6 +35,10 @@ DEFAULTS = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["grpc_ext.permissions.AllowAny"],
     "DEFAULT_THROTTLE_CLASSES": [],
+    # Seconds JWTAuthentication keeps a validated token (never past its expiry) and the user it
+    # read, per process; saving or deleting a user drops it at once in that process, other
+    # processes see the change within the TTL. 0 validates and reads on every call.
+    "AUTH_CACHE_TTL": 5.0,
     # Seconds a draining server still accepts RPCs while health says NOT_SERVING,
     # so that load balancers stop routing to it first.
     "SHUTDOWN_DRAIN_DELAY": 0.0,

@@ -27,7 +27,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/posts.proto\x12\x05posts\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x04Post\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x0fPostListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x16\n\x0etitle_contains\x18\x04 \x01(\t\x12\x10\n\x08order_by\x18\x05 \x01(\t\"G\n\x10PostListResponse\x12\x1a\n\x05posts\x18\x01 \x03(\x0b\x32\x0b.posts.Post\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x13\n\x11PostStreamRequest\"!\n\x13PostRetrieveRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Y\n\x11PostCreateRequest\x12\r\n\x05title\x18\x02 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x0e\n\x0c_descriptionJ\x04\x08\x01\x10\x02R\x05owner\"e\n\x11PostUpdateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x04 \x01(\tH\x00\x88\x01\x01\x42\x0e\n\x0c_descriptionJ\x04\x08\x02\x10\x03R\x05owner\"\x9d\x01\n\x18PostPartialUpdateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x04 \x01(\tH\x00\x88\x01\x01\x12/\n\x0bupdate_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x0e\n\x0c_descriptionJ\x04\x08\x02\x10\x03R\x05owner\" \n\x12PostDestroyRequest\x12\n\n\x02id\x18\x01 \x01(\t2\x90\x03\n\x0ePostController\x12\x37\n\x04List\x12\x16.posts.PostListRequest\x1a\x17.posts.PostListResponse\x12\x31\n\x06Stream\x12\x18.posts.PostStreamRequest\x1a\x0b.posts.Post0\x01\x12\x33\n\x08Retrieve\x12\x1a.posts.PostRetrieveRequest\x1a\x0b.posts.Post\x12/\n\x06\x43reate\x12\x18.posts.PostCreateRequest\x1a\x0b.posts.Post\x12/\n\x06Update\x12\x18.posts.PostUpdateRequest\x1a\x0b.posts.Post\x12=\n\rPartialUpdate\x12\x1f.posts.PostPartialUpdateRequest\x1a\x0b.posts.Post\x12<\n\x07\x44\x65stroy\x12\x19.posts.PostDestroyRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/posts.proto\x12\x05posts\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x04Post\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x0fPostListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x16\n\x0etitle_contains\x18\x04 \x01(\t\x12\x10\n\x08order_by\x18\x05 \x01(\t\"G\n\x10PostListResponse\x12\x1a\n\x05posts\x18\x01 \x03(\x0b\x32\x0b.posts.Post\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11PostStreamRequest\x12\x12\n\nbatch_size\x18\x01 \x01(\x05\"0\n\x12PostStreamResponse\x12\x1a\n\x05posts\x18\x01 \x03(\x0b\x32\x0b.posts.Post\"!\n\x13PostRetrieveRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Y\n\x11PostCreateRequest\x12\r\n\x05title\x18\x02 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x0e\n\x0c_descriptionJ\x04\x08\x01\x10\x02R\x05owner\"e\n\x11PostUpdateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x04 \x01(\tH\x00\x88\x01\x01\x42\x0e\n\x0c_descriptionJ\x04\x08\x02\x10\x03R\x05owner\"\x9d\x01\n\x18PostPartialUpdateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x04 \x01(\tH\x00\x88\x01\x01\x12/\n\x0bupdate_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x0e\n\x0c_descriptionJ\x04\x08\x02\x10\x03R\x05owner\" \n\x12PostDestroyRequest\x12\n\n\x02id\x18\x01 \x01(\t2\x9e\x03\n\x0ePostController\x12\x37\n\x04List\x12\x16.posts.PostListRequest\x1a\x17.posts.PostListResponse\x12?\n\x06Stream\x12\x18.posts.PostStreamRequest\x1a\x19.posts.PostStreamResponse0\x01\x12\x33\n\x08Retrieve\x12\x1a.posts.PostRetrieveRequest\x1a\x0b.posts.Post\x12/\n\x06\x43reate\x12\x18.posts.PostCreateRequest\x1a\x0b.posts.Post\x12/\n\x06Update\x12\x18.posts.PostUpdateRequest\x1a\x0b.posts.Post\x12=\n\rPartialUpdate\x12\x1f.posts.PostPartialUpdateRequest\x1a\x0b.posts.Post\x12<\n\x07\x44\x65stroy\x12\x19.posts.PostDestroyRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,17 +41,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POSTLISTRESPONSE']._serialized_start=402
   _globals['_POSTLISTRESPONSE']._serialized_end=473
   _globals['_POSTSTREAMREQUEST']._serialized_start=475
-  _globals['_POSTSTREAMREQUEST']._serialized_end=494
-  _globals['_POSTRETRIEVEREQUEST']._serialized_start=496
-  _globals['_POSTRETRIEVEREQUEST']._serialized_end=529
-  _globals['_POSTCREATEREQUEST']._serialized_start=531
-  _globals['_POSTCREATEREQUEST']._serialized_end=620
-  _globals['_POSTUPDATEREQUEST']._serialized_start=622
-  _globals['_POSTUPDATEREQUEST']._serialized_end=723
-  _globals['_POSTPARTIALUPDATEREQUEST']._serialized_start=726
-  _globals['_POSTPARTIALUPDATEREQUEST']._serialized_end=883
-  _globals['_POSTDESTROYREQUEST']._serialized_start=885
-  _globals['_POSTDESTROYREQUEST']._serialized_end=917
-  _globals['_POSTCONTROLLER']._serialized_start=920
-  _globals['_POSTCONTROLLER']._serialized_end=1320
+  _globals['_POSTSTREAMREQUEST']._serialized_end=514
+  _globals['_POSTSTREAMRESPONSE']._serialized_start=516
+  _globals['_POSTSTREAMRESPONSE']._serialized_end=564
+  _globals['_POSTRETRIEVEREQUEST']._serialized_start=566
+  _globals['_POSTRETRIEVEREQUEST']._serialized_end=599
+  _globals['_POSTCREATEREQUEST']._serialized_start=601
+  _globals['_POSTCREATEREQUEST']._serialized_end=690
+  _globals['_POSTUPDATEREQUEST']._serialized_start=692
+  _globals['_POSTUPDATEREQUEST']._serialized_end=793
+  _globals['_POSTPARTIALUPDATEREQUEST']._serialized_start=796
+  _globals['_POSTPARTIALUPDATEREQUEST']._serialized_end=953
+  _globals['_POSTDESTROYREQUEST']._serialized_start=955
+  _globals['_POSTDESTROYREQUEST']._serialized_end=987
+  _globals['_POSTCONTROLLER']._serialized_start=990
+  _globals['_POSTCONTROLLER']._serialized_end=1404
 # @@protoc_insertion_point(module_scope)

@@ -43,7 +43,7 @@ class PostControllerStub:
         self.Stream = channel.unary_stream(
                 '/posts.PostController/Stream',
                 request_serializer=protos_dot_posts__pb2.PostStreamRequest.SerializeToString,
-                response_deserializer=protos_dot_posts__pb2.Post.FromString,
+                response_deserializer=protos_dot_posts__pb2.PostStreamResponse.FromString,
                 _registered_method=True)
         self.Retrieve = channel.unary_unary(
                 '/posts.PostController/Retrieve',
@@ -128,7 +128,7 @@ def add_PostControllerServicer_to_server(servicer, server):
             'Stream': grpc.unary_stream_rpc_method_handler(
                     servicer.Stream,
                     request_deserializer=protos_dot_posts__pb2.PostStreamRequest.FromString,
-                    response_serializer=protos_dot_posts__pb2.Post.SerializeToString,
+                    response_serializer=protos_dot_posts__pb2.PostStreamResponse.SerializeToString,
             ),
             'Retrieve': grpc.unary_unary_rpc_method_handler(
                     servicer.Retrieve,
@@ -209,7 +209,7 @@ class PostController:
             target,
             '/posts.PostController/Stream',
             protos_dot_posts__pb2.PostStreamRequest.SerializeToString,
-            protos_dot_posts__pb2.Post.FromString,
+            protos_dot_posts__pb2.PostStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,7 +43,7 @@ class UserControllerStub:
         self.Stream = channel.unary_stream(
                 '/users.UserController/Stream',
                 request_serializer=protos_dot_users__pb2.UserStreamRequest.SerializeToString,
-                response_deserializer=protos_dot_users__pb2.User.FromString,
+                response_deserializer=protos_dot_users__pb2.UserStreamResponse.FromString,
                 _registered_method=True)
         self.Retrieve = channel.unary_unary(
                 '/users.UserController/Retrieve',
@@ -128,7 +128,7 @@ def add_UserControllerServicer_to_server(servicer, server):
             'Stream': grpc.unary_stream_rpc_method_handler(
                     servicer.Stream,
                     request_deserializer=protos_dot_users__pb2.UserStreamRequest.FromString,
-                    response_serializer=protos_dot_users__pb2.User.SerializeToString,
+                    response_serializer=protos_dot_users__pb2.UserStreamResponse.SerializeToString,
             ),
             'Retrieve': grpc.unary_unary_rpc_method_handler(
                     servicer.Retrieve,
@@ -209,7 +209,7 @@ class UserController:
             target,
             '/users.UserController/Stream',
             protos_dot_users__pb2.UserStreamRequest.SerializeToString,
-            protos_dot_users__pb2.User.FromString,
+            protos_dot_users__pb2.UserStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -127,6 +127,47 @@ def test_token_of_a_deactivated_user_is_unauthenticated(anon_posts_stub, user):
     )
 
 
+def test_a_user_deactivated_or_deleted_after_a_call_is_refused_at_once(anon_posts_stub, user):
+    """The user read by the first call is cached; saving or deleting it drops it from the cache."""
+    metadata = auth_metadata(user)
+    other = make_user()
+    other_metadata = auth_metadata(other)
+    anon_posts_stub.List(posts_pb2.PostListRequest(), metadata=metadata)
+    anon_posts_stub.List(posts_pb2.PostListRequest(), metadata=other_metadata)
+
+    user.is_active = False
+    user.save()
+    other.delete()
+
+    assert_status(
+        lambda: anon_posts_stub.List(posts_pb2.PostListRequest(), metadata=metadata),
+        grpc.StatusCode.UNAUTHENTICATED,
+        details_contain="inactive",
+    )
+    assert_status(
+        lambda: anon_posts_stub.List(posts_pb2.PostListRequest(), metadata=other_metadata),
+        grpc.StatusCode.UNAUTHENTICATED,
+        details_contain="not found",
+    )
+
+
+def test_a_write_that_sends_no_signal_is_seen_after_the_cache_ttl(anon_posts_stub, user, settings):
+    """``QuerySet.update`` bypasses the signals: the cached user stands until the TTL, none with TTL 0."""
+    metadata = auth_metadata(user)
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "AUTH_CACHE_TTL": 300}
+    anon_posts_stub.List(posts_pb2.PostListRequest(), metadata=metadata)
+    User.objects.filter(pk=user.pk).update(is_active=False)
+
+    anon_posts_stub.List(posts_pb2.PostListRequest(), metadata=metadata)  # still cached
+
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "AUTH_CACHE_TTL": 0}
+    assert_status(
+        lambda: anon_posts_stub.List(posts_pb2.PostListRequest(), metadata=metadata),
+        grpc.StatusCode.UNAUTHENTICATED,
+        details_contain="inactive",
+    )
+
+
 def test_a_bad_token_is_refused_even_where_no_token_is_needed(anon_users_stub, transactional_db):
     """As in DRF: credentials that are sent are checked, so a client learns its token is bad."""
     assert_status(

@@ -22,10 +22,12 @@ from rest_framework import serializers
 from grpc_ext.fastpath import read_message
 from grpc_ext.protogen import ProtoContract, compile_protos
 from grpc_ext.protojson import message_to_dict
+from grpc_ext.rows import uuid_text
 from grpc_ext.serializers import ModelProtoSerializer
+from posts.models import Post
 from posts.serializers import PostProtoSerializer
 from protos import posts_pb2, users_pb2
-from tests.factories import make_post
+from tests.factories import make_post, make_user
 from users.serializers import UserProtoSerializer
 
 
@@ -156,6 +158,39 @@ def test_list_encodes_every_row_to_the_reference_bytes(everything_pb2):
     assert [wire(message) for message in fast] == [wire(message) for message in reference]
 
 
+def test_rows_of_every_field_type_encode_to_the_reference_bytes(everything_pb2):
+    """``values_list`` tuples (the columns' values, as on an instance) build the reference bytes."""
+    instances = [make() for make in INSTANCES.values()]
+    builder = EverythingSerializer.get_row_builder()
+    assert builder is not None, "every field of Everything is a column: the row path must be compiled"
+    rows = [
+        (*(getattr(instance, column) for column in builder.columns), "extra ordering value") for instance in instances
+    ]
+
+    fast = builder.build_rows(rows)
+
+    reference = [EverythingSerializer(instance).reference_message for instance in instances]
+    assert [wire(message) for message in fast] == [wire(message) for message in reference]
+
+
+def test_a_field_that_is_no_column_keeps_instances_for_lists(everything_pb2):
+    """A field read from a property has no column to select: lists build from instances."""
+
+    class WithProperty(EverythingSerializer):
+        name = serializers.CharField(source="upper_name", read_only=True)
+
+        class Meta(EverythingSerializer.Meta):
+            pass
+
+    Everything.upper_name = property(lambda self: self.name.upper())
+    try:
+        assert WithProperty.get_message_builder() is not None
+        assert WithProperty.get_row_builder() is None
+        assert WithProperty([everything(name="a")], many=True).message[0].name == "A"
+    finally:
+        del Everything.upper_name
+
+
 def test_unset_nullable_fields_stay_unset_and_set_ones_are_present(everything_pb2):
     unset = EverythingSerializer(everything()).message
     zero = EverythingSerializer(everything(maybe_count=0, maybe_name="", maybe_flag=False)).message
@@ -239,3 +274,57 @@ def test_requests_read_into_the_same_dict_as_message_to_dict(everything_pb2, cas
     message = REQUESTS[case](everything_pb2)
 
     assert read_message(message) == message_to_dict(message)
+
+
+def stream_and_pages(stub, request_class, list_request_class) -> tuple[list[bytes], list[bytes]]:
+    """Return every List page (page_size 2, following the tokens) and every Stream batch, as bytes."""
+    pages, token = [], ""
+    while True:
+        page = stub.List(list_request_class(page_size=2, page_token=token))
+        pages.append(wire(page))
+        token = page.next_page_token
+        if not token:
+            break
+    batches = [wire(batch) for batch in stub.Stream(request_class(batch_size=2))]
+    return pages, batches
+
+
+def test_list_and_stream_rows_match_the_reference_path_over_the_wire(posts_stub, users_stub, user, settings):
+    """List pages (tokens included) and Stream batches are the same bytes with the row path and without it."""
+    posts = [
+        make_post(owner=user, title=f"Post {index}", description="" if index % 2 else "text ✓") for index in range(5)
+    ]
+    # Stored without a fraction of a second, and before the epoch.
+    Post.objects.filter(pk=posts[1].pk).update(created=datetime(2024, 1, 1, tzinfo=UTC))
+    Post.objects.filter(pk=posts[2].pk).update(updated=datetime(1969, 7, 20, 20, 17, 40, 5, tzinfo=UTC))
+    make_user(email="second@example.com")
+    assert PostProtoSerializer.get_row_builder() is not None
+    assert UserProtoSerializer.get_row_builder() is not None
+    calls = {
+        "posts": lambda: stream_and_pages(posts_stub, posts_pb2.PostStreamRequest, posts_pb2.PostListRequest),
+        "users": lambda: stream_and_pages(users_stub, users_pb2.UserStreamRequest, users_pb2.UserListRequest),
+    }
+    fast = {name: call() for name, call in calls.items()}
+
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "FAST_PATH": False}
+    assert PostProtoSerializer.get_row_builder() is None
+    reference = {name: call() for name, call in calls.items()}
+
+    assert fast == reference
+    assert len(fast["posts"][0]) == 3 and len(fast["posts"][1]) == 3
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["0123456789abcdef0123456789abcdef", "0123456789ABCDEF0123456789ABCDEF", "0" * 32, "f" * 32, "1" * 32],
+)
+def test_uuid_text_is_the_uuid_string(raw):
+    assert uuid_text(raw) == str(uuid.UUID(raw))
+
+
+@pytest.mark.parametrize("raw", ["not-a-uuid", "g" * 32, "{" + "0" * 30 + "}"])
+def test_uuid_text_refuses_what_uuid_refuses(raw):
+    with pytest.raises(ValueError):
+        uuid.UUID(raw)
+    with pytest.raises(ValueError):
+        uuid_text(raw)

@@ -7,7 +7,6 @@ import uuid
 
 import grpc
 import pytest
-from django.db.models.signals import post_init
 
 from grpc_ext.signals import grpc_request_finished, grpc_request_started
 from posts.models import Post
@@ -120,41 +119,42 @@ def test_paging_while_rows_are_inserted_and_deleted_sees_every_row_once(posts_st
 
 
 def test_cancelled_stream_stops_reading_rows(posts_stub, user, monkeypatch):
-    """Stream reads in chunks and reads no chunk after the one in hand once the client has cancelled."""
+    """Stream sends batches of ``batch_size`` rows and reads no batch after the one in hand once cancelled."""
     for _ in range(30):
         make_post(owner=user)
-    monkeypatch.setattr(PostService, "stream_chunk_size", 5)
     server_saw_cancel, finished = threading.Event(), threading.Event()
-    rows_read = []
+    batches_read = []
+    read_batches = PostService.get_stream_responses
+
+    def counting_batches(self, queryset, size):
+        for batch in read_batches(self, queryset, size):
+            batches_read.append(len(batch.posts))
+            if len(batches_read) == 2:  # the second batch waits for the cancellation
+                server_saw_cancel.wait(timeout=10)
+            yield batch
 
     def on_started(sender, context, **kwargs):
         if sender is PostService:
             context.add_callback(server_saw_cancel.set)
 
-    def on_post_init(sender, instance, **kwargs):
-        rows_read.append(instance.pk)
-        if len(rows_read) == 6:  # the first row of the second chunk waits for the cancellation
-            server_saw_cancel.wait(timeout=10)
-
     def on_finished(sender, **kwargs):
         if sender is PostService:
             finished.set()
 
+    monkeypatch.setattr(PostService, "get_stream_responses", counting_batches)
     grpc_request_started.connect(on_started)
     grpc_request_finished.connect(on_finished)
-    post_init.connect(on_post_init, sender=Post)
     try:
-        call = posts_stub.Stream(posts_pb2.PostStreamRequest())
-        next(call)
+        call = posts_stub.Stream(posts_pb2.PostStreamRequest(batch_size=5))
+        first = next(call)
         call.cancel()
         assert finished.wait(timeout=10), "the server never finished the cancelled Stream"
     finally:
-        post_init.disconnect(on_post_init, sender=Post)
         grpc_request_started.disconnect(on_started)
         grpc_request_finished.disconnect(on_finished)
-    # The second chunk, in hand when the cancellation came, is the last one read
-    # (all 30 rows would be read if they were fetched before streaming).
-    assert 5 <= len(rows_read) <= 10
+    assert len(first.posts) == 5
+    # The second batch, in hand when the cancellation came, is the last one read (of six).
+    assert batches_read in ([5], [5, 5])
 
 
 def test_order_by_naming_a_field_twice_is_invalid(posts_stub, transactional_db):

@@ -169,9 +169,40 @@ def test_list_with_negative_page_size_is_invalid(posts_stub, transactional_db):
 
 def test_stream_sends_exactly_the_rows_there_are(posts_stub, user):
     expected = {str(make_post(owner=user).id) for _ in range(7)}
-    streamed = [message.id for message in posts_stub.Stream(posts_pb2.PostStreamRequest())]
+    responses = list(posts_stub.Stream(posts_pb2.PostStreamRequest()))
+    streamed = [message.id for response in responses for message in response.posts]
+    assert len(responses) == 1, "seven rows fit in one batch"
     assert len(streamed) == 7
     assert set(streamed) == expected
+
+
+def test_stream_sends_batches_of_batch_size_rows_in_list_order(posts_stub, user):
+    for _ in range(7):
+        make_post(owner=user)
+    listed = [post.id for post in posts_stub.List(posts_pb2.PostListRequest()).posts]
+
+    responses = list(posts_stub.Stream(posts_pb2.PostStreamRequest(batch_size=3)))
+
+    assert [len(response.posts) for response in responses] == [3, 3, 1]
+    assert [post.id for response in responses for post in response.posts] == listed
+
+
+def test_stream_with_negative_batch_size_is_invalid(posts_stub, transactional_db):
+    assert_status(
+        lambda: list(posts_stub.Stream(posts_pb2.PostStreamRequest(batch_size=-1))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        details_contain="batch_size",
+    )
+
+
+def test_stream_batch_size_is_capped_by_the_setting(posts_stub, user, settings):
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "MAX_STREAM_BATCH_SIZE": 2}
+    for _ in range(3):
+        make_post(owner=user)
+
+    responses = list(posts_stub.Stream(posts_pb2.PostStreamRequest(batch_size=1000)))
+
+    assert [len(response.posts) for response in responses] == [2, 1]
 
 
 def test_stream_of_an_empty_table_ends_at_once(posts_stub, transactional_db):

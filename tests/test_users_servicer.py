@@ -140,7 +140,9 @@ def test_list_pages_walk_every_user_exactly_once(users_stub, user):
 
 def test_stream_sends_every_user(users_stub, user):
     expected = {str(make_user().id) for _ in range(5)} | {str(user.id)}
-    assert {message.id for message in users_stub.Stream(users_pb2.UserStreamRequest())} == expected
+    assert {
+        user.id for response in users_stub.Stream(users_pb2.UserStreamRequest()) for user in response.users
+    } == expected
 
 
 def test_email_is_stored_lower_case_and_unique_whatever_its_case(anon_users_stub, user):
