@@ -132,7 +132,28 @@ class ListModelMixin(BuilderMixin):
             page.fill(page.rows, rows.add)  # each row built in place in the response
         else:
             rows.extend(self.get_serializer(page.rows, many=True).message)
+        self.fit_page(response, rows, page)
         return response
+
+    def fit_page(self, response, rows, page) -> None:
+        """Drop the rows past ``MAX_LIST_RESPONSE_BYTES`` and point the next page token at the first of them.
+
+        AIP-158 lets a page hold fewer rows than ``page_size``; a page larger
+        than the gRPC message limit would fail for the client instead. The
+        first row always stays, so that paging goes on.
+        """
+        budget = grpc_ext_settings.MAX_LIST_RESPONSE_BYTES
+        if response.ByteSize() <= budget:
+            return
+        total, keep = 0, 0
+        for row in rows:
+            total += row.ByteSize() + 5  # the field's tag and length prefix, at most
+            if total > budget and keep:
+                break
+            keep += 1
+        if keep < len(rows):
+            del rows[keep:]
+            response.next_page_token = page.token_after(keep - 1)
 
     def filter_list_queryset(self, queryset, request) -> tuple:
         """Apply the request's filters (``Meta.list_filters``); return the queryset and the values applied."""

@@ -34,6 +34,8 @@ class Page:
     next_page_token: str
     #: ``fill(rows, make)`` builds the rows' messages (see ``MessageBuilder.fill``); None for instances.
     fill: Callable | None = None
+    #: ``token_after(index)``: the token of the page that starts after ``rows[index]``.
+    token_after: Callable[[int], str] | None = None
 
 
 class KeysetPagination:
@@ -98,15 +100,18 @@ class KeysetPagination:
                 rows, fill, to_python = list(raw.rows()), raw.fill, raw.python_row
             else:
                 rows, fill, to_python = list(queryset), builder.fill, None
-        if len(rows) <= size:
-            return Page(rows, "", fill)
+        more = len(rows) > size
         rows = rows[:size]
-        last = rows[-1]
-        if builder is not None:
-            values = to_python(last) if to_python else last
-            # value_to_string reads the attname, as from an instance.
-            last = SimpleNamespace(**{attname: values[selected.index(attname)] for attname in attnames})
-        return Page(rows, self._encode(queryset.model, ordering, filters, last), fill)
+
+        def token_after(index: int) -> str:
+            last = rows[index]
+            if builder is not None:
+                values = to_python(last) if to_python else last
+                # value_to_string reads the attname, as from an instance.
+                last = SimpleNamespace(**{attname: values[selected.index(attname)] for attname in attnames})
+            return self._encode(queryset.model, ordering, filters, last)
+
+        return Page(rows, token_after(len(rows) - 1) if more else "", fill, token_after)
 
     @staticmethod
     def _after(ordering: list[str], values: list) -> Q:

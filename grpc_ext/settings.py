@@ -17,6 +17,9 @@ DEFAULTS = {
     # List paging (AIP-132): default and maximum page_size.
     "PAGE_SIZE": 50,
     "MAX_PAGE_SIZE": 1000,
+    # Largest List response in bytes: a page is cut short (with a token for the
+    # rest) rather than exceed the 4 MiB message limit clients have by default.
+    "MAX_LIST_RESPONSE_BYTES": 3 * 1024 * 1024,
     # Stream: rows per response message by default, and the largest batch_size a client may ask for.
     "STREAM_BATCH_SIZE": 1000,
     "MAX_STREAM_BATCH_SIZE": 5000,

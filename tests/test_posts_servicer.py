@@ -241,3 +241,29 @@ def test_a_description_longer_than_10000_characters_is_invalid(posts_stub, user)
         details_contain="description",
     )
     assert not Post.objects.exists()
+
+
+def test_a_page_past_the_response_byte_limit_is_cut_short_and_paging_still_sees_every_row(posts_stub, user, settings):
+    """Fewer rows than page_size (AIP-158) rather than a message larger than the client accepts."""
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "MAX_LIST_RESPONSE_BYTES": 2_000}
+    expected = [str(make_post(owner=user, description="x" * 600).id) for _ in range(9)][::-1]
+    seen, sizes, token = [], [], ""
+    while True:
+        page = posts_stub.List(posts_pb2.PostListRequest(page_size=9, page_token=token))
+        assert page.ByteSize() <= 2_000
+        sizes.append(len(page.posts))
+        seen.extend(post.id for post in page.posts)
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == expected
+    assert max(sizes) < 9
+
+
+def test_a_single_row_larger_than_the_byte_limit_still_pages(posts_stub, user, settings):
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "MAX_LIST_RESPONSE_BYTES": 100}
+    expected = [str(make_post(owner=user, description="x" * 600).id) for _ in range(3)][::-1]
+    first = posts_stub.List(posts_pb2.PostListRequest(page_size=3))
+    second = posts_stub.List(posts_pb2.PostListRequest(page_size=3, page_token=first.next_page_token))
+    assert [post.id for post in first.posts] == expected[:1]
+    assert [post.id for post in second.posts] == expected[1:2]
