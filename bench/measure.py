@@ -40,63 +40,61 @@ def http_headers(server: Server) -> tuple[tuple[str, str], ...]:
 # gRPC (the project's server and the plain-grpcio floor) -----------------------------------
 
 
-def grpc_retrieve(server: Server, post_id: str, *, duration: float, connections_: int, quick: bool) -> Run:
-    request = posts_pb2.PostRetrieveRequest(id=post_id)
+def grpc_unary(
+    server: Server,
+    method: str,
+    request,
+    *,
+    duration: float,
+    quick: bool,
+    connections: int,
+    streams: int,
+    quick_calls: int,
+) -> Run:
+    """Drive one unary RPC: h2load with ``connections`` x ``streams`` in flight, or (quick) a Python client."""
     if quick:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            stub = posts_pb2_grpc.PostControllerStub(channel)
+            call = getattr(posts_pb2_grpc.PostControllerStub(channel), method)
             metadata = server.auth_metadata()
             return check(
-                loadgen.python_calls(lambda: stub.Retrieve(request, metadata=metadata), requests=200), "gRPC Retrieve"
+                loadgen.python_calls(lambda: call(request, metadata=metadata), requests=quick_calls), f"gRPC {method}"
             )
     run = loadgen.h2load(
-        grpc_url(server, "Retrieve"),
+        grpc_url(server, method),
         loadgen.grpc_frame(request),
-        connections=connections_,
-        streams=8,
+        connections=connections,
+        streams=streams,
         duration=duration,
         headers=http_headers(server),
     )
-    return check(run, f"{server.name} Retrieve")
+    return check(run, f"{server.name} {method}")
+
+
+def grpc_retrieve(server: Server, post_id: str, *, duration: float, connections_: int, quick: bool) -> Run:
+    request = posts_pb2.PostRetrieveRequest(id=post_id)
+    return grpc_unary(
+        server,
+        "Retrieve",
+        request,
+        duration=duration,
+        quick=quick,
+        connections=connections_,
+        streams=8,
+        quick_calls=200,
+    )
 
 
 def grpc_list(server: Server, page_size: int, *, duration: float, quick: bool) -> Run:
     request = posts_pb2.PostListRequest(page_size=page_size)
-    if quick:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            stub = posts_pb2_grpc.PostControllerStub(channel)
-            metadata = server.auth_metadata()
-            return check(loadgen.python_calls(lambda: stub.List(request, metadata=metadata), requests=10), "gRPC List")
-    run = loadgen.h2load(
-        grpc_url(server, "List"),
-        loadgen.grpc_frame(request),
-        connections=1,
-        streams=1,
-        duration=duration,
-        headers=http_headers(server),
-    )
-    return check(run, f"{server.name} List")
+    return grpc_unary(server, "List", request, duration=duration, quick=quick, connections=1, streams=1, quick_calls=10)
 
 
 def grpc_create(server: Server, *, duration: float, quick: bool) -> Run:
     """Create posts; the owner is the caller (the token's user), as on DRF's side."""
     request = posts_pb2.PostCreateRequest(title="Created by the benchmark", description="x" * 120)
-    if quick:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            stub = posts_pb2_grpc.PostControllerStub(channel)
-            metadata = server.auth_metadata()
-            return check(
-                loadgen.python_calls(lambda: stub.Create(request, metadata=metadata), requests=50), "gRPC Create"
-            )
-    run = loadgen.h2load(
-        grpc_url(server, "Create"),
-        loadgen.grpc_frame(request),
-        connections=2,
-        streams=2,
-        duration=duration,
-        headers=http_headers(server),
+    return grpc_unary(
+        server, "Create", request, duration=duration, quick=quick, connections=2, streams=2, quick_calls=50
     )
-    return check(run, f"{server.name} Create")
 
 
 def grpc_stream(server: Server, rows: int, *, quick: bool) -> tuple[Run, int]:
