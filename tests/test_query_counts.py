@@ -1,0 +1,56 @@
+"""Queries per RPC on the hot paths, counted in the server thread that runs each RPC."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+
+from grpc_ext.signals import grpc_request_finished, grpc_request_started
+from posts.servicers import PostService
+from protos import posts_pb2
+from tests.factories import make_post
+
+
+@pytest.fixture
+def queries_per_rpc():
+    """Return the list of SQL statements of each PostService RPC, one list per RPC, in order."""
+    rpcs: list[list[str]] = []
+    local = threading.local()
+
+    def count(execute, sql, params, many, context):
+        rpcs[-1].append(sql)
+        return execute(sql, params, many, context)
+
+    def started(sender, **kwargs):
+        if sender is PostService:
+            rpcs.append([])
+            local.wrapped = connection  # the server thread's own connection
+            connection.execute_wrappers.append(count)
+
+    def finished(sender, **kwargs):
+        if sender is PostService and getattr(local, "wrapped", None) is not None:
+            local.wrapped.execute_wrappers.remove(count)
+            local.wrapped = None
+
+    grpc_request_started.connect(started)
+    grpc_request_finished.connect(finished)
+    yield rpcs
+    grpc_request_started.disconnect(started)
+    grpc_request_finished.disconnect(finished)
+
+
+def test_retrieve_runs_one_query(posts_stub, post, queries_per_rpc):
+    request = posts_pb2.PostRetrieveRequest(id=str(post.id))
+    posts_stub.Retrieve(request)  # the caller's token and user are cached from here on
+    posts_stub.Retrieve(request)
+    assert len(queries_per_rpc[-1]) == 1, queries_per_rpc[-1]
+
+
+def test_a_list_page_runs_one_query_however_many_rows(posts_stub, user, queries_per_rpc):
+    for _ in range(25):
+        make_post(owner=user)
+    first = posts_stub.List(posts_pb2.PostListRequest(page_size=10))
+    posts_stub.List(posts_pb2.PostListRequest(page_size=10, page_token=first.next_page_token))
+    assert len(queries_per_rpc[-1]) == 1, queries_per_rpc[-1]
