@@ -162,58 +162,57 @@ def verify_stream(server: Server, rows: int) -> None:
 # DRF under gunicorn ------------------------------------------------------------------------
 
 
-def drf_retrieve(server: Server, post_id: str, *, duration: float, connections_: int, quick: bool) -> Run:
-    path = f"/bench/posts/{post_id}/"
+def drf_http(
+    server: Server,
+    what: str,
+    path: str,
+    *,
+    duration: float,
+    quick: bool,
+    connections: int,
+    quick_calls: int,
+    method: str = "GET",
+    body: str | None = None,
+) -> Run:
+    """Drive one DRF endpoint: wrk with ``connections``, or (quick) a Python HTTP client."""
+    headers = http_headers(server)
     if quick:
-        return check(
-            loadgen.python_calls(
-                lambda: loadgen.http_call(server.port, "GET", path, headers=http_headers(server)), requests=200
-            ),
-            "DRF Retrieve",
-        )
+        call = lambda: loadgen.http_call(server.port, method, path, body, headers=headers)  # noqa: E731
+        return check(loadgen.python_calls(call, requests=quick_calls), f"DRF {what}")
     run = loadgen.wrk(
         f"http://127.0.0.1:{server.port}{path}",
-        connections=connections_,
+        connections=connections,
         duration=duration,
-        headers=http_headers(server),
+        method=method,
+        body=body,
+        headers=headers,
     )
-    return check(run, f"{server.name} Retrieve")
+    return check(run, f"{server.name} {what}")
+
+
+def drf_retrieve(server: Server, post_id: str, *, duration: float, connections_: int, quick: bool) -> Run:
+    path = f"/bench/posts/{post_id}/"
+    return drf_http(server, "Retrieve", path, duration=duration, quick=quick, connections=connections_, quick_calls=200)
 
 
 def drf_list(server: Server, page_size: int, *, duration: float, quick: bool) -> Run:
     path = f"/bench/posts/?limit={page_size}"
-    if quick:
-        return check(
-            loadgen.python_calls(
-                lambda: loadgen.http_call(server.port, "GET", path, headers=http_headers(server)), requests=10
-            ),
-            "DRF List",
-        )
-    run = loadgen.wrk(
-        f"http://127.0.0.1:{server.port}{path}", connections=1, duration=duration, headers=http_headers(server)
-    )
-    return check(run, f"{server.name} List")
+    return drf_http(server, "List", path, duration=duration, quick=quick, connections=1, quick_calls=10)
 
 
 def drf_create(server: Server, owner_id: str, *, duration: float, quick: bool) -> Run:
     body = json.dumps({"owner": owner_id, "title": "Created by the benchmark", "description": "x" * 120})
-    path = "/bench/posts/"
-    if quick:
-        return check(
-            loadgen.python_calls(
-                lambda: loadgen.http_call(server.port, "POST", path, body, headers=http_headers(server)), requests=50
-            ),
-            "DRF Create",
-        )
-    run = loadgen.wrk(
-        f"http://127.0.0.1:{server.port}{path}",
-        connections=4,
+    return drf_http(
+        server,
+        "Create",
+        "/bench/posts/",
         duration=duration,
+        quick=quick,
+        connections=4,
+        quick_calls=50,
         method="POST",
         body=body,
-        headers=http_headers(server),
     )
-    return check(run, f"{server.name} Create")
 
 
 def drf_export(server: Server, rows: int) -> tuple[Run, int]:
