@@ -273,8 +273,10 @@ def serve_in_processes(count: int, target: Callable[[], None]) -> int:
     }
     try:
         failed = False
-        while any(child.exitcode is None for child in children):
-            multiprocessing.connection.wait([child.sentinel for child in children if child.exitcode is None])
+        # The running children are listed once per round: listing them twice could
+        # find one running, then none, and wait on no sentinel at all, forever.
+        while running := [child for child in children if child.exitcode is None]:
+            multiprocessing.connection.wait([child.sentinel for child in running])
             for child in children:
                 if child.exitcode not in (None, 0):
                     failed = True
