@@ -15,7 +15,7 @@ from datetime import timedelta
 import grpc
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError
+from django.db import DatabaseError, IntegrityError
 from django.http import Http404
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
@@ -69,6 +69,18 @@ class PermissionDenied(GrpcError):
 class Unimplemented(GrpcError):
     status_code = grpc.StatusCode.UNIMPLEMENTED
     default_detail = "Method not implemented."
+
+
+class DeadlineExceeded(GrpcError):
+    status_code = grpc.StatusCode.DEADLINE_EXCEEDED
+    default_detail = "Deadline exceeded."
+
+
+class Unavailable(GrpcError):
+    """A failure a retry may get past: the server is draining, or a dependency is down."""
+
+    status_code = grpc.StatusCode.UNAVAILABLE
+    default_detail = "The service is unavailable; retry later."
 
 
 class ResourceExhausted(GrpcError):
@@ -151,13 +163,21 @@ def to_grpc_error(exc: Exception) -> GrpcError | None:
         return PermissionDenied(str(exc.detail))
     if isinstance(exc, drf_exceptions.Throttled):
         return ResourceExhausted(str(exc.detail), retry_after=exc.wait)
+    if is_query_canceled(exc):
+        return DeadlineExceeded("The query was cancelled: the call's deadline passed or the client went away.")
     if isinstance(exc, IntegrityError):
         return AlreadyExists("The object conflicts with one that already exists.")
     return None
 
 
-def abort_with_error(exc: Exception, context: grpc.ServicerContext) -> None:
-    """Abort the RPC with the status ``exc`` maps to; unexpected errors become INTERNAL.
+def is_query_canceled(exc: Exception) -> bool:
+    """Tell whether the database cancelled a statement (PostgreSQL's 57014: statement timeout or cancel)."""
+    cause = exc.__cause__ if isinstance(exc, DatabaseError) else exc
+    return getattr(cause, "pgcode", None) == "57014"
+
+
+def status_for(exc: Exception) -> grpc.Status:
+    """Return the status ``exc`` maps to; unexpected errors become INTERNAL.
 
     The traceback of an unexpected error is logged here and never sent.
     """
@@ -169,7 +189,18 @@ def abort_with_error(exc: Exception, context: grpc.ServicerContext) -> None:
     if error is None:
         logger.exception("Unhandled error in RPC", exc_info=exc)
         error = GrpcError()
-    context.abort_with_status(rpc_status.to_status(to_status_proto(error)))
+    return rpc_status.to_status(to_status_proto(error))
+
+
+def abort_with_error(exc: Exception, context: grpc.ServicerContext) -> None:
+    """Abort the RPC with the status ``exc`` maps to (synchronous code, in a pool thread)."""
+    context.abort_with_status(status_for(exc))
+
+
+async def abort_with_error_async(exc: Exception, context: grpc.aio.ServicerContext) -> None:
+    """Abort the RPC with the status ``exc`` maps to, from the event loop."""
+    status = status_for(exc)
+    await context.abort(status.code, status.details, status.trailing_metadata)
 
 
 def to_status_proto(error: GrpcError) -> status_pb2.Status:

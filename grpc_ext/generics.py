@@ -13,16 +13,20 @@ authenticates the caller and checks permissions and rate limits, as DRF's
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import threading
 from collections.abc import Iterator
 from functools import update_wrapper
 
 import grpc
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError
+from django.db import close_old_connections
 from django_grpc_framework import generics as framework_generics
 
 from grpc_ext import mixins
+from grpc_ext.calls import CallContext, RpcAborted, Status, check_deadline, in_pool, prepare_database
 from grpc_ext.exceptions import (
     InvalidArgument,
     NotFound,
@@ -31,17 +35,13 @@ from grpc_ext.exceptions import (
     Unauthenticated,
     Unimplemented,
     abort_with_error,
+    abort_with_error_async,
     to_grpc_error,
 )
 from grpc_ext.lookups import PreparedLookups
 from grpc_ext.settings import grpc_ext_settings
 from grpc_ext.signals import grpc_got_request_exception, grpc_request_finished, grpc_request_started
 from grpc_ext.throttling import client_request
-
-
-def _already_aborted(context: grpc.ServicerContext) -> bool:
-    """Tell whether the handler itself called ``context.abort``."""
-    return context.code() not in (None, grpc.StatusCode.OK)
 
 
 class Service(framework_generics.GenericService):
@@ -135,46 +135,118 @@ class Service(framework_generics.GenericService):
     def _make_unimplemented_handler(cls, action: str):
         """Answer UNIMPLEMENTED for an RPC of the proto that the service does not define."""
 
-        def unimplemented(request, context):
-            abort_with_error(Unimplemented(f"{cls.__name__} does not implement {action}."), context)
+        async def unimplemented(request, context):
+            await abort_with_error_async(Unimplemented(f"{cls.__name__} does not implement {action}."), context)
 
         return unimplemented
 
     @classmethod
     def _make_handler(cls, action: str, initkwargs: dict):
+        """Return the ``grpc.aio`` handler of ``action``: the Django work in the thread pool, I/O on the loop.
+
+        A unary call is one hop to the pool: the request-started signal,
+        ``initial``, the action and the request-finished signal run there
+        together. A stream hops once per response message (a batch of rows)
+        and writes it from the loop, so a client that stops reading holds no
+        thread; each hop ends by closing the connections Django would close
+        after a request, as the finished signal does after the last.
+        """
         streaming = inspect.isgeneratorfunction(getattr(cls, action))
 
-        def run(request, context):
+        def start(request, call: CallContext):
+            grpc_request_started.send(sender=cls, request=request, context=call)
+            prepare_database(call)
+            check_deadline(call)
             service = cls(**initkwargs)
-            service.request, service.context, service.action = request, context, action
+            service.request, service.context, service.action = request, call, action
             service.initial()
-            return getattr(service, action)(request, context)
+            return getattr(service, action)(request, call)
 
-        def unary_handler(request, context):
-            grpc_request_started.send(sender=cls, request=request, context=context)
+        def failed(exc: Exception, request, call: CallContext) -> Status:
+            """Return the status ``exc`` ends the call with, the handler's own ``abort`` included."""
+            if not isinstance(exc, RpcAborted):
+                _report_unexpected(cls, request, call, exc)
+                try:
+                    abort_with_error(exc, call)
+                except RpcAborted:
+                    pass
+            return call.status
+
+        def run_unary(request, call: CallContext):
             try:
-                return run(request, context)
+                return start(request, call), None
             except Exception as exc:
-                if _already_aborted(context):
-                    raise
-                _report_unexpected(cls, request, context, exc)
-                abort_with_error(exc, context)
+                return None, failed(exc, request, call)
             finally:
                 grpc_request_finished.send(sender=cls)
 
-        def stream_handler(request, context) -> Iterator:
-            grpc_request_started.send(sender=cls, request=request, context=context)
+        def next_batch(stream: StreamState, request, call: CallContext):
+            """Return the stream's next message (``None`` at its end) and the status it failed with, if any."""
+            with stream.lock:
+                if stream.finished:
+                    return None, None
+                response = None
+                try:
+                    if stream.responses is None:
+                        stream.responses = iter(start(request, call))
+                    response = next(stream.responses, None)
+                    if response is not None:
+                        return response, None
+                    return None, None
+                except Exception as exc:
+                    return None, failed(exc, request, call)
+                finally:
+                    if response is None:
+                        stream.finished = True
+                        grpc_request_finished.send(sender=cls)
+                    else:
+                        close_old_connections()
+
+        async def unary_handler(request, context: grpc.aio.ServicerContext):
+            call = CallContext(context)
+            response, status = await in_pool(call, run_unary, request, call)
+            if status is not None:
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            return response
+
+        async def stream_handler(request, context: grpc.aio.ServicerContext):
+            call = CallContext(context)
+            stream = StreamState(cls)
             try:
-                yield from run(request, context)
-            except Exception as exc:
-                if _already_aborted(context):
-                    raise
-                _report_unexpected(cls, request, context, exc)
-                abort_with_error(exc, context)
+                while True:
+                    response, status = await in_pool(call, next_batch, stream, request, call)
+                    if status is not None:
+                        await context.abort(status.code, status.details, status.trailing_metadata)
+                    if response is None:
+                        return
+                    yield response
             finally:
-                grpc_request_finished.send(sender=cls)
+                if not stream.finished:  # cancelled, or stopped by a drain: close it after the hop in hand
+                    asyncio.get_running_loop().run_in_executor(None, stream.close)
 
         return stream_handler if streaming else unary_handler
+
+
+class StreamState:
+    """A stream's generator, driven one hop at a time from whichever pool thread runs the hop."""
+
+    def __init__(self, sender: type):
+        self.sender = sender
+        self.responses: Iterator | None = None
+        self.finished = False
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close an abandoned stream's generator and end its request cycle (in a pool thread)."""
+        with self.lock:
+            if self.finished:
+                return
+            self.finished = True
+            try:
+                if self.responses is not None:
+                    self.responses.close()
+            finally:
+                grpc_request_finished.send(sender=self.sender)
 
 
 def _instances(classes: list[type] | None, default_setting: str) -> list:

@@ -1,85 +1,70 @@
-"""Server interceptors, each doing one job. Named by dotted path in ``SERVER_INTERCEPTORS``."""
+"""Server interceptors (``grpc.aio.ServerInterceptor``), each doing one job, named in ``SERVER_INTERCEPTORS``."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
-from collections.abc import Callable, Iterator
 
 import grpc
 
+from grpc_ext.limits import outcome_code, wrap_handler
+
 access_logger = logging.getLogger("grpc_ext.access")
 
-
-def _wrap_handler(handler: grpc.RpcMethodHandler, wrap_unary: Callable, wrap_stream: Callable) -> grpc.RpcMethodHandler:
-    """Return ``handler`` with its behaviour wrapped, keeping its (de)serializers."""
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(
-            wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
-        )
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(
-            wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer
-        )
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(
-            wrap_unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer
-        )
-    return grpc.stream_stream_rpc_method_handler(
-        wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer
-    )
+__all__ = ["AccessLogInterceptor", "wrap_handler"]
 
 
-class AccessLogInterceptor(grpc.ServerInterceptor):
-    """Log one line per RPC: ``method=... peer=... code=... duration_ms=...``."""
+class AccessLogInterceptor(grpc.aio.ServerInterceptor):
+    """Log one line per RPC: ``method=... peer=... code=... duration_ms=...``.
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
+    The code is the one the client got: a call the client cancelled is
+    CANCELLED, one whose deadline passed DEADLINE_EXCEEDED, never OK.
+    """
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
         if handler is None or not access_logger.isEnabledFor(logging.INFO):
             return handler
         method = handler_call_details.method
 
-        def log(context, started: float, failed: bool) -> None:
-            code = context.code()
-            if code is None and failed:
-                # A stream the client cancelled, or whose deadline passed, is closed without a code.
-                remaining = context.time_remaining()
-                if context.is_active():
-                    code = grpc.StatusCode.UNKNOWN
-                elif remaining is not None and remaining <= 0:
-                    code = grpc.StatusCode.DEADLINE_EXCEEDED
-                else:
-                    code = grpc.StatusCode.CANCELLED
-            code = code or grpc.StatusCode.OK
+        def log(context, started: float, exc: BaseException | None) -> None:
             access_logger.info(
                 "rpc method=%s peer=%s code=%s duration_ms=%.2f",
                 method,
                 context.peer(),
-                code.name,
+                outcome_code(context, exc).name,
                 (time.perf_counter() - started) * 1000,
             )
 
         def wrap_unary(behavior):
-            def logged(request, context):
-                started, failed = time.perf_counter(), True
+            async def logged(request, context):
+                started, error = time.perf_counter(), None
                 try:
-                    response = behavior(request, context)
-                    failed = False
-                    return response
+                    return await behavior(request, context)
+                except BaseException as exc:
+                    error = exc
+                    raise
                 finally:
-                    log(context, started, failed)
+                    log(context, started, error)
 
             return logged
 
         def wrap_stream(behavior):
-            def logged(request, context) -> Iterator:
-                started, failed = time.perf_counter(), True
+            if not inspect.isasyncgenfunction(behavior):
+                return wrap_unary(behavior)
+
+            async def logged(request, context):
+                started, error = time.perf_counter(), None
                 try:
-                    yield from behavior(request, context)
-                    failed = False
+                    async for response in behavior(request, context):
+                        yield response
+                except BaseException as exc:
+                    error = exc
+                    raise
                 finally:
-                    log(context, started, failed)
+                    log(context, started, error)
 
             return logged
 
-        return _wrap_handler(handler, wrap_unary, wrap_stream)
+        return wrap_handler(handler, wrap_unary, wrap_stream)

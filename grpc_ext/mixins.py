@@ -10,7 +10,6 @@ class's compiled builder (``BuilderMixin``).
 from __future__ import annotations
 
 import importlib
-import itertools
 from collections.abc import Iterator
 
 from django.core.exceptions import FieldDoesNotExist
@@ -22,7 +21,6 @@ from grpc_ext.exceptions import InvalidArgument
 from grpc_ext.fastpath import MessageBuilder
 from grpc_ext.filters import filter_list_request, get_list_filters, get_ordering_fields, parse_order_by
 from grpc_ext.pagination import KeysetPagination
-from grpc_ext.rows import RawRows
 from grpc_ext.settings import grpc_ext_settings
 
 
@@ -173,9 +171,8 @@ class ListModelMixin(BuilderMixin):
 class StreamModelMixin(BuilderMixin):
     """``Stream``: every row as a server stream of batches (``repeated`` rows per message), for exports.
 
-    One message per row would cost a blocking send per row in grpcio's
-    synchronous server (about 10,000 rows/s); a batch is one send. Rows are
-    read a batch at a time from a database iterator, so memory stays flat
+    A message per row would cost a send per row; a batch is one send. Rows
+    are read a batch at a time, one keyset query each, so memory stays flat
     however many rows there are, and no batch is read after the client has
     cancelled or its deadline has passed.
     """
@@ -197,27 +194,42 @@ class StreamModelMixin(BuilderMixin):
         return min(requested or grpc_ext_settings.STREAM_BATCH_SIZE, grpc_ext_settings.MAX_STREAM_BATCH_SIZE)
 
     def get_stream_responses(self, queryset, size: int) -> Iterator[Message]:
-        """Yield one ``<Message>StreamResponse`` per ``size`` rows, reading each batch only when asked for it."""
+        """Yield one ``<Message>StreamResponse`` per ``size`` rows, each batch a short keyset query of its own.
+
+        Batches are List's pages (same order, same keyset): no cursor stays
+        open between messages, so each batch can be read on whichever thread
+        serves it, and a stream that is cancelled simply reads no more.
+        """
         response_class = response_class_for(self.get_serializer_class(), "StreamResponse")
         field = repeated_field(response_class)
         builder = self.get_row_builder()
-        fill = None
-        if builder is not None:
-            queryset = queryset.values_list(*builder.columns)
-            raw = RawRows(builder, queryset, chunk_size=size)
-            if raw.fill is not None:
-                rows, fill = raw.rows(), raw.fill
-            else:
-                rows, fill = queryset.iterator(chunk_size=size), builder.fill
-        else:
-            rows = queryset.iterator(chunk_size=size)
-        while chunk := list(itertools.islice(rows, size)):
+        batches = StreamBatches(self.get_stream_ordering(queryset))
+        token = ""
+        while True:
+            page = batches.paginate(queryset, page_size=size, page_token=token, builder=builder)
+            if not page.rows:
+                return
             response = response_class()
-            if fill is not None:
-                fill(chunk, getattr(response, field).add)
+            if page.fill is not None:
+                page.fill(page.rows, getattr(response, field).add)
             else:
-                getattr(response, field).extend(self.get_serializer(chunk, many=True).message)
+                getattr(response, field).extend(self.get_serializer(page.rows, many=True).message)
             yield response
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    def get_stream_ordering(self, queryset) -> list[str]:
+        """Return List's ordering when the service has one, else the primary key's."""
+        list_ordering = getattr(self, "get_list_ordering", None)
+        return list_ordering(queryset) if list_ordering is not None else [queryset.model._meta.pk.name]
+
+
+class StreamBatches(KeysetPagination):
+    """List's keyset pages, sized by the Stream's (already checked) batch size."""
+
+    def get_page_size(self, requested: int) -> int:
+        return requested
 
 
 def response_class_for(serializer_class, suffix: str) -> type[Message]:

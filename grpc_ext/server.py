@@ -8,6 +8,7 @@ one server process; ``serve_in_processes`` runs several on one port.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -15,19 +16,19 @@ import os
 import signal
 import socket
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent import futures
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from django.db import connections
 from django.utils.module_loading import import_string
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from grpc_ext.limits import DrainGate, bounded_request
 from grpc_ext.settings import grpc_ext_settings
 
 logger = logging.getLogger(__name__)
@@ -36,22 +37,37 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def load_interceptors() -> list[grpc.ServerInterceptor]:
-    """Instantiate the interceptors of ``SERVER_INTERCEPTORS`` once, in order.
-
-    The framework passed the classes themselves to grpc.server, which needs instances.
-    """
+def load_interceptors() -> list[grpc.aio.ServerInterceptor]:
+    """Instantiate the interceptors of ``SERVER_INTERCEPTORS`` once, in order (``grpc.aio.ServerInterceptor``)."""
     return [import_string(path)() for path in grpc_ext_settings.SERVER_INTERCEPTORS or []]
 
 
-def server_options(*, reuse_port: bool) -> list[tuple[str, object]]:
-    """Return ``SERVER_OPTIONS`` with ``grpc.so_reuseport`` set explicitly.
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
 
-    grpcio turns SO_REUSEPORT on by default, so a second server on a taken port
-    would start without an error and share it; only ``--workers`` wants that.
+
+def server_options(*, reuse_port: bool) -> list[tuple[str, object]]:
+    """Return the channel options: the connection limits of the settings, then ``SERVER_OPTIONS`` (which win).
+
+    ``grpc.so_reuseport`` is always set explicitly: grpcio turns SO_REUSEPORT
+    on by default, so a second server on a taken port would start without an
+    error and share it; only ``--workers`` wants that.
     """
-    options = [tuple(option) for option in grpc_ext_settings.SERVER_OPTIONS or [] if option[0] != "grpc.so_reuseport"]
-    return [*options, ("grpc.so_reuseport", 1 if reuse_port else 0)]
+    settings = grpc_ext_settings
+    limits = {
+        "grpc.max_concurrent_streams": settings.MAX_CONCURRENT_STREAMS,
+        "grpc.keepalive_time_ms": _ms(settings.KEEPALIVE_TIME),
+        "grpc.keepalive_timeout_ms": _ms(settings.KEEPALIVE_TIMEOUT),
+        "grpc.http2.min_recv_ping_interval_without_data_ms": _ms(settings.KEEPALIVE_MIN_CLIENT_PING_INTERVAL),
+        "grpc.keepalive_permit_without_calls": 1,
+        "grpc.max_connection_age_ms": _ms(settings.MAX_CONNECTION_AGE),
+        "grpc.max_connection_age_grace_ms": _ms(settings.MAX_CONNECTION_AGE_GRACE),
+        "grpc.max_connection_idle_ms": _ms(settings.MAX_CONNECTION_IDLE),
+    }
+    for name, value in settings.SERVER_OPTIONS or []:
+        limits[name] = value
+    limits["grpc.so_reuseport"] = 1 if reuse_port else 0
+    return list(limits.items())
 
 
 def server_credentials(
@@ -73,31 +89,34 @@ def server_credentials(
 
 
 class _ServiceRecorder:
-    """Stand in for a server while the handlers hook runs, noting each service it adds."""
+    """Stand in for a server while services are added: bound each method's request, note each service name."""
 
-    def __init__(self, server: grpc.Server):
+    def __init__(self, server: grpc.aio.Server):
         self._server = server
         self.service_names: list[str] = []
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers) -> None:
+        bounded = []
         for handler in generic_rpc_handlers:
             if hasattr(handler, "service_name"):
-                self.service_names.append(handler.service_name())
-        self._server.add_generic_rpc_handlers(generic_rpc_handlers)
+                name = handler.service_name()
+                self.service_names.append(name)
+                methods = getattr(handler, "_method_handlers", None)
+                if methods is not None:
+                    prefix = f"/{name}/"
+                    handler = grpc.method_handlers_generic_handler(
+                        name, {method.removeprefix(prefix): bounded_request(h) for method, h in methods.items()}
+                    )
+            bounded.append(handler)
+        self._server.add_generic_rpc_handlers(bounded)
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: dict) -> None:
+        self._server.add_registered_method_handlers(
+            service_name, {method: bounded_request(handler) for method, handler in method_handlers.items()}
+        )
 
     def __getattr__(self, name: str):
         return getattr(self._server, name)
-
-
-def register_services(server: grpc.Server) -> list[str]:
-    """Add the project's services with ``ROOT_HANDLERS_HOOK``; return their full names.
-
-    The names are what the generated ``add_<Service>Servicer_to_server``
-    functions register, so any service the hook adds is found, never listed by hand.
-    """
-    recorder = _ServiceRecorder(server)
-    grpc_ext_settings.ROOT_HANDLERS_HOOK(recorder)
-    return list(dict.fromkeys(recorder.service_names))
 
 
 def described_services(names: list[str]) -> list[str]:
@@ -112,34 +131,99 @@ def described_services(names: list[str]) -> list[str]:
     return described
 
 
-@dataclass
-class GrpcServer:
-    """A built server, its port, and the health servicer that reports on it."""
+class EventLoopThread:
+    """An asyncio event loop running in a thread of its own, with a bounded pool for the synchronous work."""
 
-    server: grpc.Server
-    port: int
-    health: health.HealthServicer
-    service_names: list[str] = field(default_factory=list)
-    secure: bool = False
+    def __init__(self, max_workers: int):
+        self.loop = asyncio.new_event_loop()
+        self.pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc")
+        self.loop.set_default_executor(self.pool)
+        self.thread = threading.Thread(target=self.loop.run_forever, name="grpc-event-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine) -> Any:
+        """Run ``coroutine`` on the loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def close(self) -> None:
+        """Stop the loop and its thread; let the pool threads end once their work is done."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+#: Seconds calls get to send their responses once the drain has ended them.
+FLUSH_GRACE = 1.0
+
+
+class GrpcServer:
+    """A built ``grpc.aio`` server on its own event loop thread, its port, and the health servicer reporting on it.
+
+    Every method is called from ordinary (synchronous) code and is thread-safe.
+    """
+
+    def __init__(
+        self,
+        runner: EventLoopThread,
+        server: grpc.aio.Server,
+        port: int,
+        health_servicer: health.aio.HealthServicer,
+        gate: DrainGate,
+        service_names: list[str],
+        secure: bool,
+    ):
+        self._runner = runner
+        self.server = server
+        self.port = port
+        self.health = health_servicer
+        self.gate = gate
+        self.service_names = service_names
+        self.secure = secure
+        self._stopped: threading.Event | None = None
 
     def start(self) -> None:
         """Start serving and report every service SERVING."""
-        self.server.start()
+        self._runner.run(self.server.start())
         for name in ["", *self.service_names]:
-            self.health.set(name, SERVING)
+            self.set_health(name, SERVING)
 
-    def stop(self, grace: float | None, *, drain_delay: float = 0) -> threading.Event:
-        """Report NOT_SERVING, keep serving ``drain_delay`` seconds, then refuse new RPCs.
+    def set_health(self, service: str, status: int) -> None:
+        """Set what grpc.health.v1 reports for ``service`` (``""``: the whole server)."""
+        self._runner.run(self.health.set(service, status))
 
-        Return the event set once the RPCs in flight have finished, or were
-        cancelled after ``grace`` seconds. The delay gives load balancers that
-        probe health time to send new RPCs elsewhere: without it, an RPC sent
-        on an open connection just as the server stops is CANCELLED.
+    def stop(self, grace: float | None = None, *, drain_delay: float = 0) -> threading.Event:
+        """Drain: report NOT_SERVING, keep serving ``drain_delay`` seconds, then refuse new calls.
+
+        New calls get UNAVAILABLE from then on; the calls in flight get up to
+        ``grace`` seconds to finish (``None``: none), then end UNAVAILABLE; only
+        then is the grpc server stopped. Return the event set once it has.
+        The delay gives load balancers that probe health time to send new
+        calls elsewhere.
         """
-        self.health.enter_graceful_shutdown()
+        if self._stopped is None:
+            self._stopped = threading.Event()
+            threading.Thread(target=self._stop, args=(grace, drain_delay), name="grpc-drain", daemon=True).start()
+        return self._stopped
+
+    def _stop(self, grace: float | None, drain_delay: float) -> None:
+        try:
+            self._runner.run(self._drain(grace, drain_delay))
+        except Exception:
+            logger.exception("The server did not stop cleanly")
+        finally:
+            self._runner.close()
+            self._stopped.set()
+
+    async def _drain(self, grace: float | None, drain_delay: float) -> None:
+        await self.health.enter_graceful_shutdown()
         if drain_delay > 0:
-            time.sleep(drain_delay)
-        return self.server.stop(grace)
+            await asyncio.sleep(drain_delay)
+        self.gate.close()
+        if not await self.gate.wait_idle(grace or 0):
+            logger.warning("%d calls still running after the grace period; ending them", len(self.gate.calls))
+            await self.gate.expire(FLUSH_GRACE)
+        await self.server.stop(FLUSH_GRACE)
 
 
 def build_server(
@@ -151,10 +235,12 @@ def build_server(
     tls_key: str | Path | None = None,
     tls_client_ca: str | Path | None = None,
     reuse_port: bool = False,
+    handlers_hook: Callable[[Any], None] | None = None,
 ) -> GrpcServer:
     """Return a server with every service, health and (optionally) reflection, bound to ``address``.
 
-    Arguments left ``None`` come from the ``GRPC_FRAMEWORK`` settings. Raise
+    Arguments left ``None`` come from the ``GRPC_FRAMEWORK`` settings;
+    ``handlers_hook`` adds the services in place of ``ROOT_HANDLERS_HOOK``. Raise
     ``OSError`` when the address cannot be bound and ``ValueError`` for a TLS
     misconfiguration.
     """
@@ -166,31 +252,49 @@ def build_server(
         tls_key if tls_key is not None else settings.TLS_KEY,
         tls_client_ca if tls_client_ca is not None else settings.TLS_CLIENT_CA,
     )
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers or settings.MAX_WORKERS, thread_name_prefix="grpc"),
-        interceptors=load_interceptors(),
-        options=server_options(reuse_port=reuse_port),
-    )
-    service_names = register_services(server)
+    interceptors = load_interceptors()
+    runner = EventLoopThread(max_workers or settings.MAX_WORKERS)
 
-    health_servicer = health.HealthServicer()
-    for name in ["", *service_names]:
-        health_servicer.set(name, NOT_SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if reflection_enabled:
-        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-        reflection.enable_server_reflection(
-            [*described_services(service_names), health_name, reflection.SERVICE_NAME], server
-        )
+    async def assemble() -> GrpcServer:
+        gate = DrainGate()
+        server = grpc.aio.server(interceptors=[gate, *interceptors], options=server_options(reuse_port=reuse_port))
+        recorder = _ServiceRecorder(server)
+        (handlers_hook or settings.ROOT_HANDLERS_HOOK)(recorder)
+        service_names = list(dict.fromkeys(recorder.service_names))
+        health_servicer = health.aio.HealthServicer()
+        for name in ["", *service_names]:
+            await health_servicer.set(name, NOT_SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, recorder)
+        if reflection_enabled:
+            health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+            names = [*described_services(service_names), health_name, reflection.SERVICE_NAME]
+            servicer = reflection.aio.ReflectionServicer(names)
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, recorder)
+        try:
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
+        except RuntimeError as exc:
+            raise OSError(f"Cannot listen on {address}: the port is in use or the address is not valid.") from exc
+        return GrpcServer(runner, server, port, health_servicer, gate, service_names, credentials is not None)
 
     try:
-        if credentials is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, credentials)
-    except RuntimeError as exc:
-        raise OSError(f"Cannot listen on {address}: the port is in use or the address is not valid.") from exc
-    return GrpcServer(server, port, health_servicer, service_names, secure=credentials is not None)
+        return runner.run(assemble())
+    except BaseException:
+        runner.close()
+        raise
+
+
+def serve_in_background(address: str = "127.0.0.1:0", **options: Any) -> GrpcServer:
+    """Build and start a server on its own event loop thread; ``.port`` is its port, ``.stop()`` stops it.
+
+    For tests and tools that need a real server in the current process;
+    ``options`` are those of ``build_server``.
+    """
+    server = build_server(address, **options)
+    server.start()
+    return server
 
 
 def _debug() -> bool:

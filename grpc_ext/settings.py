@@ -45,8 +45,29 @@ DEFAULTS = {
     # Seconds a draining server still accepts RPCs while health says NOT_SERVING,
     # so that load balancers stop routing to it first.
     "SHUTDOWN_DRAIN_DELAY": 0.0,
-    # Worker threads per server process (concurrent RPCs); --max-workers overrides it.
+    # Threads per server process that run the Django part of calls (the event loop reads
+    # requests and writes responses); --max-workers overrides it.
     "MAX_WORKERS": 10,
+    # Seconds a call's request message may take to arrive after its headers; then DEADLINE_EXCEEDED.
+    "REQUEST_TIMEOUT": 10.0,
+    # Concurrent calls (HTTP/2 streams) one connection may have open.
+    "MAX_CONCURRENT_STREAMS": 100,
+    # The server pings a connection after this many seconds without activity, and closes
+    # it when no answer comes within KEEPALIVE_TIMEOUT: dead peers are found.
+    "KEEPALIVE_TIME": 60.0,
+    "KEEPALIVE_TIMEOUT": 20.0,
+    # Shortest interval at which a client may ping without calls in flight; pinging more
+    # often gets its connection closed (GOAWAY too_many_pings).
+    "KEEPALIVE_MIN_CLIENT_PING_INTERVAL": 10.0,
+    # A connection gets GOAWAY after this many seconds (+-10% jitter), so clients reconnect
+    # and an L4 load balancer spreads them over new backends; calls in flight then get
+    # MAX_CONNECTION_AGE_GRACE more seconds. Idle connections close after MAX_CONNECTION_IDLE.
+    "MAX_CONNECTION_AGE": 300.0,
+    "MAX_CONNECTION_AGE_GRACE": 60.0,
+    "MAX_CONNECTION_IDLE": 300.0,
+    # A persistent database connection is checked (SELECT 1, with CONN_HEALTH_CHECKS) at most
+    # once per this many seconds, and always after an error, instead of before every call.
+    "DB_HEALTH_CHECK_INTERVAL": 1.0,
     # Server reflection (grpcurl, buf curl); None means on when DEBUG is on.
     "REFLECTION": None,
     # grpc channel options as (name, value) pairs, e.g. message size limits.

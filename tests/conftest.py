@@ -7,7 +7,7 @@ import pytest
 from django.core.cache import cache
 from django.test import override_settings
 
-from grpc_ext.server import build_server
+from grpc_ext.server import serve_in_background
 from protos import auth_pb2_grpc, posts_pb2_grpc, users_pb2_grpc
 from tests.factories import make_post, make_user
 from tests.helpers import with_metadata
@@ -44,8 +44,7 @@ def fresh_rate_limits():
 def grpc_address(django_db_setup, django_db_blocker):
     """Serve every service on 127.0.0.1:<free port> for the whole session."""
     with django_db_blocker.unblock():
-        server = build_server("127.0.0.1:0", max_workers=4, reflection_enabled=True)
-        server.start()
+        server = serve_in_background("127.0.0.1:0", max_workers=4, reflection_enabled=True)
         yield f"127.0.0.1:{server.port}"
         server.stop(None).wait()
 

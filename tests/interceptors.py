@@ -6,24 +6,24 @@ import os
 
 import grpc
 
-from grpc_ext.interceptors import _wrap_handler
+from grpc_ext.limits import wrap_handler
 
 PID_KEY = "x-server-pid"
 
 
-class ServerPidInterceptor(grpc.ServerInterceptor):
+class ServerPidInterceptor(grpc.aio.ServerInterceptor):
     """Send the serving process id as trailing metadata ``x-server-pid``."""
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
 
         def wrap_unary(behavior):
-            def with_pid(request, context):
+            async def with_pid(request, context):
                 context.set_trailing_metadata(((PID_KEY, str(os.getpid())),))
-                return behavior(request, context)
+                return await behavior(request, context)
 
             return with_pid
 
-        return _wrap_handler(handler, wrap_unary, lambda behavior: behavior)
+        return wrap_handler(handler, wrap_unary, lambda behavior: behavior)

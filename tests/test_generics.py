@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from concurrent import futures
-
 import grpc
 import pytest
 from django_grpc_framework import mixins as framework_mixins
 
 from grpc_ext.generics import GenericService
 from grpc_ext.permissions import AllowAny
+from grpc_ext.server import serve_in_background
 from posts.selectors import post_list
 from posts.serializers import PostProtoSerializer
 from protos import posts_pb2, posts_pb2_grpc
@@ -27,13 +26,13 @@ class RetrieveOnlyPostService(framework_mixins.RetrieveModelMixin, GenericServic
 
 @pytest.fixture
 def retrieve_only_stub(transactional_db):
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    posts_pb2_grpc.add_PostControllerServicer_to_server(RetrieveOnlyPostService.as_servicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    def add_services(server) -> None:
+        posts_pb2_grpc.add_PostControllerServicer_to_server(RetrieveOnlyPostService.as_servicer(), server)
+
+    server = serve_in_background(handlers_hook=add_services, max_workers=2)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         yield posts_pb2_grpc.PostControllerStub(channel)
-    server.stop(None)
+    server.stop(None).wait()
 
 
 def test_an_rpc_the_service_does_not_define_is_unimplemented(retrieve_only_stub, post):

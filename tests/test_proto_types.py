@@ -11,7 +11,6 @@ import datetime as dt
 import importlib
 import sys
 import uuid
-from concurrent import futures
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -21,7 +20,7 @@ from django.db import connection
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from grpc_ext.protogen import ProtoContract, compile_protos
-from grpc_ext.server import load_interceptors
+from grpc_ext.server import serve_in_background
 from tests.factories import make_user
 from tests.helpers import assert_status
 from tests.typesapp.models import Sample
@@ -51,12 +50,14 @@ def samples_protos(tmp_path_factory):
 def samples_address(samples_protos, django_db_setup, django_db_blocker):
     _, samples_pb2_grpc = samples_protos
     with django_db_blocker.unblock():
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=load_interceptors())
-        samples_pb2_grpc.add_SampleControllerServicer_to_server(SampleService.as_servicer(), server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        yield f"127.0.0.1:{port}"
-        server.stop(grace=None).wait()
+        server = serve_in_background(
+            handlers_hook=lambda server: samples_pb2_grpc.add_SampleControllerServicer_to_server(
+                SampleService.as_servicer(), server
+            ),
+            max_workers=2,
+        )
+        yield f"127.0.0.1:{server.port}"
+        server.stop(None).wait()
 
 
 @pytest.fixture

@@ -1,0 +1,188 @@
+"""The synchronous half of an RPC, run on the server's bounded thread pool.
+
+The server is ``grpc.aio``: requests are read and responses written on the
+event loop, so a slow or stalled client holds a coroutine, never a thread.
+The Django part of a call (authentication, permissions, throttling, the
+action, building the response) runs in one hop on the loop's default
+executor, a bounded ``ThreadPoolExecutor``. It sees a ``CallContext`` in place
+of grpc's context: the same reading methods, and an ``abort`` that records the
+status for the event loop to send.
+
+Per call, ``prepare_database`` replaces Django's per-request connection check
+(a ``SELECT 1`` per RPC with ``CONN_HEALTH_CHECKS``) by one per
+``DB_HEALTH_CHECK_INTERVAL``, and makes PostgreSQL's statement timeout follow
+the call's remaining deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import grpc
+from django.db import connections
+
+from grpc_ext.exceptions import DeadlineExceeded
+from grpc_ext.settings import grpc_ext_settings
+
+logger = logging.getLogger(__name__)
+
+
+class RpcAborted(Exception):
+    """Raised by ``CallContext.abort``: the call ends with the status it recorded."""
+
+
+class Status(NamedTuple):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple = ()
+
+
+class CallContext:
+    """What synchronous handler code sees as ``context``, safe to use from a pool thread.
+
+    Reads (metadata, peer, deadline, trailing metadata) go to grpc's context;
+    ``abort`` records the status and raises, and the event loop sends it.
+    """
+
+    def __init__(self, context: grpc.aio.ServicerContext):
+        self._context = context
+        self.status: Status | None = None
+        self.cancelled = False
+        self._lock = threading.Lock()
+        self._database = None  # the DB-API connection of the query running for this call
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def is_active(self) -> bool:
+        """Tell whether the client still waits for the response (not cancelled, deadline not passed)."""
+        remaining = self._context.time_remaining()
+        return not self.cancelled and (remaining is None or remaining > 0)
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` (on the event loop) when the call ends, as grpc's synchronous context does."""
+        self._context.add_done_callback(lambda context: callback())
+        return True
+
+    def abort(self, code: grpc.StatusCode, details: str = "") -> None:
+        self.status = Status(code, details)
+        raise RpcAborted(details)
+
+    def abort_with_status(self, status: grpc.Status) -> None:
+        self.status = Status(status.code, status.details, tuple(status.trailing_metadata or ()))
+        raise RpcAborted(status.details)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.status = Status(code, self.status.details if self.status else "")
+
+    def set_details(self, details: str) -> None:
+        self.status = Status(self.status.code if self.status else grpc.StatusCode.UNKNOWN, details)
+
+    def code(self) -> grpc.StatusCode | None:
+        return self.status.code if self.status else None
+
+    def details(self) -> str | None:
+        return self.status.details if self.status else None
+
+    def run(self, function: Callable, *args: Any) -> Any:
+        """Run ``function`` (in a pool thread), noting the database connection so ``cancel`` can stop its query."""
+        with self._lock:
+            self._database = connections["default"]
+        try:
+            return function(*args)
+        finally:
+            with self._lock:
+                self._database = None
+
+    def cancel(self) -> None:
+        """Mark the call cancelled and stop the query it is running, if any (called from the event loop)."""
+        self.cancelled = True
+        with self._lock:
+            wrapper = self._database
+            raw = wrapper.connection if wrapper is not None else None
+            if raw is None:
+                return
+            try:
+                if wrapper.vendor == "postgresql":
+                    raw.cancel()
+                elif wrapper.vendor == "sqlite":
+                    raw.interrupt()
+            except Exception:  # the query may have ended meanwhile
+                logger.debug("Could not cancel the query of a cancelled call", exc_info=True)
+
+
+async def in_pool(call: CallContext, function: Callable, *args: Any) -> Any:
+    """Run ``function(*args)`` on the loop's thread pool; stop its query if the call is cancelled meanwhile."""
+    future = asyncio.get_running_loop().run_in_executor(None, call.run, function, *args)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        call.cancel()
+        raise
+
+
+def check_deadline(call: CallContext) -> None:
+    """Raise DEADLINE_EXCEEDED if the call's deadline has passed: no query runs for it."""
+    remaining = call.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceeded("The deadline passed before the call was served.")
+
+
+class ConnectionState:
+    """What this layer knows of one DB-API connection: when it was checked, the statement timeout it has."""
+
+    __slots__ = ("raw", "checked_at", "statement_timeout_ms")
+
+    def __init__(self, raw: Any):
+        self.raw = raw
+        self.checked_at = time.monotonic()  # a new connection is alive
+        self.statement_timeout_ms = 0  # PostgreSQL's default: none
+
+
+def connection_state(database) -> ConnectionState | None:
+    """Return the state of the thread's connection, ``None`` while it is closed."""
+    raw = database.connection
+    if raw is None:
+        return None
+    state = getattr(database, "_grpc_ext_state", None)
+    if state is None or state.raw is not raw:
+        state = database._grpc_ext_state = ConnectionState(raw)
+    return state
+
+
+def prepare_database(call: CallContext) -> None:
+    """Check the connection at most once per interval, and give PostgreSQL the call's remaining deadline.
+
+    Called after ``grpc_request_started``, whose ``close_old_connections``
+    asks Django to check a persistent connection before its next query. A
+    connection checked less than ``DB_HEALTH_CHECK_INTERVAL`` seconds ago is
+    not checked again; one that raised an error is always checked (Django's
+    ``errors_occurred``). A call without a deadline costs no round trip unless
+    the connection still has the timeout of an earlier call to undo.
+    """
+    database = connections["default"]
+    state = connection_state(database)
+    if state is not None and database.health_check_enabled and not database.health_check_done:
+        now = time.monotonic()
+        if now - state.checked_at < grpc_ext_settings.DB_HEALTH_CHECK_INTERVAL:
+            database.health_check_done = True
+        else:
+            state.checked_at = now
+    if database.vendor != "postgresql":
+        return
+    remaining = call.time_remaining()
+    wanted = max(1, int(remaining * 1000)) if remaining is not None else 0
+    if state is None:
+        if not wanted:
+            return
+        database.ensure_connection()
+        state = connection_state(database)
+    if state.statement_timeout_ms != wanted:
+        with database.cursor() as cursor:
+            cursor.execute("SELECT set_config('statement_timeout', %s, false)", [str(wanted)])
+        state.statement_timeout_ms = wanted

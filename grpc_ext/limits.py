@@ -1,0 +1,203 @@
+"""Limits a client cannot escape: how long a request may take to arrive, and how a drain ends calls.
+
+gRPC's wire format does not tell a unary request from a client stream of one
+message, so every unary-request method is registered as a stream-request
+method whose handler reads the one message itself, on the event loop, within
+``REQUEST_TIMEOUT`` seconds. A client that sends headers and no message costs
+a coroutine for that long, never a thread.
+
+``DrainGate`` (the first interceptor) counts the calls in flight and, once a
+drain begins, answers new calls UNAVAILABLE in this layer while grpc keeps
+serving the accepted ones: grpcio's own shutdown would answer CANCELLED to
+calls that arrived but were not yet handled (grpc/grpc issue 41785).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable
+
+import grpc
+
+from grpc_ext.exceptions import DeadlineExceeded, InvalidArgument, Unavailable, abort_with_error_async
+from grpc_ext.settings import grpc_ext_settings
+
+logger = logging.getLogger(__name__)
+
+
+async def read_request(context: grpc.aio.ServicerContext):
+    """Return the call's one request message, or abort if it does not arrive within ``REQUEST_TIMEOUT``."""
+    timeout = grpc_ext_settings.REQUEST_TIMEOUT
+    try:
+        async with asyncio.timeout(timeout):
+            request = await context.read()
+    except TimeoutError:
+        await abort_with_error_async(
+            DeadlineExceeded(f"The request message did not arrive within {timeout:g} s of the call's headers."),
+            context,
+        )
+    if request is grpc.aio.EOF:
+        await abort_with_error_async(InvalidArgument("The call ended without a request message."), context)
+    return request
+
+
+def bounded_request(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """Return ``handler`` with its unary request read by ``read_request``; request streams are left as they are."""
+    if handler.request_streaming:
+        return handler
+    behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
+    if inspect.isasyncgenfunction(behavior):
+
+        async def bounded(request_iterator, context):
+            async for response in behavior(await read_request(context), context):
+                yield response
+
+    elif inspect.iscoroutinefunction(behavior):
+
+        async def bounded(request_iterator, context):
+            return await behavior(await read_request(context), context)
+
+    elif inspect.isgeneratorfunction(behavior):  # a plain servicer's default; run on the loop, as grpc.aio does
+
+        async def bounded(request_iterator, context):
+            for response in behavior(await read_request(context), context):
+                yield response
+
+    else:
+
+        async def bounded(request_iterator, context):
+            return behavior(await read_request(context), context)
+
+    make = grpc.stream_stream_rpc_method_handler if handler.response_streaming else grpc.stream_unary_rpc_method_handler
+    return make(bounded, handler.request_deserializer, handler.response_serializer)
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler, wrap_unary: Callable, wrap_stream: Callable) -> grpc.RpcMethodHandler:
+    """Return ``handler`` with its behaviour wrapped, keeping its kind and (de)serializers.
+
+    ``wrap_unary`` gets the behaviour of a unary-response method, ``wrap_stream``
+    that of a response stream (an async generator, or a coroutine that calls
+    ``context.write``) and must return the same kind.
+    """
+    kinds = [
+        ("unary_unary", grpc.unary_unary_rpc_method_handler, wrap_unary),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler, wrap_stream),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler, wrap_unary),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler, wrap_stream),
+    ]
+    for attribute, make, wrap in kinds:
+        behavior = getattr(handler, attribute)
+        if behavior is not None:
+            return make(wrap(behavior), handler.request_deserializer, handler.response_serializer)
+    return handler
+
+
+def outcome_code(context: grpc.aio.ServicerContext, exc: BaseException | None) -> grpc.StatusCode:
+    """Return the status code the client got for a call whose handler ended with ``exc`` (``None``: returned)."""
+    if isinstance(exc, asyncio.CancelledError):
+        remaining = context.time_remaining()
+        return (
+            grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else grpc.StatusCode.CANCELLED
+        )
+    code = context.code()
+    if isinstance(code, int):  # grpc.aio keeps the numeric code after abort
+        code = next((status for status in grpc.StatusCode if status.value[0] == code), grpc.StatusCode.UNKNOWN)
+    if code is not None:
+        return code
+    return grpc.StatusCode.UNKNOWN if exc is not None else grpc.StatusCode.OK
+
+
+class DrainGate(grpc.aio.ServerInterceptor):
+    """Track the calls in flight; once ``close`` is called, answer new calls UNAVAILABLE."""
+
+    def __init__(self) -> None:
+        self.accepting = True
+        self.expired = False
+        self.calls: set[asyncio.Task] = set()
+        self._idle: asyncio.Event | None = None
+
+    async def intercept_service(self, continuation, handler_call_details):
+        if not self.accepting:
+            return REFUSE
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        return wrap_handler(handler, self._track_unary, self._track_stream)
+
+    def _enter(self) -> asyncio.Task:
+        task = asyncio.current_task()
+        self.calls.add(task)
+        return task
+
+    def _leave(self, task: asyncio.Task) -> None:
+        self.calls.discard(task)
+        if not self.calls and self._idle is not None:
+            self._idle.set()
+
+    async def _expired(self, context) -> None:
+        await abort_with_error_async(Unavailable("The server shut down before the call finished; retry it."), context)
+
+    def _track_unary(self, behavior):
+        async def tracked(request, context):
+            task = self._enter()
+            try:
+                return await behavior(request, context)
+            except asyncio.CancelledError:
+                if self.expired:
+                    await self._expired(context)
+                raise
+            finally:
+                self._leave(task)
+
+        return tracked
+
+    def _track_stream(self, behavior):
+        if inspect.isasyncgenfunction(behavior):
+
+            async def tracked(request, context):
+                task = self._enter()
+                try:
+                    async for response in behavior(request, context):
+                        yield response
+                except asyncio.CancelledError:
+                    if self.expired:
+                        await self._expired(context)
+                    raise
+                finally:
+                    self._leave(task)
+
+            return tracked
+        return self._track_unary(behavior)
+
+    def close(self) -> None:
+        """Refuse every call from now on; the ones in flight go on."""
+        self.accepting = False
+
+    async def wait_idle(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds for the calls in flight to end; tell whether they all did."""
+        if not self.calls:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+            return True
+        except TimeoutError:
+            return False
+
+    async def expire(self, timeout: float) -> None:
+        """End the calls still in flight with UNAVAILABLE, and wait up to ``timeout`` seconds for them."""
+        self.expired = True
+        for task in list(self.calls):
+            task.cancel()
+        await self.wait_idle(timeout)
+
+
+async def _refuse(request_iterator, context) -> None:
+    await abort_with_error_async(Unavailable("The server is shutting down; retry on another connection."), context)
+
+
+#: Answers a call that arrives during a drain, without reading its request.
+REFUSE = grpc.stream_unary_rpc_method_handler(_refuse)
