@@ -45,12 +45,15 @@ class Status(NamedTuple):
 class CallContext:
     """What synchronous handler code sees as ``context``, safe to use from a pool thread.
 
-    Reads (metadata, peer, deadline, trailing metadata) go to grpc's context;
-    ``abort`` records the status and raises, and the event loop sends it.
+    Reads (metadata, deadline, trailing metadata) go to grpc's context; the
+    peer is read once, on the loop, while the call is surely alive (grpc.aio's
+    ``peer()`` on a call that has ended can crash the process). ``abort``
+    records the status and raises, and the event loop sends it.
     """
 
     def __init__(self, context: grpc.aio.ServicerContext):
         self._context = context
+        self._peer = context.peer()
         self.status: Status | None = None
         self.cancelled = False
         self._lock = threading.Lock()
@@ -58,6 +61,9 @@ class CallContext:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
+
+    def peer(self) -> str:
+        return self._peer
 
     def is_active(self) -> bool:
         """Tell whether the client still waits for the response (not cancelled, deadline not passed)."""

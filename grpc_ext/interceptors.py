@@ -28,25 +28,26 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = handler_call_details.method
 
-        def log(context, started: float, exc: BaseException | None) -> None:
+        # The peer is read while the call is alive: grpc.aio's peer() after the call ended may crash.
+        def log(context, peer: str, started: float, exc: BaseException | None) -> None:
             access_logger.info(
                 "rpc method=%s peer=%s code=%s duration_ms=%.2f",
                 method,
-                context.peer(),
+                peer,
                 outcome_code(context, exc).name,
                 (time.perf_counter() - started) * 1000,
             )
 
         def wrap_unary(behavior):
             async def logged(request, context):
-                started, error = time.perf_counter(), None
+                started, peer, error = time.perf_counter(), context.peer(), None
                 try:
                     return await behavior(request, context)
                 except BaseException as exc:
                     error = exc
                     raise
                 finally:
-                    log(context, started, error)
+                    log(context, peer, started, error)
 
             return logged
 
@@ -55,7 +56,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
                 return wrap_unary(behavior)
 
             async def logged(request, context):
-                started, error = time.perf_counter(), None
+                started, peer, error = time.perf_counter(), context.peer(), None
                 try:
                     async for response in behavior(request, context):
                         yield response
@@ -63,7 +64,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
                     error = exc
                     raise
                 finally:
-                    log(context, started, error)
+                    log(context, peer, started, error)
 
             return logged
 

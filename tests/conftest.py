@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
 import grpc
 import pytest
 from django.core.cache import cache
 from django.test import override_settings
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from grpc_ext.server import serve_in_background
 from protos import auth_pb2_grpc, posts_pb2_grpc, users_pb2_grpc
 from tests.factories import make_post, make_user
 from tests.helpers import with_metadata
+
+BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,6 +57,59 @@ def grpc_address(django_db_setup, django_db_blocker):
         server = serve_in_background("127.0.0.1:0", max_workers=4, reflection_enabled=True)
         yield f"127.0.0.1:{server.port}"
         server.stop(None).wait()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def run_server():
+    """Start ``manage.py grpcrunserver`` with the test interceptors; kill it if a test leaves it running.
+
+    ``start(*args, env=...)`` returns the process and its address once Health answers.
+    """
+    processes = []
+
+    def start(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+        address = f"127.0.0.1:{free_port()}"
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.server_settings", "LOG_LEVEL": "INFO", **(env or {})}
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "grpcrunserver", address, *args],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        processes.append(process)
+        with grpc.insecure_channel(address) as channel:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=20)
+        return process, address
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def served_database(tmp_path_factory) -> SimpleNamespace:
+    """A migrated SQLite file for server subprocesses: ``.path``, and ``.env`` that points them at it."""
+    path = tmp_path_factory.mktemp("served") / "db.sqlite3"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.server_settings",
+        "DATABASE_URL": f"sqlite:///{path}",
+        "CACHE_LOCATION": str(path.parent / "cache"),
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"], cwd=BASE_DIR, env=env, check=True, capture_output=True
+    )
+    return SimpleNamespace(path=path, env={key: env[key] for key in ("DATABASE_URL", "CACHE_LOCATION")})
 
 
 @pytest.fixture(scope="session")

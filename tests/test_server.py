@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -286,40 +284,6 @@ def test_a_broken_persistent_connection_is_replaced_not_kept(posts_stub, post):
 
 
 # grpcrunserver as an operator runs it
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def run_server():
-    """Start ``manage.py grpcrunserver`` with the test interceptors; kill it if a test leaves it running."""
-    processes = []
-
-    def start(*args: str) -> tuple[subprocess.Popen, str]:
-        address = f"127.0.0.1:{free_port()}"
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.server_settings", "LOG_LEVEL": "INFO"}
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "grpcrunserver", address, *args],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        processes.append(process)
-        with grpc.insecure_channel(address) as channel:
-            check(channel, wait_for_ready=True, timeout=20)
-        return process, address
-
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_sigterm_lets_the_rpc_in_flight_finish_then_exits_zero(run_server):

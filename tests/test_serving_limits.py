@@ -1,0 +1,255 @@
+"""No client can stall the server: requests that never arrive, responses never read, deadlines, cancellation.
+
+The misbehaving clients speak raw HTTP/2 (``tests.rawh2``): headers with no
+message, or a request whose response they never read. Meanwhile a well-behaved
+client must still get Health/Check and an authenticated Retrieve well within a
+second (a liveness bound, not a speed measurement).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import grpc
+import pytest
+from django.db import connection
+from django.db.models.expressions import RawSQL
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from grpc_ext.signals import grpc_request_finished, grpc_request_started
+from posts.selectors import post_list
+from posts.servicers import PostService
+from protos import posts_pb2
+from tests.factories import make_post
+from tests.helpers import access_token, assert_status
+from tests.rawh2 import RawConnection
+
+RETRIEVE = "/posts.PostController/Retrieve"
+STREAM = "/posts.PostController/Stream"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def assert_still_answering(address: str, token: str | None = None, post_id: str | None = None) -> None:
+    """Health/Check, and an authenticated Retrieve when given a token, answer within a second on a new connection."""
+    with grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        grpc.channel_ready_future(channel).result(timeout=5)
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == SERVING
+        if token is not None:
+            retrieve = channel.unary_unary(
+                RETRIEVE,
+                request_serializer=posts_pb2.PostRetrieveRequest.SerializeToString,
+                response_deserializer=posts_pb2.Post.FromString,
+            )
+            request = posts_pb2.PostRetrieveRequest(id=post_id)
+            assert retrieve(request, metadata=(("authorization", f"Bearer {token}"),), timeout=1).id == post_id
+
+
+def stall_requests(address: str, *, connections: int, calls: int) -> list[RawConnection]:
+    """Open ``calls`` Retrieve calls with headers and no message on each of ``connections`` connections."""
+    opened = []
+    for _ in range(connections):
+        raw = RawConnection(address)
+        for _ in range(calls):
+            raw.open_call(RETRIEVE)
+        opened.append(raw)
+    return opened
+
+
+def stop_reading_streams(address: str, token: str, *, connections: int, calls: int) -> list[RawConnection]:
+    """Start ``calls`` authenticated Streams per connection, then read none of their responses."""
+    opened = []
+    for _ in range(connections):
+        raw = RawConnection(address, window=256)
+        for _ in range(calls):
+            raw.open_call(
+                STREAM,
+                metadata=(("authorization", f"Bearer {token}"),),
+                request=posts_pb2.PostStreamRequest(batch_size=50),
+            )
+        raw.settle(0.2)
+        opened.append(raw)
+    return opened
+
+
+def close_all(opened: list[RawConnection]) -> None:
+    for raw in opened:
+        raw.close()
+
+
+@pytest.fixture
+def posts_to_stream(user):
+    """Enough posts that one Stream batch is far larger than the stalled clients' receive window."""
+    return [make_post(owner=user) for _ in range(60)]
+
+
+@pytest.mark.parametrize(("connections", "calls"), [(1, 50), (30, 10)], ids=["one-connection", "many-connections"])
+def test_requests_that_never_arrive_hold_no_thread(grpc_address, user, post, connections, calls):
+    opened = stall_requests(grpc_address, connections=connections, calls=calls)
+    try:
+        for _ in range(3):
+            assert_still_answering(grpc_address, access_token(user), str(post.id))
+    finally:
+        close_all(opened)
+
+
+@pytest.mark.parametrize(("connections", "calls"), [(1, 10), (10, 2)], ids=["one-connection", "many-connections"])
+def test_streams_whose_client_stops_reading_hold_no_thread(
+    grpc_address, user, post, posts_to_stream, connections, calls
+):
+    opened = stop_reading_streams(grpc_address, access_token(user), connections=connections, calls=calls)
+    try:
+        for _ in range(3):
+            assert_still_answering(grpc_address, access_token(user), str(post.id))
+    finally:
+        close_all(opened)
+
+
+def test_a_request_that_does_not_arrive_in_time_ends_deadline_exceeded(grpc_address, settings):
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "REQUEST_TIMEOUT": 0.3}
+    raw = RawConnection(grpc_address)
+    try:
+        stream_id = raw.open_call(RETRIEVE)
+        trailers = {}
+        for _ in range(20):
+            for event in raw.settle(0.25):
+                if getattr(event, "stream_id", None) == stream_id and getattr(event, "headers", None):
+                    trailers.update(dict(event.headers))
+            if "grpc-status" in trailers:
+                break
+        assert trailers.get("grpc-status") == str(grpc.StatusCode.DEADLINE_EXCEEDED.value[0])
+        assert "did not arrive" in trailers.get("grpc-message", "")
+    finally:
+        raw.close()
+
+
+def test_stalled_clients_do_not_starve_several_worker_processes(run_server, served_database):
+    process, address = run_server("--workers", "2", "--max-workers", "2", env=served_database.env)
+    opened = stall_requests(address, connections=30, calls=10)
+    try:
+        for _ in range(6):  # new connections land on either process
+            assert_still_answering(address)
+    finally:
+        close_all(opened)
+    process.terminate()
+    process.wait(timeout=20)
+
+
+# Deadlines and cancellation
+
+
+def test_a_call_whose_deadline_passes_in_the_queue_runs_no_query(posts_stub, post, monkeypatch):
+    """A call still waiting for a thread when its deadline passes ends DEADLINE_EXCEEDED and reads nothing."""
+    ran = []
+    original = PostService.Retrieve
+
+    def counted_retrieve(self, request, context):
+        ran.append(1)
+        return original(self, request, context)
+
+    monkeypatch.setattr(PostService, "Retrieve", counted_retrieve)
+    release = threading.Event()
+
+    def hold_thread(sender, **kwargs):
+        if sender is PostService and not release.is_set():
+            release.wait(timeout=5)
+
+    grpc_request_started.connect(hold_thread)
+    try:
+        # Four slow calls take the four server threads of the test server.
+        blockers = [posts_stub.Retrieve.future(posts_pb2.PostRetrieveRequest(id=str(post.id))) for _ in range(4)]
+        assert_status(
+            lambda: posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)), timeout=0.5),
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        )
+        release.set()
+        for blocker in blockers:
+            assert blocker.result(timeout=10).id == str(post.id)
+    finally:
+        release.set()
+        grpc_request_started.disconnect(hold_thread)
+    assert len(ran) == 4  # the late call never reached the handler
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="statement_timeout is PostgreSQL's")
+def test_postgresql_statement_timeout_follows_the_deadline(posts_stub, post, monkeypatch):
+    def slow_queryset(self):
+        return post_list().annotate(slow=RawSQL("SELECT 1 FROM pg_sleep(5)", []))
+
+    monkeypatch.setattr(PostService, "get_queryset", slow_queryset)
+    monkeypatch.setattr(PostService, "prepared_lookup", False)
+    finished = threading.Event()
+
+    def on_finished(sender, **kwargs):
+        if sender is PostService:
+            finished.set()
+
+    grpc_request_finished.connect(on_finished)
+    try:
+        assert_status(
+            lambda: posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)), timeout=0.5),
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        )
+        # The query was stopped by the server, not left running for 5 s.
+        assert finished.wait(timeout=2.5)
+    finally:
+        grpc_request_finished.disconnect(on_finished)
+
+
+# The access log
+
+
+@pytest.fixture
+def access_log(caplog):
+    caplog.set_level(logging.INFO, logger="grpc_ext.access")
+    return caplog
+
+
+def logged_codes(caplog, method: str) -> list[str]:
+    return [
+        record.getMessage().split(" code=")[1].split()[0]
+        for record in caplog.records
+        if record.name == "grpc_ext.access" and f"method={method} " in record.getMessage()
+    ]
+
+
+def wait_for_log(caplog, method: str, count: int = 1) -> list[str]:
+    for _ in range(100):
+        codes = logged_codes(caplog, method)
+        if len(codes) >= count:
+            return codes
+        threading.Event().wait(0.05)
+    return logged_codes(caplog, method)
+
+
+def test_access_log_records_ok_and_errors(access_log, posts_stub, post):
+    posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)))
+    assert_status(lambda: posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id="x")), grpc.StatusCode.INVALID_ARGUMENT)
+    assert wait_for_log(access_log, RETRIEVE, 2) == ["OK", "INVALID_ARGUMENT"]
+
+
+def test_access_log_records_deadline_exceeded_not_ok(access_log, posts_stub, post, monkeypatch):
+    release = threading.Event()
+    original = PostService.Retrieve
+
+    def slow_retrieve(self, request, context):
+        release.wait(timeout=5)
+        return original(self, request, context)
+
+    monkeypatch.setattr(PostService, "Retrieve", slow_retrieve)
+    try:
+        assert_status(
+            lambda: posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)), timeout=0.3),
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        )
+    finally:
+        release.set()
+    assert wait_for_log(access_log, RETRIEVE) == ["DEADLINE_EXCEEDED"]
+
+
+def test_access_log_records_a_cancelled_stream_as_cancelled(access_log, posts_stub, posts_to_stream):
+    call = posts_stub.Stream(posts_pb2.PostStreamRequest(batch_size=5))
+    assert len(next(call).posts) == 5
+    call.cancel()
+    assert wait_for_log(access_log, STREAM) == ["CANCELLED"]
