@@ -117,10 +117,30 @@ class DrainGate(grpc.aio.ServerInterceptor):
         self.expired = False
         self.calls: set[asyncio.Task] = set()
         self._idle: asyncio.Event | None = None
+        self._released: asyncio.Event | None = None
+        self._refusal = grpc.stream_unary_rpc_method_handler(self._refuse)
+
+    async def _refuse(self, request_iterator, context) -> None:
+        """Answer a call that arrived during the drain UNAVAILABLE, once grpc's shutdown has begun.
+
+        Held until then, the call is one grpc has handed over; a client's next
+        call then finds the connection going away. A call grpc has received
+        but not handed over when its shutdown begins would end CANCELLED (grpc
+        issue 41785). The request is read first: a status sent while the
+        client still sends is followed by a stream reset the client may see
+        first, as CANCELLED.
+        """
+        try:
+            async with asyncio.timeout(grpc_ext_settings.REQUEST_TIMEOUT):
+                await context.read()
+                await self._released.wait()
+        except TimeoutError:
+            pass
+        await abort_with_error_async(Unavailable("The server is shutting down; retry on another connection."), context)
 
     async def intercept_service(self, continuation, handler_call_details):
         if not self.accepting:
-            return REFUSE
+            return self._refusal
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
@@ -172,8 +192,14 @@ class DrainGate(grpc.aio.ServerInterceptor):
         return self._track_unary(behavior)
 
     def close(self) -> None:
-        """Refuse every call from now on; the ones in flight go on."""
+        """Refuse every call from now on; the ones in flight go on (called on the event loop)."""
+        self._released = asyncio.Event()
         self.accepting = False
+
+    def release(self) -> None:
+        """Answer the refused calls: grpc's shutdown has begun."""
+        if self._released is not None:
+            self._released.set()
 
     async def wait_idle(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` seconds for the calls in flight to end; tell whether they all did."""
@@ -193,11 +219,3 @@ class DrainGate(grpc.aio.ServerInterceptor):
         for task in list(self.calls):
             task.cancel()
         await self.wait_idle(timeout)
-
-
-async def _refuse(request_iterator, context) -> None:
-    await abort_with_error_async(Unavailable("The server is shutting down; retry on another connection."), context)
-
-
-#: Answers a call that arrives during a drain, without reading its request.
-REFUSE = grpc.stream_unary_rpc_method_handler(_refuse)

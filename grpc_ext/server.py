@@ -155,6 +155,8 @@ class EventLoopThread:
 
 #: Seconds calls get to send their responses once the drain has ended them.
 FLUSH_GRACE = 1.0
+#: Seconds between the last call in flight ending and grpc's shutdown.
+SETTLE_DELAY = 0.2
 
 
 class GrpcServer:
@@ -223,7 +225,13 @@ class GrpcServer:
         if not await self.gate.wait_idle(grace or 0):
             logger.warning("%d calls still running after the grace period; ending them", len(self.gate.calls))
             await self.gate.expire(FLUSH_GRACE)
-        await self.server.stop(FLUSH_GRACE)
+        # The clients of the last calls answered send their next ones now: let them be
+        # received and held as refused, rather than arrive as grpc's shutdown begins.
+        await asyncio.sleep(SETTLE_DELAY)
+        stopping = asyncio.ensure_future(self.server.stop(FLUSH_GRACE))
+        await asyncio.sleep(0.1)  # the connections are told to go away before the refused calls are answered
+        self.gate.release()
+        await stopping
 
 
 def build_server(

@@ -9,7 +9,11 @@ second (a liveness bound, not a speed measurement).
 from __future__ import annotations
 
 import logging
+import signal
+import sqlite3
 import threading
+import uuid
+from pathlib import Path
 
 import grpc
 import pytest
@@ -20,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_ext.signals import grpc_request_finished, grpc_request_started
 from posts.selectors import post_list
 from posts.servicers import PostService
-from protos import posts_pb2
+from protos import auth_pb2, auth_pb2_grpc, posts_pb2, posts_pb2_grpc, users_pb2, users_pb2_grpc
 from tests.factories import make_post
 from tests.helpers import access_token, assert_status
 from tests.rawh2 import RawConnection
@@ -253,3 +257,76 @@ def test_access_log_records_a_cancelled_stream_as_cancelled(access_log, posts_st
     assert len(next(call).posts) == 5
     call.cancel()
     assert wait_for_log(access_log, STREAM) == ["CANCELLED"]
+
+
+# SIGTERM under load
+
+
+class LoadClient(threading.Thread):
+    """Create posts over a connection of its own until told to stop; note every status and acknowledged id."""
+
+    def __init__(self, address: str, token: str, index: int, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.address, self.token, self.index, self.stop = address, token, index, stop
+        self.codes: dict[str, int] = {}
+        self.acknowledged: list[str] = []
+        self.sequence: list = []
+
+    def run(self) -> None:
+        metadata = (("authorization", f"Bearer {self.token}"),)
+        with grpc.insecure_channel(self.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            stub = posts_pb2_grpc.PostControllerStub(channel)
+            number = 0
+            while not self.stop.is_set():
+                number += 1
+                request = posts_pb2.PostCreateRequest(title=f"load {self.index}-{number}", description="x")
+                try:
+                    self.acknowledged.append(stub.Create(request, metadata=metadata, timeout=5).id)
+                    code = grpc.StatusCode.OK
+                except grpc.RpcError as error:
+                    code = error.code()
+                self.codes[code.name] = self.codes.get(code.name, 0) + 1
+                if not self.sequence or self.sequence[-1][0] != code.name:
+                    self.sequence.append([code.name, 0])
+                self.sequence[-1][1] += 1
+
+
+def sign_up(address: str) -> str:
+    """Create an account on the server under test and return its access token."""
+    with grpc.insecure_channel(address) as channel:
+        users = users_pb2_grpc.UserControllerStub(channel)
+        users.Create(users_pb2.UserCreateRequest(email="load@example.com", password="a long pass phrase"), timeout=5)
+        auth = auth_pb2_grpc.AuthControllerStub(channel)
+        login = auth.Login(auth_pb2.LoginRequest(email="load@example.com", password="a long pass phrase"), timeout=5)
+        return login.access
+
+
+def stored_post_ids(database: Path) -> set[str]:
+    with sqlite3.connect(database) as db:
+        return {str(uuid.UUID(row[0])) for row in db.execute("SELECT id FROM posts_post")}
+
+
+def test_sigterm_under_load_finishes_accepted_calls_and_refuses_new_ones(run_server, served_database):
+    process, address = run_server("--grace", "5", env=served_database.env)
+    token = sign_up(address)
+    stop = threading.Event()
+    clients = [LoadClient(address, token, index, stop) for index in range(6)]
+    for client in clients:
+        client.start()
+    while sum(len(client.acknowledged) for client in clients) < 50:
+        threading.Event().wait(0.05)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    stop.set()
+    for client in clients:
+        client.join(timeout=10)
+    codes: dict[str, int] = {}
+    for client in clients:
+        for name, count in client.codes.items():
+            codes[name] = codes.get(name, 0) + count
+    assert process.returncode == 0, output
+    # Accepted calls finished (OK); later ones were refused UNAVAILABLE, as is a closed port. Nothing else.
+    assert set(codes) <= {"OK", "UNAVAILABLE"}, (codes, [client.sequence for client in clients])
+    assert codes.get("UNAVAILABLE", 0) > 0, codes
+    acknowledged = {post_id for client in clients for post_id in client.acknowledged}
+    assert acknowledged <= stored_post_ids(served_database.path)
