@@ -1,11 +1,12 @@
 """The floor: a plain grpcio servicer that answers every PostController RPC with prebuilt messages.
 
 No Django, no database: what grpcio itself costs per RPC and per streamed row.
-Run as ``python -m bench.floor PORT ROWS``.
+Run as ``python -m bench.floor PORT ROWS [--aio]`` (``--aio``: grpc.aio's server).
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
 import uuid
@@ -51,6 +52,35 @@ class FloorServicer(posts_pb2_grpc.PostControllerServicer):
             yield batch if remaining >= 1000 else posts_pb2.PostStreamResponse(posts=[self.post] * remaining)
 
 
+class AioFloorServicer(FloorServicer):
+    """The same answers from coroutines, for grpc.aio's server: the floor of the project's own server model."""
+
+    async def Retrieve(self, request, context):
+        return self.post
+
+    async def Create(self, request, context):
+        return self.post
+
+    async def List(self, request, context):
+        return self.page
+
+    async def Stream(self, request, context):
+        for response in FloorServicer.Stream(self, request, context):
+            yield response
+
+
+async def main_aio(port: int, stream_rows: int) -> None:
+    server = grpc.aio.server()
+    posts_pb2_grpc.add_PostControllerServicer_to_server(AioFloorServicer(stream_rows), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    print(f"grpc.aio floor serving on 127.0.0.1:{port}", flush=True)
+    await stopped.wait()
+    await server.stop(0)
+
+
 def main(port: int, stream_rows: int) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=10))
     posts_pb2_grpc.add_PostControllerServicer_to_server(FloorServicer(stream_rows), server)
@@ -62,4 +92,7 @@ def main(port: int, stream_rows: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+    if "--aio" in sys.argv[3:]:
+        asyncio.run(main_aio(int(sys.argv[1]), int(sys.argv[2])))
+    else:
+        main(int(sys.argv[1]), int(sys.argv[2]))

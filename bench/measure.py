@@ -22,8 +22,13 @@ class Failure(Exception):
     """A call did not succeed: the numbers would be meaningless."""
 
 
-def check(run: Run, what: str) -> Run:
-    if run.failed or not run.calls:
+def check(run: Run, what: str, server: Server | None = None, failed_before: int = 0) -> Run:
+    """Fail unless every call succeeded, counting the calls the server answered with a non-OK status."""
+    if server is not None:
+        errors = server.failed_calls() - failed_before
+        run.failed += errors
+        run.calls -= errors
+    if run.failed or run.calls <= 0:
         raise Failure(f"{what}: {run.failed} failed call(s), {run.calls} succeeded")
     return run
 
@@ -59,6 +64,7 @@ def grpc_unary(
             return check(
                 loadgen.python_calls(lambda: call(request, metadata=metadata), requests=quick_calls), f"gRPC {method}"
             )
+    failed_before = server.failed_calls()
     run = loadgen.h2load(
         grpc_url(server, method),
         loadgen.grpc_frame(request),
@@ -67,7 +73,7 @@ def grpc_unary(
         duration=duration,
         headers=http_headers(server),
     )
-    return check(run, f"{server.name} {method}")
+    return check(run, f"{server.name} {method}", server, failed_before)
 
 
 def grpc_retrieve(server: Server, post_id: str, *, duration: float, connections_: int, quick: bool) -> Run:
@@ -110,6 +116,7 @@ def grpc_stream(server: Server, rows: int, *, quick: bool) -> tuple[Run, int]:
             raise Failure(f"{server.name} Stream sent {received} rows, expected {rows}")
         seconds = time.perf_counter() - started
     else:
+        failed_before = server.failed_calls()
         run = check(
             loadgen.h2load(
                 grpc_url(server, "Stream"),
@@ -120,6 +127,8 @@ def grpc_stream(server: Server, rows: int, *, quick: bool) -> tuple[Run, int]:
                 headers=http_headers(server),
             ),
             f"{server.name} Stream",
+            server,
+            failed_before,
         )
         seconds = run.seconds
     growth = server.peak_rss_kb() - before

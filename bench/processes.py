@@ -7,6 +7,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,14 @@ class Server:
     workers_are_children: bool = False
     #: Access token sent with every call (``authorization: Bearer ...``); empty for none.
     token: str = ""
+    #: Where the gRPC server counts the calls that did not end OK (``bench.interceptors``); None for none.
+    status_dir: Path | None = None
+
+    def failed_calls(self) -> int:
+        """Return how many calls the server answered with a status other than OK so far."""
+        from bench.interceptors import failed_calls
+
+        return failed_calls(self.status_dir) if self.status_dir is not None else 0
 
     def auth_metadata(self) -> tuple[tuple[str, str], ...]:
         """Return the gRPC metadata that authenticates a call."""
@@ -158,14 +167,15 @@ def start_grpc(database_url: str, processes: int, token: str) -> Server:
         "--workers",
         str(processes),
     ]
-    return start(
-        f"grpc x{processes}",
-        [command],
-        port,
-        server_env(database_url),
-        workers_are_children=processes > 1,
-        token=token,
-    )
+    status_dir = Path(tempfile.mkdtemp(prefix="bench-status-"))
+    env = {
+        **server_env(database_url),
+        "DJANGO_SETTINGS_MODULE": "bench.grpc_settings",
+        "BENCH_STATUS_DIR": str(status_dir),
+    }
+    server = start(f"grpc x{processes}", [command], port, env, workers_are_children=processes > 1, token=token)
+    server.status_dir = status_dir
+    return server
 
 
 def start_drf(database_url: str, workers: int, token: str) -> Server:
@@ -193,7 +203,9 @@ def start_drf(database_url: str, workers: int, token: str) -> Server:
     return start(f"drf x{workers}", [command], port, env, workers_are_children=True, token=token)
 
 
-def start_floor(stream_rows: int) -> Server:
+def start_floor(stream_rows: int, *, aio: bool = False) -> Server:
+    """Start the plain-grpcio floor: grpcio's synchronous server, or (``aio``) grpc.aio's."""
     port = free_port()
-    command = [sys.executable, "-m", "bench.floor", str(port), str(stream_rows)]
-    return start("floor", [command], port, {**os.environ, "PYTHONPATH": str(settings.BASE_DIR)})
+    command = [sys.executable, "-m", "bench.floor", str(port), str(stream_rows), *(["--aio"] if aio else [])]
+    name = "grpc.aio floor" if aio else "floor"
+    return start(name, [command], port, {**os.environ, "PYTHONPATH": str(settings.BASE_DIR)})

@@ -146,7 +146,7 @@ class Command(BaseCommand):
         post_id, owner_id = self.seed()
         # Every call is authenticated the same way on both sides: as the post's owner, with a JWT.
         self.token = access_token(User.objects.using(ALIAS).get(pk=owner_id))
-        results = {"grpc": {}, "drf": {}, "floor": {}}
+        results = {"grpc": {}, "drf": {}, "floor": {}, "aio_floor": {}}
         self.run_raw_floor(results["floor"])
         with self.serving(start_grpc(server_url, 1, self.token)) as server:
             measure.verify_grpc(server, post_id, self.page_size)
@@ -157,6 +157,13 @@ class Command(BaseCommand):
             self.run_drf(server, results["drf"], post_id, owner_id)
         with self.serving(start_floor(self.rows)) as server:
             self.run_floor_server(server, results["floor"], post_id)
+        with self.serving(start_floor(self.rows, aio=True)) as server:
+            retrieve = self.median_of(
+                lambda: measure.grpc_retrieve(
+                    server, post_id, connections_=self.connections, duration=self.duration, quick=self.quick
+                )
+            )
+            results["aio_floor"]["retrieve_rps"] = retrieve.per_second
         if not self.quick:
             self.run_two_processes(server_url, results, post_id)
         self.check_creates(results)

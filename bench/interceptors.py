@@ -1,0 +1,63 @@
+"""Count the calls a server under test answered with a status other than OK.
+
+h2load counts HTTP 200 responses as succeeded, and a gRPC error is an HTTP
+200 too (its status is in the trailers), so the server counts them: each
+process writes its counts to ``<BENCH_STATUS_DIR>/<pid>.json`` when one
+changes, and the benchmark adds them up before and after a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import grpc
+
+from grpc_ext.limits import outcome_code, wrap_handler
+
+
+class StatusCountInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        directory = os.environ.get("BENCH_STATUS_DIR")
+        self.path = Path(directory) / f"{os.getpid()}.json" if directory else None
+
+    def record(self, context, exc: BaseException) -> None:
+        self.counts[outcome_code(context, exc).name] += 1
+        if self.path is not None:
+            self.path.write_text(json.dumps(self.counts))
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+
+        def wrap_unary(behavior):
+            async def counted(request, context):
+                try:
+                    return await behavior(request, context)
+                except BaseException as exc:
+                    self.record(context, exc)
+                    raise
+
+            return counted
+
+        def wrap_stream(behavior):
+            async def counted(request, context):
+                try:
+                    async for response in behavior(request, context):
+                        yield response
+                except BaseException as exc:
+                    self.record(context, exc)
+                    raise
+
+            return counted
+
+        return wrap_handler(handler, wrap_unary, wrap_stream)
+
+
+def failed_calls(directory: Path) -> int:
+    """Return how many calls the servers writing to ``directory`` have failed so far."""
+    return sum(sum(json.loads(path.read_text()).values()) for path in directory.glob("*.json"))
