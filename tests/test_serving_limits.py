@@ -21,6 +21,7 @@ from django.db import connection
 from django.db.models.expressions import RawSQL
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from grpc_ext.server import serve_in_background
 from grpc_ext.signals import grpc_request_finished, grpc_request_started
 from posts.selectors import post_list
 from posts.servicers import PostService
@@ -330,3 +331,36 @@ def test_sigterm_under_load_finishes_accepted_calls_and_refuses_new_ones(run_ser
     assert codes.get("UNAVAILABLE", 0) > 0, codes
     acknowledged = {post_id for client in clients for post_id in client.acknowledged}
     assert acknowledged <= stored_post_ids(served_database.path)
+
+
+def test_a_stream_gets_the_grace_period_then_ends_unavailable(posts_to_stream, user, monkeypatch):
+    """Draining lets a Stream run for the grace period, then ends it with a clean, retryable status."""
+    batch_taken, release = threading.Event(), threading.Event()
+    read_batches = PostService.get_stream_responses
+
+    def slow_batches(self, queryset, size):
+        for number, batch in enumerate(read_batches(self, queryset, size)):
+            if number == 1:  # the second batch takes longer than the grace period
+                batch_taken.set()
+                release.wait(timeout=10)
+            yield batch
+
+    monkeypatch.setattr(PostService, "get_stream_responses", slow_batches)
+    server = serve_in_background(max_workers=2)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = posts_pb2_grpc.PostControllerStub(channel)
+            call = stub.Stream(
+                posts_pb2.PostStreamRequest(batch_size=5), metadata=(("authorization", f"Bearer {access_token(user)}"),)
+            )
+            assert len(next(call).posts) == 5
+            assert batch_taken.wait(timeout=5)
+            stopped = server.stop(0.5)
+            with pytest.raises(grpc.RpcError) as excinfo:
+                list(call)
+            assert excinfo.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "shut down" in excinfo.value.details()
+    finally:
+        release.set()
+        assert server.stop(None).wait(timeout=10)
+    assert stopped.is_set()
