@@ -115,7 +115,14 @@ class KeysetPagination:
 
     @staticmethod
     def _after(ordering: list[str], values: list) -> Q:
-        """Build ``(a, b, c) > (va, vb, vc)`` in the ordering's directions."""
+        """Build ``(a, b, c) > (va, vb, vc)`` in the ordering's directions.
+
+        The redundant ``a >= va`` in front lets the database start an index
+        scan on ``a`` at the token's position instead of filtering every row
+        before it (each page would cost more than the one before).
+        """
+        first = ordering[0].lstrip("-")
+        bound = Q(**{f"{first}__{'lte' if ordering[0].startswith('-') else 'gte'}": values[0]})
         condition = Q()
         for index, term in enumerate(ordering):
             name = term.lstrip("-")
@@ -124,7 +131,7 @@ class KeysetPagination:
             for previous, value in zip(ordering[:index], values[:index], strict=True):
                 step &= Q(**{previous.lstrip("-"): value})
             condition |= step
-        return condition
+        return bound & condition
 
     @staticmethod
     def _encode(model: type[Model], ordering: list[str], filters: dict[str, str], row: Any) -> str:
