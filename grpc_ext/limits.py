@@ -109,6 +109,10 @@ def outcome_code(context: grpc.aio.ServicerContext, exc: BaseException | None) -
     return grpc.StatusCode.UNKNOWN if exc is not None else grpc.StatusCode.OK
 
 
+#: Longest a call refused during a drain waits for grpc's shutdown to begin before it is answered (seconds).
+REFUSAL_HOLD = 1.0
+
+
 class DrainGate(grpc.aio.ServerInterceptor):
     """Track the calls in flight; once ``close`` is called, answer new calls UNAVAILABLE."""
 
@@ -121,18 +125,21 @@ class DrainGate(grpc.aio.ServerInterceptor):
         self._refusal = grpc.stream_unary_rpc_method_handler(self._refuse)
 
     async def _refuse(self, request_iterator, context) -> None:
-        """Answer a call that arrived during the drain UNAVAILABLE, once grpc's shutdown has begun.
+        """Answer a call that arrived during the drain UNAVAILABLE: when grpc's shutdown begins, or after a second.
 
-        Held until then, the call is one grpc has handed over; a client's next
-        call then finds the connection going away. A call grpc has received
-        but not handed over when its shutdown begins would end CANCELLED (grpc
-        issue 41785). The request is read first: a status sent while the
-        client still sends is followed by a stream reset the client may see
-        first, as CANCELLED.
+        While held, the call is one grpc has handed over, and its client sends
+        no other on that call: a call grpc has received but not handed over
+        when its shutdown begins ends CANCELLED (grpc issue 41785). The request
+        is read first: a status sent while the client still sends is followed
+        by a stream reset the client may see first, as CANCELLED.
         """
         try:
             async with asyncio.timeout(grpc_ext_settings.REQUEST_TIMEOUT):
                 await context.read()
+        except TimeoutError:
+            pass
+        try:
+            async with asyncio.timeout(REFUSAL_HOLD):
                 await self._released.wait()
         except TimeoutError:
             pass
