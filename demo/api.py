@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import exceptions
+from rest_framework import exceptions, status
+from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from grpc_ext.exceptions import is_contention, is_database_unavailable, report_database_unavailable
 
 
 def exception_handler(exc, context):
-    """Turn a domain service's Django ``ValidationError`` into DRF's 400, then answer as DRF does."""
+    """Turn a domain service's Django ``ValidationError`` into DRF's 400, then answer as DRF does.
+
+    A database that cannot be reached is a 503 with ``Retry-After``, as it is UNAVAILABLE over gRPC.
+    """
+    if is_database_unavailable(exc):
+        if not is_contention(exc):
+            report_database_unavailable(exc)
+        return Response(
+            {"detail": "The database is unavailable; retry later."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
+        )
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
         exc = exceptions.ValidationError(detail)

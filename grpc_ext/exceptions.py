@@ -4,18 +4,21 @@ Services raise; ``grpc_ext.generics.Service`` catches and calls
 ``abort_with_error``. Nothing else in the project aborts an RPC. The status
 goes out twice, as gRPC asks: the code and a readable message, and the rich
 ``google.rpc.Status`` in the trailers with a ``google.rpc.BadRequest`` (one
-field violation per field error) or a ``google.rpc.RetryInfo``.
+field violation per field error) or a ``google.rpc.RetryInfo``. Both are
+bounded (``excerpt`` quotes input; messages and violations are capped), so
+an error always reaches the client whole, with its code.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from datetime import timedelta
 
 import grpc
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, IntegrityError
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError
 from django.http import Http404
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
@@ -24,7 +27,39 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.settings import api_settings
 from rest_framework_simplejwt.exceptions import TokenError
 
+from grpc_ext import database_availability
+
 logger = logging.getLogger(__name__)
+
+#: Characters of a client's value quoted in a message: enough to recognise it, never the whole of a huge one.
+EXCERPT_LENGTH = 40
+#: Field violations one error carries, and bytes of its message and of each violation's description.
+#: The status goes out in the trailers twice (message and rich status); peers refuse trailers past
+#: 8-16 KB, which would turn the error into a RESOURCE_EXHAUSTED with no details.
+MAX_FIELD_VIOLATIONS = 10
+MAX_MESSAGE_BYTES = 512
+MAX_DESCRIPTION_BYTES = 160
+#: SQLite result codes (``sqlite_errorname`` prefixes) of a database the server cannot use right now:
+#: locked past the timeout, unreadable, unwritable, not a database, out of space.
+SQLITE_UNAVAILABLE = (
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_CANTOPEN",
+    "SQLITE_IOERR",
+    "SQLITE_PERM",
+    "SQLITE_READONLY",
+    "SQLITE_FULL",
+    "SQLITE_NOTADB",
+    "SQLITE_CORRUPT",
+    "SQLITE_PROTOCOL",
+)
+#: SQLSTATE classes of a server that cannot serve right now: connection exception, insufficient
+#: resources (too many connections, disk full), operator intervention (shutdown, statement timeout),
+#: system error, transaction rollback (serialization failure, deadlock: retrying succeeds).
+SQLSTATE_UNAVAILABLE = ("08", "53", "57", "58", "40")
+#: Class names, anywhere in an error's class hierarchy, of what a client library raises when its
+#: server cannot be reached: Python's own (refused, reset, timed out), redis-py's, requests'...
+CONNECTION_ERROR_NAMES = frozenset({"ConnectionError", "TimeoutError"})
 
 
 class GrpcError(Exception):
@@ -83,6 +118,14 @@ class Unavailable(GrpcError):
     default_detail = "The service is unavailable; retry later."
 
 
+class DatabaseUnavailable(Unavailable):
+    """The database cannot be reached or used right now."""
+
+    default_detail = "The database is unavailable; retry later."
+    #: A hint (``google.rpc.RetryInfo``), as REST's ``Retry-After``; clients back off from there.
+    retry_after = 1.0
+
+
 class ResourceExhausted(GrpcError):
     status_code = grpc.StatusCode.RESOURCE_EXHAUSTED
     default_detail = "Request was throttled."
@@ -90,6 +133,68 @@ class ResourceExhausted(GrpcError):
     def __init__(self, detail: str | None = None, *, retry_after: float | None = None):
         self.retry_after = retry_after
         super().__init__(detail)
+
+
+def excerpt(value: object, limit: int = EXCERPT_LENGTH) -> str:
+    """Quote a client's value for a message: whole when short, else its start and its length.
+
+    Every message and field violation that quotes input goes through this, so
+    an error about a 10 KB value stays a few dozen bytes.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
+def excerpts(values: list, limit: int = 5) -> str:
+    """Quote the first ``limit`` values (each an excerpt) and say how many more there are."""
+    quoted = ", ".join(excerpt(value) for value in values[:limit])
+    return f"{quoted} and {len(values) - limit:,} more" if len(values) > limit else quoted
+
+
+def truncate_bytes(text: str, limit: int) -> str:
+    """Cut ``text`` to at most ``limit`` bytes of UTF-8, marking the cut."""
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode(errors="ignore") + "..."
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Tell whether ``exc`` says the database cannot be used now (unreachable, down, locked, full).
+
+    Connection-level faults only: a constraint violation, a syntax error or a
+    missing table is not one. The drivers' own connection errors (refused,
+    closed, timed out) have no SQLSTATE.
+    """
+    if isinstance(exc, InterfaceError):
+        return True
+    cause = exc.__cause__
+    if isinstance(exc, DatabaseError) and isinstance(cause, sqlite3.Error):
+        # "file is not a database" is a DatabaseError, not an OperationalError.
+        return getattr(cause, "sqlite_errorname", "").startswith(SQLITE_UNAVAILABLE)
+    if not isinstance(exc, OperationalError):
+        return False
+    sqlstate = getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None)
+    return sqlstate is None or sqlstate[:2] in SQLSTATE_UNAVAILABLE
+
+
+def is_contention(exc: BaseException) -> bool:
+    """Tell whether a database error says this call lost to others (a lock, a deadlock), not that the database is down.
+
+    Such a call is UNAVAILABLE too (a retry may succeed), but health stays SERVING.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, sqlite3.Error):
+        return getattr(cause, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+    sqlstate = getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None) or ""
+    return sqlstate.startswith("40") or sqlstate == "57014"
+
+
+def is_service_unreachable(exc: BaseException) -> bool:
+    """Tell whether ``exc`` says a backing service (a cache server, say) cannot be reached right now."""
+    return any(cls.__name__ in CONNECTION_ERROR_NAMES for cls in type(exc).__mro__)
 
 
 def flatten_field_errors(detail, prefix: str = "") -> dict[str, list[str]]:
@@ -167,6 +272,10 @@ def to_grpc_error(exc: Exception) -> GrpcError | None:
         return DeadlineExceeded("The query was cancelled: the call's deadline passed or the client went away.")
     if isinstance(exc, IntegrityError):
         return AlreadyExists("The object conflicts with one that already exists.")
+    if is_database_unavailable(exc):
+        return DatabaseUnavailable()
+    if is_service_unreachable(exc):
+        return Unavailable("A service this server needs is unavailable; retry later.")
     return None
 
 
@@ -189,6 +298,11 @@ def status_for(exc: Exception) -> grpc.Status:
     if error is None:
         logger.exception("Unhandled error in RPC", exc_info=exc)
         error = GrpcError()
+    elif isinstance(error, DatabaseUnavailable):
+        if not is_contention(exc):  # contention: the database works, health stays SERVING
+            report_database_unavailable(exc)
+    elif isinstance(error, Unavailable) and error is not exc:
+        logger.warning("Service unavailable: %s: %s", type(exc).__name__, database_availability.first_line(exc))
     return rpc_status.to_status(to_status_proto(error))
 
 
@@ -203,15 +317,28 @@ async def abort_with_error_async(exc: Exception, context: grpc.aio.ServicerConte
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
+def report_database_unavailable(exc: BaseException) -> None:
+    """Tell the health monitors, which log the outage once; the access log has a line per failed call.
+
+    No traceback: during an outage every call fails the same way.
+    """
+    reason = database_availability.first_line(exc)
+    logger.debug("Database unavailable: %s", reason)
+    database_availability.report_unavailable(reason)
+
+
 def to_status_proto(error: GrpcError) -> status_pb2.Status:
     """Build the rich status: code, message and the details a client can act on."""
-    status = status_pb2.Status(code=error.status_code.value[0], message=error.detail)
+    status = status_pb2.Status(code=error.status_code.value[0], message=truncate_bytes(error.detail, MAX_MESSAGE_BYTES))
     if error.field_errors:
         violations = [
-            error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+            error_details_pb2.BadRequest.FieldViolation(
+                field=truncate_bytes(field, MAX_DESCRIPTION_BYTES),
+                description=truncate_bytes(message, MAX_DESCRIPTION_BYTES),
+            )
             for field, messages in error.field_errors.items()
             for message in messages
-        ]
+        ][:MAX_FIELD_VIOLATIONS]
         status.details.add().Pack(error_details_pb2.BadRequest(field_violations=violations))
     if error.retry_after is not None:
         delay = duration_pb2.Duration()

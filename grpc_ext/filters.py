@@ -20,7 +20,8 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import models
 from django.db.models import QuerySet
 
-from grpc_ext.exceptions import InvalidArgument
+from grpc_ext.exceptions import InvalidArgument, excerpt
+from grpc_ext.settings import grpc_ext_settings
 
 #: Lookup -> suffix of the request field that carries it.
 LOOKUP_SUFFIXES = {
@@ -49,6 +50,25 @@ class ListFilter:
     def is_text(self) -> bool:
         return self.lookup in TEXT_LOOKUPS
 
+    def max_length(self, model: type[models.Model]) -> int:
+        """Return the longest value accepted: ``MAX_FILTER_LENGTH``, or the field's shorter ``max_length``."""
+        field_max = getattr(model._meta.get_field(self.name), "max_length", None)
+        return min(field_max or grpc_ext_settings.MAX_FILTER_LENGTH, grpc_ext_settings.MAX_FILTER_LENGTH)
+
+    def check(self, model: type[models.Model], raw: str) -> None:
+        """Refuse a value no query should see: a NUL (PostgreSQL cannot store one) or one too long."""
+        if "\x00" in raw:
+            raise InvalidArgument(
+                f"{self.request_field}: null characters are not allowed.",
+                field_errors={self.request_field: ["Null characters are not allowed."]},
+            )
+        limit = self.max_length(model)
+        if len(raw) > limit:
+            raise InvalidArgument(
+                f"{self.request_field}: at most {limit} characters ({len(raw):,} given).",
+                field_errors={self.request_field: [f"Ensure this value has at most {limit} characters."]},
+            )
+
     def apply(self, queryset: QuerySet, raw: str) -> QuerySet:
         """Return ``queryset`` narrowed by the raw request value; INVALID_ARGUMENT if it is not a valid value."""
         value = raw
@@ -57,8 +77,8 @@ class ListFilter:
                 value = queryset.model._meta.get_field(self.name).to_python(raw)
             except ValidationError:
                 raise InvalidArgument(
-                    f"{self.request_field}: {raw!r} is not a valid value.",
-                    field_errors={self.request_field: [f"{raw!r} is not a valid value."]},
+                    f"{self.request_field}: {excerpt(raw)} is not a valid value.",
+                    field_errors={self.request_field: [f"{excerpt(raw)} is not a valid value."]},
                 ) from None
         return queryset.filter(**{f"{self.name}__{self.lookup}": value})
 
@@ -109,16 +129,16 @@ def parse_order_by(order_by: str, allowed: list[str]) -> list[str]:
         name, *direction = term.split()
         if name in seen:
             raise InvalidArgument(
-                f"order_by: {name!r} appears more than once.",
-                field_errors={"order_by": [f"{name!r} appears more than once."]},
+                f"order_by: {excerpt(name)} appears more than once.",
+                field_errors={"order_by": [f"{excerpt(name)} appears more than once."]},
             )
         seen.add(name)
         if name not in allowed or direction not in ([], ["asc"], ["desc"]):
             choices = ", ".join(allowed) or "none"
             raise InvalidArgument(
-                f"order_by: {term!r} is not a field to order by, optionally followed by asc or desc "
+                f"order_by: {excerpt(term)} is not a field to order by, optionally followed by asc or desc "
                 f"(fields: {choices}).",
-                field_errors={"order_by": [f"Cannot order by {term!r}."]},
+                field_errors={"order_by": [f"Cannot order by {excerpt(term)}."]},
             )
         ordering.append(f"-{name}" if direction == ["desc"] else name)
     return ordering
@@ -129,11 +149,7 @@ def filter_list_request(queryset: QuerySet, request, filters: list[ListFilter]) 
     applied = {}
     for list_filter in filters:
         raw = getattr(request, list_filter.request_field)
-        if "\x00" in raw:
-            raise InvalidArgument(
-                f"{list_filter.request_field}: null characters are not allowed.",
-                field_errors={list_filter.request_field: ["Null characters are not allowed."]},
-            )
+        list_filter.check(queryset.model, raw)
         if raw:
             queryset = list_filter.apply(queryset, raw)
             applied[list_filter.request_field] = raw

@@ -36,6 +36,7 @@ from grpc_ext.exceptions import (
     Unimplemented,
     abort_with_error,
     abort_with_error_async,
+    excerpt,
     to_grpc_error,
 )
 from grpc_ext.lookups import PreparedLookups
@@ -298,8 +299,8 @@ class GenericService(Service):
             value = None
         if value in (None, ""):
             raise InvalidArgument(
-                f"{request_field}: {raw_value!r} is not a valid {model.__name__} key.",
-                field_errors={request_field: [f"{raw_value!r} is not a valid key."]},
+                f"{request_field}: {excerpt(raw_value)} is not a valid {model.__name__} key.",
+                field_errors={request_field: [f"{excerpt(raw_value)} is not a valid key."]},
             )
         try:
             if self.prepared_lookup:

@@ -17,7 +17,7 @@ from django.db import transaction
 from django_grpc_framework import mixins as framework_mixins
 from google.protobuf.message import Message
 
-from grpc_ext.exceptions import InvalidArgument
+from grpc_ext.exceptions import InvalidArgument, excerpt, excerpts
 from grpc_ext.fastpath import MessageBuilder
 from grpc_ext.filters import filter_list_request, get_list_filters, get_ordering_fields, parse_order_by
 from grpc_ext.pagination import KeysetPagination
@@ -261,8 +261,9 @@ class PartialUpdateModelMixin:
             return UpdateModelMixin.Update(self, request, context)
         instance = self.get_object()
         serializer = self.get_serializer(instance)
-        data = serializer.message_to_data(request)
+        # Checked before the request is read: reading prints the mask, which fails on a malformed path.
         paths = self.get_update_paths(request, serializer.writable_field_names())
+        data = serializer.message_to_data(request)
         partial = {path: data[path] if path in data else model_default(serializer, path) for path in paths}
         serializer = self.get_serializer(instance, data=partial, partial=True)
         serializer.is_valid(raise_exception=True)
@@ -278,7 +279,7 @@ class PartialUpdateModelMixin:
         unknown = [path for path in paths if path not in writable]
         if unknown:
             raise InvalidArgument(
-                f"update_mask has paths that are not writable fields: {', '.join(unknown)}.",
-                field_errors={"update_mask": [f"Not a writable field: {path}." for path in unknown]},
+                f"update_mask has paths that are not writable fields: {excerpts(unknown)}.",
+                field_errors={"update_mask": [f"Not a writable field: {excerpt(path)}." for path in unknown[:5]]},
             )
         return paths

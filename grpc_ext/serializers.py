@@ -29,10 +29,13 @@ from django.utils.module_loading import import_string
 from django_grpc_framework import proto_serializers
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import fields as drf_fields
 from rest_framework import relations
 from rest_framework.serializers import LIST_SERIALIZER_KWARGS, LIST_SERIALIZER_KWARGS_REMOVE
 
 from grpc_ext import fastpath
+from grpc_ext.exceptions import InvalidArgument
 from grpc_ext.protojson import message_to_dict
 from grpc_ext.settings import grpc_ext_settings
 
@@ -50,6 +53,34 @@ class StringPrimaryKeyRelatedField(relations.PrimaryKeyRelatedField):
             return super().to_internal_value(data)
         except DjangoValidationError:
             self.fail("does_not_exist", pk_value=data)
+
+
+def unreadable_fields(message: Message) -> list[str]:
+    """Name the set fields of ``message`` that JSON cannot hold (an out-of-range Timestamp, a bad FieldMask path)."""
+    names = []
+    for field, value in message.ListFields():
+        if field.message_type is not None and not field.is_repeated:
+            try:
+                json_format.MessageToJson(value)
+            except ValueError:
+                names.append(field.name)
+    return names
+
+
+def contains_null_character(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_null_character(key) or contains_null_character(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(contains_null_character(item) for item in value)
+    return False
+
+
+def prohibit_null_characters_in_json(value) -> None:
+    """Refuse a NUL in a JSON key or string: PostgreSQL's jsonb cannot store one."""
+    if contains_null_character(value):
+        raise drf_exceptions.ValidationError("Null characters are not allowed.", code="null_characters_not_allowed")
 
 
 def fast_path_enabled() -> bool:
@@ -94,9 +125,24 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
         return proto_class
 
     def message_to_data(self, message: Message) -> dict:
-        if fast_path_enabled():
-            return fastpath.read_message(message)
-        return message_to_dict(message)
+        """Read a request into DRF's input; INVALID_ARGUMENT for a value JSON cannot hold (a year-10000 Timestamp)."""
+        try:
+            if fast_path_enabled():
+                return fastpath.read_message(message)
+            return message_to_dict(message)
+        except ValueError:
+            fields = unreadable_fields(message)
+            raise InvalidArgument(
+                f"{', '.join(fields) or 'The request'}: not a valid value.",
+                field_errors={field: ["Not a valid value (out of range or malformed)."] for field in fields},
+            ) from None
+
+    def build_standard_field(self, field_name, model_field):
+        """Build DRF's field; a JSON field also refuses null characters, as a CharField does."""
+        field_class, field_kwargs = super().build_standard_field(field_name, model_field)
+        if issubclass(field_class, drf_fields.JSONField):
+            field_kwargs["validators"] = [*field_kwargs.get("validators", []), prohibit_null_characters_in_json]
+        return field_class, field_kwargs
 
     @property
     def message(self) -> Message:

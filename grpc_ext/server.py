@@ -28,6 +28,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from grpc_ext.database_availability import DatabaseMonitor
 from grpc_ext.limits import DrainGate, bounded_request
 from grpc_ext.settings import grpc_ext_settings
 
@@ -183,12 +184,20 @@ class GrpcServer:
         self.service_names = service_names
         self.secure = secure
         self._stopped: threading.Event | None = None
+        self.database = DatabaseMonitor()
 
     def start(self) -> None:
-        """Start serving and report every service SERVING."""
+        """Start serving and report every service SERVING, then NOT_SERVING while the database is unavailable."""
         self._runner.run(self.server.start())
         for name in ["", *self.service_names]:
             self.set_health(name, SERVING)
+        self.database.on_change(self.report_database)
+        self.database.start()
+
+    def report_database(self, serving: bool) -> None:
+        """Report the server and every service as the database is (the monitor's thread calls this)."""
+        for name in ["", *self.service_names]:
+            self.set_health(name, SERVING if serving else NOT_SERVING)
 
     def set_health(self, service: str, status: int) -> None:
         """Set what grpc.health.v1 reports for ``service`` (``""``: the whole server)."""
@@ -205,6 +214,7 @@ class GrpcServer:
         """
         if self._stopped is None:
             self._stopped = threading.Event()
+            self.database.stop()
             threading.Thread(target=self._stop, args=(grace, drain_delay), name="grpc-drain", daemon=True).start()
         return self._stopped
 

@@ -45,6 +45,13 @@ DEFAULTS = {
     # Seconds a draining server still accepts RPCs while health says NOT_SERVING,
     # so that load balancers stop routing to it first.
     "SHUTDOWN_DRAIN_DELAY": 0.0,
+    # Seconds between probes of the database (health turns NOT_SERVING while it fails; 0: no probe),
+    # and seconds after which a probe that has not answered counts as failed.
+    "DATABASE_PROBE_INTERVAL": 1.0,
+    "DATABASE_PROBE_TIMEOUT": 2.0,
+    # Longest value of a List filter, in characters, for fields without a max_length of their own;
+    # checked before any query (SQLite refuses LIKE patterns past 50,000 bytes).
+    "MAX_FILTER_LENGTH": 256,
     # Threads per server process that run the Django part of calls (the event loop reads
     # requests and writes responses); --max-workers overrides it.
     "MAX_WORKERS": 10,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from collections import namedtuple
 from collections.abc import Callable
 
 import grpc
 import pytest
+from django.db import connection, connections
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from rest_framework_simplejwt.tokens import AccessToken
@@ -78,3 +80,28 @@ class _AddMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInter
 def with_metadata(channel: grpc.Channel, user: User) -> grpc.Channel:
     """Return ``channel`` with ``user``'s access token added to every call."""
     return grpc.intercept_channel(channel, _AddMetadata(auth_metadata(user)))
+
+
+def database_error(settings_changes: dict, sql: str = "SELECT 1", params=()) -> Exception:
+    """Run ``sql`` on a new connection to the test database with ``settings_changes``; return what it raised."""
+    wrapper = type(connections["default"])({**connection.settings_dict, **settings_changes}, alias="error-probe")
+    try:
+        with wrapper.cursor() as cursor:
+            cursor.execute(sql, params)
+    except Exception as exc:
+        return exc
+    finally:
+        wrapper.close()
+    raise AssertionError(f"{sql} did not fail")
+
+
+def unreachable_database(tmp_path) -> dict:
+    """Return settings changes that point at a database that cannot be used: a garbage file, a closed port."""
+    if connection.vendor == "sqlite":
+        path = tmp_path / "not-a-database.sqlite3"
+        path.write_bytes(b"garbage " * 1000)
+        return {"NAME": str(path)}
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    return {"HOST": "127.0.0.1", "PORT": port}

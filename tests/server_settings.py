@@ -1,5 +1,7 @@
 """Settings of the servers the tests start as subprocesses: the project's, plus the test interceptors."""
 
+import os
+
 from demo.settings import *  # noqa: F403
 from demo.settings import GRPC_FRAMEWORK
 
@@ -9,4 +11,6 @@ GRPC_FRAMEWORK = {
         *GRPC_FRAMEWORK["SERVER_INTERCEPTORS"],
         "tests.interceptors.ServerPidInterceptor",
     ],
+    # A test may probe the database less often, to see what the RPCs' own failures do.
+    "DATABASE_PROBE_INTERVAL": float(os.environ.get("TEST_DATABASE_PROBE_INTERVAL", "1")),
 }

@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import logging
+import socket
+import time
 import uuid
 
 import grpc
+import pytest
+from django.db import connection
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from grpc_ext.exceptions import (
+    InvalidArgument,
+    excerpt,
+    is_contention,
+    is_database_unavailable,
+    to_grpc_error,
+    to_status_proto,
+)
+from grpc_ext.signals import grpc_request_started
 from posts.models import Post
 from protos import auth_pb2, posts_pb2, users_pb2
 from tests.factories import PASSWORD, make_post, make_user
-from tests.helpers import assert_status, auth_metadata, bad_request_fields
+from tests.helpers import assert_status, auth_metadata, bad_request_fields, database_error, unreachable_database
 from users.models import User
 
 
@@ -186,3 +200,71 @@ def test_failed_destroy_deletes_nothing(posts_stub, post, monkeypatch):
     monkeypatch.setattr(Post, "delete", delete_then_fail)
     assert_status(lambda: posts_stub.Destroy(posts_pb2.PostDestroyRequest(id=str(post.id))), grpc.StatusCode.INTERNAL)
     assert Post.objects.filter(pk=post.pk).exists()
+
+
+# Which database errors are an outage (UNAVAILABLE), raised by the real driver of the test database.
+
+
+def test_a_database_that_cannot_be_reached_is_unavailable(transactional_db, tmp_path):
+    error = database_error(unreachable_database(tmp_path))
+    assert is_database_unavailable(error) and not is_contention(error)
+    assert to_grpc_error(error).status_code == grpc.StatusCode.UNAVAILABLE
+    [retry_info] = to_status_proto(to_grpc_error(error)).details
+    assert retry_info.Is(error_details_pb2.RetryInfo.DESCRIPTOR)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["SELEC 1", "SELECT * FROM no_such_table", "INSERT INTO users_user (id) VALUES (NULL)"],
+    ids=["syntax error", "missing table", "constraint"],
+)
+def test_errors_of_a_working_database_are_not_unavailable(transactional_db, sql):
+    error = database_error({}, sql)
+    assert not is_database_unavailable(error), error
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a statement timeout is a PostgreSQL setting")
+def test_a_statement_timeout_is_unavailable(transactional_db):
+    error = database_error({"OPTIONS": {"options": "-c statement_timeout=10"}}, "SELECT pg_sleep(1)")
+    assert is_database_unavailable(error)
+    assert is_contention(error)  # the database works: health stays SERVING
+
+
+def test_a_backing_service_that_refuses_connections_is_unavailable():
+    """A cache server that is down (redis-py's ConnectionError matches by name, as Python's own does)."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        address = closed.getsockname()
+    with pytest.raises(ConnectionRefusedError) as excinfo:
+        socket.create_connection(address, timeout=5)
+    assert to_grpc_error(excinfo.value).status_code == grpc.StatusCode.UNAVAILABLE
+    assert to_grpc_error(RuntimeError("a bug")) is None
+
+
+def test_error_messages_quote_a_bounded_excerpt():
+    assert excerpt("short") == "'short'"
+    assert excerpt("x" * 10_000) == f"{'x' * 40!r}... (10,000 characters)"
+    status = to_status_proto(
+        InvalidArgument("y" * 10_000, field_errors={f"field_{index}": ["z" * 1000] for index in range(1000)})
+    )
+    assert len(status.SerializeToString()) < 4096
+
+
+def test_a_database_error_in_the_request_started_signal_is_unavailable_too(grpc_channel, posts_stub, tmp_path):
+    """The signal's receivers (close_old_connections) touch the connection before the handler runs."""
+    error = database_error(unreachable_database(tmp_path))
+
+    def broken_receiver(**kwargs):
+        raise error
+
+    grpc_request_started.connect(broken_receiver)
+    try:
+        assert_status(lambda: posts_stub.List(posts_pb2.PostListRequest()), grpc.StatusCode.UNAVAILABLE)
+    finally:
+        grpc_request_started.disconnect(broken_receiver)
+    # The failure marked the server NOT_SERVING; its next probe, finding the database fine, undoes that.
+    health = health_pb2_grpc.HealthStub(grpc_channel)
+    deadline = time.monotonic() + 10
+    while health.Check(health_pb2.HealthCheckRequest(), timeout=5).status != health_pb2.HealthCheckResponse.SERVING:
+        assert time.monotonic() < deadline, "health stayed NOT_SERVING"
+        time.sleep(0.05)

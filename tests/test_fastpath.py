@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.core import signing
 from django.db import models
 from google.protobuf import json_format
 from rest_framework import serializers
@@ -289,8 +291,13 @@ def stream_and_pages(stub, request_class, list_request_class) -> tuple[list[byte
     return pages, batches
 
 
-def test_list_and_stream_rows_match_the_reference_path_over_the_wire(posts_stub, users_stub, user, settings):
+def test_list_and_stream_rows_match_the_reference_path_over_the_wire(
+    posts_stub, users_stub, user, settings, monkeypatch
+):
     """List pages (tokens included) and Stream batches are the same bytes with the row path and without it."""
+    # A page token is signed with the time in seconds: the two runs must not straddle a second.
+    frozen = signing.b62_encode(int(time.time()))
+    monkeypatch.setattr(signing.TimestampSigner, "timestamp", lambda signer: frozen)
     posts = [
         make_post(owner=user, title=f"Post {index}", description="" if index % 2 else "text ✓") for index in range(5)
     ]

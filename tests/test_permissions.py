@@ -50,6 +50,60 @@ def test_any_user_may_read_another_user(anon_users_stub, user, other):
     assert fetched.email == user.email
 
 
+@pytest.fixture
+def hidden(transactional_db) -> list[User]:
+    """Accounts only staff may see: staff, a superuser without staff status, and a deactivated one."""
+    superuser = make_user()
+    inactive = make_user()
+    User.objects.filter(pk=superuser.pk).update(is_superuser=True)
+    User.objects.filter(pk=inactive.pk).update(is_active=False)
+    return [make_user(is_staff=True), User.objects.get(pk=superuser.pk), User.objects.get(pk=inactive.pk)]
+
+
+def listed_ids(stub, caller: User, **filters) -> set[str]:
+    """Return the ids ``caller`` gets from List (with ``filters``); without filters, check Stream sends the same."""
+    metadata = auth_metadata(caller)
+    page = stub.List(users_pb2.UserListRequest(page_size=1000, **filters), metadata=metadata)
+    listed = {row.id for row in page.users}
+    if not filters:
+        stream = stub.Stream(users_pb2.UserStreamRequest(), metadata=metadata)
+        assert {row.id for batch in stream for row in batch.users} == listed
+    return listed
+
+
+def test_a_user_who_is_not_staff_cannot_find_staff_superusers_or_inactive_accounts(
+    anon_users_stub, user, other, hidden
+):
+    assert listed_ids(anon_users_stub, other) == {str(user.id), str(other.id)}
+    for account in hidden:
+        assert_status(
+            lambda account=account: anon_users_stub.Retrieve(
+                users_pb2.UserRetrieveRequest(id=str(account.id)), metadata=auth_metadata(other)
+            ),
+            grpc.StatusCode.NOT_FOUND,
+        )
+        assert listed_ids(anon_users_stub, other, email=account.email) == set()
+        assert_status(
+            lambda account=account: anon_users_stub.Destroy(
+                users_pb2.UserDestroyRequest(id=str(account.id)), metadata=auth_metadata(other)
+            ),
+            grpc.StatusCode.NOT_FOUND,
+        )
+    assert User.objects.count() == 5
+
+
+def test_staff_see_every_account_and_its_flags(anon_users_stub, user, hidden):
+    staff = hidden[0]
+    assert listed_ids(anon_users_stub, staff) == {str(user.id), *(str(account.id) for account in hidden)}
+    superuser = anon_users_stub.Retrieve(
+        users_pb2.UserRetrieveRequest(id=str(hidden[1].id)), metadata=auth_metadata(staff)
+    )
+    assert superuser.is_superuser and not superuser.is_staff
+    assert not anon_users_stub.Retrieve(
+        users_pb2.UserRetrieveRequest(id=str(hidden[2].id)), metadata=auth_metadata(staff)
+    ).is_active
+
+
 def test_a_user_may_not_change_or_delete_another_user(anon_users_stub, user, other):
     metadata = auth_metadata(other)
     mask = field_mask_pb2.FieldMask(paths=["email"])

@@ -28,6 +28,7 @@ from tests.typesapp.serializers import SampleProtoSerializer
 from tests.typesapp.servicers import SampleService
 
 PARIS = ZoneInfo("Europe/Paris")
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
 @pytest.fixture(scope="session")
@@ -200,6 +201,34 @@ def test_malformed_uuid_and_unknown_owner_are_invalid(stub, pb2):
         grpc.StatusCode.INVALID_ARGUMENT,
         details_contain="owner",
     )
+    assert not Sample.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"happened_at": timestamp_pb2.Timestamp(seconds=253402300800)},  # year 10000
+        {"happened_at": timestamp_pb2.Timestamp(seconds=-62135596801)},  # before year 1
+        {"happened_at": timestamp_pb2.Timestamp(seconds=0, nanos=-1)},
+        {"happened_at": timestamp_pb2.Timestamp(seconds=0, nanos=1_000_000_000)},
+        {"happened_at": timestamp_pb2.Timestamp(seconds=2**62)},
+        {"ratio": float("nan")},
+        {"ratio": float("inf")},
+        {"count": 2**31 - 1, "big": 2**63 - 1, "price": "1" * 100},
+        {"price": "NaN"},
+        {"price": "1e999999"},
+        {"name": "a\x00b"},
+        {"reference": "x" * 10_000},
+        {"status": "x" * 10_000},
+        {"nickname": "\x00"},
+        {"payload": {"key\x00": "value"}},
+        {"payload": {"key": "value\x00"}},
+    ],
+    ids=lambda fields: ",".join(fields)[:40] + ":" + repr(next(iter(fields.values())))[:30],
+)
+def test_hostile_values_of_every_type_are_invalid_argument_and_write_nothing(stub, pb2, fields):
+    error = assert_status(lambda: stub.Create(pb2.SampleCreateRequest(**{"name": "hostile", **fields})), INVALID)
+    assert len(error.details()) <= 1024
     assert not Sample.objects.exists()
 
 

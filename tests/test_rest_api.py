@@ -5,11 +5,13 @@ from __future__ import annotations
 import grpc
 import pytest
 from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
 
+from posts import api as posts_api
 from posts.models import Post
 from protos import auth_pb2
 from tests.factories import PASSWORD, make_post, make_user
-from tests.helpers import access_token, assert_status
+from tests.helpers import access_token, assert_status, database_error, unreachable_database
 from users.models import User
 
 NO_ACCOUNT = "No active account found with the given credentials"
@@ -111,6 +113,14 @@ def test_bad_tokens_are_401(client, db, header):
     assert client.get("/api/posts/").status_code == 401
 
 
+@pytest.mark.parametrize("user_id", ["not-a-uuid", 42, "00000000-0000-4000-8000-000000000000"])
+def test_a_well_signed_token_naming_no_user_is_401_as_over_grpc(client, author, user_id):
+    token = AccessToken.for_user(author)
+    token["user_id"] = user_id
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert client.get("/api/posts/").status_code == 401
+
+
 def test_create_sets_the_caller_as_owner_whatever_the_body_says(author):
     someone_else = make_user()
     response = as_user(author).post(
@@ -209,3 +219,16 @@ def test_a_post_key_that_is_not_a_uuid_is_a_json_404(author):
     response = as_user(author).get("/api/posts/not-a-uuid/")
     assert response.status_code == 404
     assert response.json() == {"detail": "Not found."}
+
+
+def test_a_database_that_cannot_be_reached_is_503_with_retry_after(author, monkeypatch, tmp_path):
+    error = database_error(unreachable_database(tmp_path))
+
+    def unreachable(**kwargs):
+        raise error
+
+    monkeypatch.setattr(posts_api, "post_list", unreachable)
+    response = as_user(author).get("/api/posts/")
+    assert response.status_code == 503
+    assert response.json() == {"detail": "The database is unavailable; retry later."}
+    assert response["Retry-After"] == "1"

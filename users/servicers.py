@@ -19,7 +19,8 @@ class UserService(ModelService):
     permission_classes = [IsAuthenticated, IsSelfOrStaff]
 
     def get_queryset(self):
-        return user_list()
+        """Only the accounts the caller may see (``users.rules.visible_users``), for every RPC."""
+        return user_list(viewer=self.user)
 
     def get_permissions(self):
         if self.action == "Create":

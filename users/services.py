@@ -12,6 +12,8 @@ from rest_framework_simplejwt.serializers import (
     TokenObtainPairSerializer,
     TokenRefreshSerializer,
 )
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.tokens import Token
 
 from users.models import User
 
@@ -30,6 +32,37 @@ def _save(user: User) -> None:
             user.save()
     except IntegrityError:
         raise ValidationError({"email": [user.unique_error_message(User, ["email"])]}) from None
+
+
+#: The answer to a well-signed token that names no user: the same as to any other bad token.
+NO_ACCOUNT = TokenRefreshSerializer.default_error_messages["no_active_account"]
+
+
+def token_names_a_user(token: Token) -> bool:
+    """Tell whether the token's user id claim is the key of an existing user."""
+    user_id = token.payload.get(jwt_settings.USER_ID_CLAIM)
+    try:
+        return user_id is not None and User.objects.filter(**{jwt_settings.USER_ID_FIELD: user_id}).exists()
+    except (ValidationError, ValueError, TypeError):
+        return False
+
+
+class KnownUserRefreshSerializer(TokenRefreshSerializer):
+    """simplejwt's, refusing a well-signed token that names no user as a bad token (not a 400)."""
+
+    def validate(self, attrs: dict) -> dict:
+        if not token_names_a_user(self.token_class(attrs["refresh"])):
+            raise InvalidToken(NO_ACCOUNT)
+        return super().validate(attrs)
+
+
+class KnownUserLogoutSerializer(TokenBlacklistSerializer):
+    """Blacklist a refresh token only if it names a user: simplejwt would record any well-signed one."""
+
+    def validate(self, attrs: dict) -> dict:
+        if not token_names_a_user(self.token_class(attrs["refresh"])):
+            raise InvalidToken(NO_ACCOUNT)
+        return super().validate(attrs)
 
 
 @sensitive_variables("password")
@@ -79,20 +112,20 @@ def auth_refresh(*, refresh: str) -> dict[str, str]:
 
     The refresh token given is blacklisted, so it works once.
     """
-    serializer = TokenRefreshSerializer(data={"refresh": refresh})
+    serializer = KnownUserRefreshSerializer(data={"refresh": refresh})
     try:
         serializer.is_valid(raise_exception=True)
     except TokenError as exc:
         raise InvalidToken(exc.args[0]) from exc
-    except User.DoesNotExist as exc:
-        raise InvalidToken(TokenRefreshSerializer.default_error_messages["no_active_account"]) from exc
+    except User.DoesNotExist as exc:  # deleted between the check and simplejwt's own read
+        raise InvalidToken(NO_ACCOUNT) from exc
     return dict(serializer.validated_data)
 
 
 @transaction.atomic
 def auth_logout(*, refresh: str) -> None:
     """Blacklist the refresh token; access tokens already issued expire on their own."""
-    serializer = TokenBlacklistSerializer(data={"refresh": refresh})
+    serializer = KnownUserLogoutSerializer(data={"refresh": refresh})
     try:
         serializer.is_valid(raise_exception=True)
     except TokenError as exc:
