@@ -123,6 +123,7 @@ class DrainGate(grpc.aio.ServerInterceptor):
         self._idle: asyncio.Event | None = None
         self._released: asyncio.Event | None = None
         self._refusal = grpc.stream_unary_rpc_method_handler(self._refuse)
+        self._tracked: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def _refuse(self, request_iterator, context) -> None:
         """Answer a call that arrived during the drain UNAVAILABLE: when grpc's shutdown begins, or after a second.
@@ -151,7 +152,12 @@ class DrainGate(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        return wrap_handler(handler, self._track_unary, self._track_stream)
+        # The tracking wrapper depends on the handler only: built once per method, not per call.
+        method = handler_call_details.method
+        cached = self._tracked.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._tracked[method] = (handler, wrap_handler(handler, self._track_unary, self._track_stream))
+        return cached[1]
 
     def _enter(self) -> asyncio.Task:
         task = asyncio.current_task()
