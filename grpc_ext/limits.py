@@ -95,18 +95,23 @@ def wrap_handler(handler: grpc.RpcMethodHandler, wrap_unary: Callable, wrap_stre
 
 
 def outcome_code(context: grpc.aio.ServicerContext, exc: BaseException | None) -> grpc.StatusCode:
-    """Return the status code the client got for a call whose handler ended with ``exc`` (``None``: returned)."""
-    if isinstance(exc, asyncio.CancelledError):
-        remaining = context.time_remaining()
-        return (
-            grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else grpc.StatusCode.CANCELLED
-        )
+    """Return the status code the client got for a call whose handler ended with ``exc`` (``None``: returned).
+
+    A call the client cancelled is CANCELLED, one whose deadline passed
+    DEADLINE_EXCEEDED, even when the handler went on and returned.
+    """
     code = context.code()
     if isinstance(code, int):  # grpc.aio keeps the numeric code after abort
         code = next((status for status in grpc.StatusCode if status.value[0] == code), grpc.StatusCode.UNKNOWN)
-    if code is not None:
+    if code not in (None, grpc.StatusCode.OK):
         return code
-    return grpc.StatusCode.UNKNOWN if exc is not None else grpc.StatusCode.OK
+    remaining = context.time_remaining()
+    expired = remaining is not None and remaining <= 0
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit) or context.cancelled():
+        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+    if exc is None:
+        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.OK
+    return grpc.StatusCode.UNKNOWN
 
 
 #: Longest a call refused during a drain waits for grpc's shutdown to begin before it is answered (seconds).
