@@ -2,8 +2,12 @@
 
 ``build_server`` is the one place a server is assembled: the services the
 ``ROOT_HANDLERS_HOOK`` registers, the standard health service, reflection,
-credentials, channel options and interceptors. ``serve_until_signalled`` runs
-one server process; ``serve_in_processes`` runs several on one port.
+credentials, channel options and interceptors. The server is ``grpc.aio``'s,
+on an event loop thread of its own (``EventLoopThread``), so that synchronous
+code (the management command, tests, ``serve_in_background``) drives it with
+plain calls. ``serve_until_signalled`` runs one server process;
+``serve_in_processes`` forks several on one port, before any grpc or asyncio
+object exists in the parent.
 """
 
 from __future__ import annotations
