@@ -51,13 +51,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
-    # Before django_grpc_framework, so that its generateproto and
-    # grpcrunserver replace the framework's commands of the same name.
+    # djangogrpcframework is a library here, not an app: grpc_ext's generateproto
+    # and grpcrunserver are the only commands of those names, whatever the order.
     "grpc_ext",
-    "django_grpc_framework",
     "users",
     "posts",
-    "bench",
 ]
 
 MIDDLEWARE = [
@@ -170,14 +168,9 @@ SIMPLE_JWT = {
 
 # djangogrpcframework's namespace, extended by grpc_ext (see grpc_ext/settings.py).
 GRPC_FRAMEWORK = {
-    "ROOT_HANDLERS_HOOK": "demo.grpc_handlers.grpc_handlers",
     "SERVER_INTERCEPTORS": ["grpc_ext.interceptors.AccessLogInterceptor"],
     "PAGE_SIZE": int(os.environ.get("GRPC_PAGE_SIZE", "50")),
     "MAX_PAGE_SIZE": int(os.environ.get("GRPC_MAX_PAGE_SIZE", "1000")),
-    "PROTOS": {
-        "users": "users.serializers.UserProtoSerializer",
-        "posts": "posts.serializers.PostProtoSerializer",
-    },
     "STATIC_PROTOS": ["auth.proto"],
     # Every RPC needs an access token unless its service says otherwise.
     "DEFAULT_AUTHENTICATION_CLASSES": ["grpc_ext.authentication.JWTAuthentication"],

@@ -1,8 +1,29 @@
-"""System checks: a misconfigured GRPC_FRAMEWORK is reported by ``manage.py check``, not by the first RPC."""
+"""System checks: what would fail a client is reported by ``manage.py check``, not by the first RPC.
+
+Each served model service is checked against its serializer, model, proto and
+domain services:
+
+- E001 its gRPC stubs cannot be imported (run ``generateproto``);
+- E002 its serializer is not a grpc_ext ``ModelProtoSerializer`` with a model;
+- E003 the serializer's fields do not fit the model;
+- E005 ``Meta.create_function``/``update_function`` cannot accept a writable field;
+- E006 two services serve the same gRPC service;
+- W001 the .proto on disk, or the compiled message, is not what ``generateproto``
+  writes now (a stale contract). A warning, so that ``makemigrations`` and
+  ``migrate`` still run between changing a model and regenerating; CI runs
+  ``check --fail-level WARNING``.
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from grpc_ext.serializers import ModelProtoSerializer
@@ -19,27 +40,124 @@ def _import(path: str, setting: str, check_id: str) -> tuple[object | None, list
 
 
 @checks.register()
-def check_protos(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
-    """Every entry of ``PROTOS`` must be a ModelProtoSerializer with a model."""
-    errors = []
-    for package, path in grpc_ext_settings.PROTOS.items():
-        serializer_class, import_errors = _import(path, "PROTOS", "grpc_ext.E001")
-        errors += import_errors
-        if serializer_class is None:
-            continue
-        if not (isinstance(serializer_class, type) and issubclass(serializer_class, ModelProtoSerializer)):
+def check_services(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Every discovered service can be served, and its serializer, model, proto and domain services agree."""
+    from grpc_ext.discovery import discover_services, project_contracts
+    from grpc_ext.protogen import ContractError
+
+    errors: list[checks.CheckMessage] = []
+    served: dict[str, str] = {}
+    for service in discover_services():
+        label = f"{service.service_class.__module__}.{service.service_class.__qualname__}"
+        full_name = f"{service.grpc_module}.{service.name}"
+        if full_name in served:
+            errors.append(
+                checks.Error(f"{label} and {served[full_name]} both serve {service.name}.", id="grpc_ext.E006")
+            )
+        served[full_name] = label
+        serializer_class = service.serializer_class
+        if serializer_class is not None:
+            errors += check_serializer(label, serializer_class)
+        try:
+            import_string(f"{service.grpc_module}.add_{service.name}Servicer_to_server")
+        except ImportError as exc:
             errors.append(
                 checks.Error(
-                    f"GRPC_FRAMEWORK['PROTOS'][{package!r}] is {path}, which is not a grpc_ext ModelProtoSerializer.",
-                    hint="Subclass grpc_ext.serializers.ModelProtoSerializer.",
-                    id="grpc_ext.E002",
+                    f"{label} is served as {service.name} of {service.grpc_module}, which cannot be imported: {exc}",
+                    hint="Run `python manage.py generateproto`.",
+                    id="grpc_ext.E001",
                 )
             )
-        elif getattr(getattr(serializer_class, "Meta", None), "model", None) is None:
+    if not any(error.level >= checks.ERROR for error in errors):
+        try:
+            contracts = project_contracts()
+        except ContractError as exc:
+            return [*errors, checks.Error(str(exc), id="grpc_ext.E006")]
+        for contract in contracts:
+            errors += check_contract_is_current(contract)
+    return errors
+
+
+def check_serializer(label: str, serializer_class: type) -> list[checks.CheckMessage]:
+    """The serializer is a model proto serializer whose fields fit its model and its domain services."""
+    if not (isinstance(serializer_class, type) and issubclass(serializer_class, ModelProtoSerializer)):
+        return [
+            checks.Error(
+                f"{label}.serializer_class is not a grpc_ext ModelProtoSerializer.",
+                hint="Subclass grpc_ext.serializers.ModelProtoSerializer.",
+                id="grpc_ext.E002",
+            )
+        ]
+    if getattr(getattr(serializer_class, "Meta", None), "model", None) is None:
+        return [checks.Error(f"{serializer_class.__qualname__} has no Meta.model.", id="grpc_ext.E002")]
+    try:
+        fields = serializer_class().fields
+    except (ImproperlyConfigured, AssertionError) as exc:
+        return [checks.Error(f"{serializer_class.__qualname__}: {exc}", id="grpc_ext.E003")]
+    writable = [field.source or name for name, field in fields.items() if not field.read_only]
+    errors = []
+    for attribute, skip in (("create_function", 0), ("update_function", 1)):
+        function = getattr(serializer_class.Meta, attribute, None)
+        if function is None:
+            continue
+        refused = refused_keywords(function, writable, skip)
+        if refused:
             errors.append(
-                checks.Error(f"{path} has no Meta.model to generate the {package!r} proto from.", id="grpc_ext.E003")
+                checks.Error(
+                    f"{serializer_class.__qualname__}.Meta.{attribute} ({function.__module__}.{function.__qualname__})"
+                    f" cannot accept the writable field(s) {', '.join(refused)}.",
+                    hint="Let the domain service take the validated fields as they come (**fields).",
+                    id="grpc_ext.E005",
+                )
             )
     return errors
+
+
+def refused_keywords(function: Callable[..., Any], names: list[str], positional: int) -> list[str]:
+    """Return the ``names`` that ``function`` takes no keyword argument for (after ``positional`` arguments)."""
+    parameters = list(inspect.signature(function).parameters.values())[positional:]
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
+        return []
+    accepted = {
+        parameter.name
+        for parameter in parameters
+        if parameter.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    }
+    return [name for name in names if name not in accepted]
+
+
+def check_contract_is_current(contract) -> list[checks.CheckMessage]:
+    """The .proto on disk and the compiled message are what ``generateproto`` makes from the serializer now."""
+    from grpc_ext.protogen import ContractError
+
+    path = Path(settings.BASE_DIR) / grpc_ext_settings.PROTO_DIR / f"{contract.package}.proto"
+    hint = "Run `python manage.py generateproto` and commit the result."
+    if not path.exists():
+        return [
+            checks.Warning(f"{path.name} has not been generated for {contract.source}.", hint=hint, id="grpc_ext.W001")
+        ]
+    try:
+        current = path.read_text() == contract.render(path.read_text())
+    except ContractError as exc:
+        return [checks.Error(str(exc), id="grpc_ext.E007")]
+    if not current:
+        return [checks.Warning(f"{path.name} is stale: {contract.source} has changed.", hint=hint, id="grpc_ext.W001")]
+    try:
+        message = contract.serializer_class.get_proto_class()
+    except ImportError:
+        return []  # E001 reports it
+    compiled = set(message.DESCRIPTOR.fields_by_name)
+    expected = {field.name for field in contract.readable_fields()}
+    if compiled != expected:
+        return [
+            checks.Warning(
+                f"The compiled {message.DESCRIPTOR.full_name} has fields {sorted(compiled)}, "
+                f"{contract.source} reads {sorted(expected)}: the stubs are stale.",
+                hint=hint,
+                id="grpc_ext.W001",
+            )
+        ]
+    return []
 
 
 @checks.register()

@@ -6,7 +6,11 @@ Replaces, in the framework's class:
 - ``many_init``: it forwarded ``max_length``/``min_length`` to the child
   serializer, a TypeError on current DRF;
 - ``Meta.proto_class`` may be a dotted path, resolved on first use, so that a
-  serializer imports before its stubs have been generated.
+  serializer imports before its stubs have been generated, or omitted
+  (``protos.<app_label>_pb2.<Model>``);
+- ``Meta.create_function``/``Meta.update_function`` name the domain services
+  that write the model; they take the validated fields as keyword arguments,
+  so a field added to the model and to ``fields`` reaches them unchanged.
 Related objects are written as their key's string, the way the generated
 protos type them.
 
@@ -117,12 +121,41 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
     cache_fields = True
 
     @classmethod
-    def get_proto_class(cls) -> type[Message]:
-        """Return ``Meta.proto_class``, importing it first if it is a dotted path."""
-        proto_class = cls.Meta.proto_class
+    def proto_class_path(cls) -> str:
+        """Return the dotted path of the message class, without importing it.
+
+        ``Meta.proto_class`` may be omitted: it then means
+        ``<PROTO_PACKAGE>.<app_label>_pb2.<Model>``, the message generateproto writes.
+        """
+        proto_class = getattr(cls.Meta, "proto_class", None)
+        if proto_class is None:
+            model = cls.Meta.model
+            return f"{grpc_ext_settings.PROTO_PACKAGE}.{model._meta.app_label}_pb2.{model.__name__}"
         if isinstance(proto_class, str):
-            proto_class = cls.Meta.proto_class = import_string(proto_class)
+            return proto_class
+        return f"{proto_class.__module__}.{proto_class.__qualname__}"
+
+    @classmethod
+    def get_proto_class(cls) -> type[Message]:
+        """Return the message class of ``Meta.proto_class`` (see ``proto_class_path``), imported on first use."""
+        proto_class = getattr(cls.Meta, "proto_class", None)
+        if proto_class is None or isinstance(proto_class, str):
+            proto_class = cls.Meta.proto_class = import_string(cls.proto_class_path())
         return proto_class
+
+    def create(self, validated_data):
+        """Create through ``Meta.create_function(**validated_data)`` (a domain service) when declared."""
+        create_function = getattr(self.Meta, "create_function", None)
+        if create_function is None:
+            return super().create(validated_data)
+        return create_function(**validated_data)
+
+    def update(self, instance, validated_data):
+        """Update through ``Meta.update_function(instance, **validated_data)`` when declared."""
+        update_function = getattr(self.Meta, "update_function", None)
+        if update_function is None:
+            return super().update(instance, validated_data)
+        return update_function(instance, **validated_data)
 
     def message_to_data(self, message: Message) -> dict:
         """Read a request into DRF's input; INVALID_ARGUMENT for a value JSON cannot hold (a year-10000 Timestamp)."""

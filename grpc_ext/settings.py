@@ -12,6 +12,8 @@ from django_grpc_framework.settings import GRPCSettings
 
 DEFAULTS = {
     **FRAMEWORK_DEFAULTS,
+    # Adds every service found in the installed apps' servicers.py (grpc_ext.discovery).
+    "ROOT_HANDLERS_HOOK": "grpc_ext.discovery.add_services",
     # Dotted paths of server interceptor classes, instantiated once per server.
     "SERVER_INTERCEPTORS": [],
     # List paging (AIP-132): default and maximum page_size.
@@ -23,10 +25,11 @@ DEFAULTS = {
     # Stream: rows per response message by default, and the largest batch_size a client may ask for.
     "STREAM_BATCH_SIZE": 1000,
     "MAX_STREAM_BATCH_SIZE": 5000,
-    # Proto file stem -> dotted path of the ModelProtoSerializer it is generated from.
-    "PROTOS": {},
-    # Directory the protos and stubs are written to, relative to BASE_DIR.
+    # Directory the protos and stubs are written to, relative to BASE_DIR, and the
+    # Python package they are imported from (a serializer without proto_class means
+    # <PROTO_PACKAGE>.<app_label>_pb2.<Model>).
     "PROTO_DIR": "protos",
+    "PROTO_PACKAGE": "protos",
     # Build messages with converters compiled per serializer class (grpc_ext.fastpath);
     # False uses the reference path (DRF .data + json_format) everywhere.
     "FAST_PATH": True,

@@ -15,9 +15,10 @@ class PostAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj: Post, form, change: bool) -> None:
         """Save through the domain services, as the gRPC and REST APIs do."""
-        fields = {name: form.cleaned_data[name] for name in ("owner", "title", "description")}
+        columns = {field.name for field in Post._meta.concrete_fields}
+        fields = {name: value for name, value in form.cleaned_data.items() if name in columns}
         if change:
-            post_update(post=obj, **fields)
+            post_update(obj, **fields)
         else:
             saved = post_create(**fields)
             obj.pk, obj.created, obj.updated = saved.pk, saved.created, saved.updated

@@ -8,7 +8,6 @@ from posts.services import post_create, post_update
 class PostProtoSerializer(ModelProtoSerializer):
     class Meta:
         model = Post
-        proto_class = "protos.posts_pb2.Post"
         fields = ["id", "owner", "title", "description", "created", "updated"]
         # The owner is the caller, set by the service; a client cannot choose it.
         read_only_fields = ["id", "owner", "created", "updated"]
@@ -17,9 +16,5 @@ class PostProtoSerializer(ModelProtoSerializer):
         ordering_fields = ["created", "updated", "title"]
         # A full update (gRPC Update, REST PUT) that leaves description out resets it.
         extra_kwargs = {"description": {"default": ""}}
-
-    def create(self, validated_data) -> Post:
-        return post_create(**validated_data)
-
-    def update(self, instance: Post, validated_data) -> Post:
-        return post_update(post=instance, **validated_data)
+        create_function = post_create
+        update_function = post_update

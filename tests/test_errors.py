@@ -187,7 +187,7 @@ def test_failed_create_writes_nothing_even_after_a_partial_save(posts_stub, user
         make_post(**fields)
         raise RuntimeError("failure after the insert")
 
-    monkeypatch.setattr(posts.serializers, "post_create", create_then_fail)
+    monkeypatch.setattr(posts.serializers.PostProtoSerializer.Meta, "create_function", create_then_fail)
     assert_status(lambda: posts_stub.Create(posts_pb2.PostCreateRequest(title="Half")), grpc.StatusCode.INTERNAL)
     assert not Post.objects.exists()
 

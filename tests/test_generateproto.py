@@ -143,6 +143,7 @@ def test_one_off_proto_makes_secrets_write_only_and_keeps_numbers_when_overwritt
 class DraftV1(ModelProtoSerializer):
     class Meta:
         model = Post
+        proto_class = "protos.drafts_pb2.Post"
         fields = ["id", "owner", "title", "created"]
         read_only_fields = ["id", "created"]
 
@@ -150,23 +151,23 @@ class DraftV1(ModelProtoSerializer):
 class DraftV2(ModelProtoSerializer):
     class Meta:
         model = Post
+        proto_class = "protos.drafts_pb2.Post"
         fields = ["id", "owner", "description", "title", "created"]
         read_only_fields = ["id", "created"]
 
 
-def test_check_fails_on_model_drift_and_passes_after_regenerating(settings, tmp_path, capsys):
-    def configure(serializer: str) -> None:
-        settings.GRPC_FRAMEWORK = {
-            **settings.GRPC_FRAMEWORK,
-            "PROTO_DIR": str(tmp_path),
-            "PROTOS": {"drafts": f"{__name__}.{serializer}"},
-            "STATIC_PROTOS": [],
-        }
+def test_check_fails_on_model_drift_and_passes_after_regenerating(settings, tmp_path, capsys, monkeypatch):
+    import grpc_ext.management.commands.generateproto as command
 
-    configure("DraftV1")
+    def configure(serializer: type[ModelProtoSerializer]) -> None:
+        settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "PROTO_DIR": str(tmp_path), "STATIC_PROTOS": []}
+        contract = ProtoContract(package="drafts", serializer_class=serializer)
+        monkeypatch.setattr(command, "project_contracts", lambda: [contract])
+
+    configure(DraftV1)
     call_command("generateproto")
     first = (tmp_path / "drafts.proto").read_text()
-    configure("DraftV2")
+    configure(DraftV2)
 
     with pytest.raises(CommandError, match="drafts.proto, drafts_pb2.py"):
         call_command("generateproto", "--check")

@@ -23,9 +23,9 @@ from grpc_ext.protogen import ProtoContract, compile_protos
 from grpc_ext.server import serve_in_background
 from tests.factories import make_user
 from tests.helpers import assert_status
+from tests.typesapp.grpc_services import SampleService
 from tests.typesapp.models import Sample
 from tests.typesapp.serializers import SampleProtoSerializer
-from tests.typesapp.servicers import SampleService
 
 PARIS = ZoneInfo("Europe/Paris")
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

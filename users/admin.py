@@ -3,6 +3,20 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
 from users.models import User
 
+#: Fields the admin shows in its own sections; any other editable field of the model goes in "Other".
+LISTED_FIELDS = {
+    "email",
+    "password",
+    "is_active",
+    "is_verified",
+    "is_staff",
+    "is_superuser",
+    "groups",
+    "user_permissions",
+    "date_joined",
+    "last_login",
+}
+
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
@@ -20,3 +34,18 @@ class UserAdmin(BaseUserAdmin):
     add_fieldsets = [
         (None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]}),
     ]
+
+    def get_fieldsets(self, request, obj=None):
+        """Add the model's other editable fields, so that a field added to the model shows up here too."""
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is None:
+            return fieldsets
+        others = [
+            field.name
+            for field in User._meta.get_fields()
+            if getattr(field, "editable", False)
+            and field.concrete
+            and field.name not in LISTED_FIELDS
+            and field.name != User._meta.pk.name
+        ]
+        return [*fieldsets, ("Other", {"fields": others})] if others else fieldsets

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from users.serializers import UserProtoSerializer
-from users.services import auth_login, auth_logout, auth_refresh, user_create
+from users.services import auth_login, auth_logout, auth_refresh
 from users.throttling import LoginThrottle, SignupThrottle
 
 
@@ -49,7 +49,10 @@ class SignupView(OpenView):
     throttle_classes = [SignupThrottle]
 
     def post(self, request):
-        user = user_create(**self.validated(CredentialsSerializer))
+        """Sign up with the writable fields of the user serializer (the same as gRPC ``users.Create``)."""
+        serializer = UserProtoSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = serializer.save()
         return Response(UserProtoSerializer(user).data, status=status.HTTP_201_CREATED)
 
 

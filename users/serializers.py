@@ -13,22 +13,17 @@ from users.services import user_create, user_update
 class UserProtoSerializer(ModelProtoSerializer):
     class Meta:
         model = User
-        proto_class = "protos.users_pb2.User"
         fields = ["id", "email", "password", "is_active", "is_verified", "is_staff", "is_superuser", "date_joined"]
         read_only_fields = ["id", "is_active", "is_verified", "is_staff", "is_superuser", "date_joined"]
         # List filter: `email`, the whole address, case-insensitive.
         list_filters = {"email": "iexact"}
         ordering_fields = ["date_joined", "email"]
         extra_kwargs = {"password": {"write_only": True, "style": {"input_type": "password"}}}
+        create_function = user_create
+        update_function = user_update
 
     def get_fields(self):
         """Require the password to sign up; on Update, one not given leaves the password as it is."""
         fields = super().get_fields()
         fields["password"].required = self.instance is None
         return fields
-
-    def create(self, validated_data) -> User:
-        return user_create(**validated_data)
-
-    def update(self, instance: User, validated_data) -> User:
-        return user_update(user=instance, **validated_data)

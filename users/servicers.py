@@ -40,6 +40,8 @@ class AuthService(Service):
     an expired access token with every call can still refresh it.
     """
 
+    #: Hand-written in protos/auth.proto (sessions are not a model).
+    grpc_service = "protos.auth_pb2_grpc.AuthController"
     authentication_classes = []
     permission_classes = [AllowAny]
 

@@ -1,4 +1,8 @@
-"""Writes on users and their sessions: every transport (gRPC, REST, admin) calls these."""
+"""Writes on users and their sessions: every transport (gRPC, REST, admin) calls these.
+
+They take the model's fields as the transport validated them (``**fields``):
+a field added to the model and its serializer needs no change here.
+"""
 
 from __future__ import annotations
 
@@ -79,7 +83,7 @@ def user_create(*, email: str, password: str, **extra_fields) -> User:
 
 @sensitive_variables("password")
 @transaction.atomic
-def user_update(*, user: User, password: str | None = None, **fields) -> User:
+def user_update(user: User, *, password: str | None = None, **fields) -> User:
     """Change the given fields of ``user``; a password is validated and hashed."""
     if "email" in fields:
         fields["email"] = User.objects.normalize_email(fields["email"])

@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import import_string
 
+from grpc_ext.discovery import project_contracts
 from grpc_ext.protogen import SECRET_FIELD_NAME, ContractError, ProtoContract, compile_protos
 from grpc_ext.serializers import ModelProtoSerializer
 from grpc_ext.settings import grpc_ext_settings
@@ -22,8 +23,8 @@ from grpc_ext.settings import grpc_ext_settings
 
 class Command(BaseCommand):
     help = (
-        "Regenerate the protos listed in GRPC_FRAMEWORK['PROTOS'] from their serializers "
-        "and compile the Python stubs in place. Field numbers are read from the .proto on disk "
+        "Regenerate the protos of the services found in the installed apps' servicers.py from their "
+        "serializers and compile the Python stubs in place. Field numbers are read from the .proto on disk "
         "and kept; removed fields are reserved. --model/--fields/--file generate one proto "
         "for a model, as djangogrpcframework's command did."
     )
@@ -45,7 +46,7 @@ class Command(BaseCommand):
             return
         contracts = self.get_contracts()
         if not contracts:
-            raise CommandError("No protos are configured: set GRPC_FRAMEWORK['PROTOS'].")
+            raise CommandError("No model service found in any installed app's servicers.py.")
         out_dir = Path(settings.BASE_DIR) / grpc_ext_settings.PROTO_DIR
         generated = self.generate(contracts, out_dir)
         if options["check"]:
@@ -118,11 +119,11 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS("Protos and stubs are up to date."))
 
     def get_contracts(self) -> list[ProtoContract]:
-        """Return one contract per entry of ``GRPC_FRAMEWORK['PROTOS']``."""
-        return [
-            ProtoContract(package=package, serializer_class=import_string(path))
-            for package, path in grpc_ext_settings.PROTOS.items()
-        ]
+        """Return one contract per serializer of a discovered service whose message lives in ``PROTO_PACKAGE``."""
+        try:
+            return project_contracts()
+        except ContractError as exc:
+            raise CommandError(str(exc)) from exc
 
     def one_off_serializer(self, model, fields: list[str] | str) -> type[ModelProtoSerializer]:
         """Return a serializer of ``fields``, where a field named like a secret is write-only."""

@@ -1,3 +1,5 @@
+"""Not ``servicers.py``: this service is served only by tests/test_proto_types.py, with a scratch proto."""
+
 from grpc_ext.generics import ModelService
 from grpc_ext.permissions import AllowAny
 from tests.typesapp.models import Sample
