@@ -1,0 +1,97 @@
+"""The README's "Adding a model", followed word for word in a copy of the project, then called over gRPC."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from tests.project_copy import ROOT, ProjectCopy, free_port
+
+
+def tutorial_blocks() -> list[tuple[str, str]]:
+    """Return the (language, code) blocks of the README section "Adding a model", in order."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Adding a model\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```(\w+)\n(.*?)```", section, re.DOTALL)
+
+
+@pytest.fixture
+def project(tmp_path):
+    copy = ProjectCopy(tmp_path / "project")
+    yield copy
+    copy.close()
+
+
+def follow(project: ProjectCopy, blocks: list[tuple[str, str]]) -> None:
+    """Do what each block says: write the files, add the app to the settings, run the commands."""
+    for language, code in blocks:
+        first, _, body = code.partition("\n")
+        if language == "python" and first == "# demo/settings.py":
+            apps = re.findall(r'^\s+("\w+",)$', body, re.MULTILINE)
+            project.edit(
+                "demo/settings.py",
+                "INSTALLED_APPS = [\n",
+                "INSTALLED_APPS = [\n" + "".join(f"    {app}\n" for app in apps),
+            )
+        elif language == "python":
+            target = first.removeprefix("# ").strip()
+            (project.path / target).write_text(body)
+        elif language == "sh":
+            for line in code.splitlines():
+                command = line.split("#", 1)[0].split()
+                if not command or command[-1].endswith("call_notes.py"):
+                    continue  # the client is run against the test's own port below
+                assert command[0] == ".venv/bin/python", line
+                project.run(sys.executable, *command[1:])
+
+
+def test_the_readme_tutorial_serves_a_new_model(project):
+    follow(project, tutorial_blocks())
+    assert (project.path / "protos" / "notes_pb2_grpc.py").exists()
+    project.manage("check", "--fail-level", "WARNING")
+    project.manage("seeddemo")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "grpcrunserver", f"127.0.0.1:{port}"],
+        cwd=project.path,
+        env=project.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+        result = project.run(sys.executable, "-c", f"import call_notes; call_notes.main('127.0.0.1:{port}')")
+        assert re.match(r"notes: \[\('[0-9a-f-]{36}', 'Hello', False\)\] [0-9a-f-]{36}$", result.stdout.strip())
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_a_field_added_then_removed_follows_the_model_everywhere(project):
+    """Model + serializer ``fields``, then the three commands: gRPC, REST and admin follow; no other file."""
+    field = '    summary = models.CharField(max_length=50, blank=True, default="")\n'
+    anchor = "    created = models.DateTimeField(auto_now_add=True, db_index=True)\n"
+    fields = '"description", "created"'
+    project.edit("posts/models.py", anchor, field + anchor)
+    project.edit("posts/serializers.py", fields, '"description", "summary", "created"')
+    for command in (["makemigrations", "posts"], ["migrate"], ["generateproto"]):
+        project.manage(*command)
+    project.manage("check", "--fail-level", "WARNING")
+    assert "added: ok" in project.run(sys.executable, "tests/evolved_post_client.py", "added").stdout
+
+    project.edit("posts/models.py", field, "")
+    project.edit("posts/serializers.py", '"description", "summary", "created"', fields)
+    for command in (["makemigrations", "posts"], ["migrate"], ["generateproto"]):
+        project.manage(*command)
+    project.manage("check", "--fail-level", "WARNING")
+    assert "removed: ok" in project.run(sys.executable, "tests/evolved_post_client.py", "removed").stdout
