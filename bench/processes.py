@@ -112,6 +112,8 @@ def server_env(database_url: str) -> dict[str, str]:
         "SECRET_KEY": SECRET_KEY,
         "JWT_ACCESS_LIFETIME": str(TOKEN_LIFETIME),
         "PYTHONPATH": str(settings.BASE_DIR),
+        # The product's settings, not the benchmark's: the servers measured are the ones deployed.
+        "DJANGO_SETTINGS_MODULE": "demo.settings",
     }
 
 
@@ -199,7 +201,7 @@ def start_drf(database_url: str, workers: int, token: str) -> Server:
         "--timeout",
         "120",
     ]
-    env = {**server_env(database_url), "DJANGO_SETTINGS_MODULE": "bench.settings"}
+    env = {**server_env(database_url), "DJANGO_SETTINGS_MODULE": "bench.drf_settings"}
     return start(f"drf x{workers}", [command], port, env, workers_are_children=True, token=token)
 
 

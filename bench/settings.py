@@ -1,12 +1,11 @@
-"""Settings of the DRF baseline server: the project's, with the baseline's routes."""
+"""Settings to run the benchmark: the project's, plus the ``bench`` app and its ``benchmark`` command.
+
+The benchmark is not part of the product, so ``demo.settings`` does not install it:
+``DJANGO_SETTINGS_MODULE=bench.settings python manage.py benchmark``. The servers it
+measures run with the project's own settings (``bench.processes.server_env``).
+"""
 
 from demo.settings import *  # noqa: F403
+from demo.settings import INSTALLED_APPS
 
-ROOT_URLCONF = "bench.urls"
-DEBUG = False
-ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
-REST_FRAMEWORK = {
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "UNAUTHENTICATED_USER": None,
-}
+INSTALLED_APPS = [*INSTALLED_APPS, "bench"]

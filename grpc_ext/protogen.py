@@ -8,9 +8,9 @@ model order (so adding one renumbered the rest), had no paging, no field masks
 and no request messages.
 
 Field numbers are stable: ``render`` takes the numbers of the .proto already on
-disk (``parse_proto``), keeps every existing field's number, gives a new field
-the next number never used, and moves a removed field's number and name into
-``reserved``. The file itself is the memory; there is no side file.
+disk (``parse_proto``, from the descriptor set protoc compiles from it), keeps
+every existing field's number, gives a new field the next number never used,
+and moves a removed field's number and name into ``reserved``. The file itself is the memory; there is no side file.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.db import models
+from google.protobuf import descriptor_pb2
 from rest_framework import serializers
 
 from grpc_ext.filters import get_list_filters, get_ordering_fields
@@ -142,38 +143,58 @@ class MessageNumbers:
         return {number for number, _ in self.fields.values()} | self.reserved_numbers
 
 
-_MESSAGE_START = re.compile(r"^message (\w+) \{(\}?)$")
-_FIELD = re.compile(r"^(?:(optional|repeated) )?([\w.]+) (\w+) = (\d+);")
-_RESERVED_NUMBERS = re.compile(r"^reserved (\d+(?:, \d+)*);$")
-_RESERVED_NAMES = re.compile(r'^reserved ("\w+"(?:, "\w+")*);$')
-
-
 def parse_proto(text: str) -> dict[str, MessageNumbers]:
-    """Read the numbers of every message of a .proto written by ``render``.
+    """Read the numbers of every message of a .proto from the descriptor set protoc compiles from it.
 
-    Only the generated format is understood; comments and other lines are skipped.
+    The compiler, not a pattern over the text, says what the file declares, so
+    any valid .proto is read, however it is formatted or commented.
     """
-    messages: dict[str, MessageNumbers] = {}
-    current: MessageNumbers | None = None
-    for raw_line in text.splitlines():
-        line = raw_line.strip()
-        if current is None:
-            match = _MESSAGE_START.match(line)
-            if match:
-                current = messages[match[1]] = MessageNumbers({}, set(), set())
-                if match[2]:
-                    current = None
-            continue
-        if line == "}":
-            current = None
-        elif match := _FIELD.match(line):
-            label, proto_type, name, number = match.groups()
-            current.fields[name] = (int(number), f"repeated {proto_type}" if label == "repeated" else proto_type)
-        elif match := _RESERVED_NUMBERS.match(line):
-            current.reserved_numbers.update(int(number) for number in match[1].split(", "))
-        elif match := _RESERVED_NAMES.match(line):
-            current.reserved_names.update(name.strip('"') for name in match[1].split(", "))
+    proto_file = compile_descriptor(text)
+    messages = {}
+    for message in proto_file.message_type:
+        fields = {field.name: (field.number, descriptor_type(field, proto_file.package)) for field in message.field}
+        reserved_numbers = {number for span in message.reserved_range for number in range(span.start, span.end)}
+        messages[message.name] = MessageNumbers(fields, reserved_numbers, set(message.reserved_name))
     return messages
+
+
+def descriptor_type(field: descriptor_pb2.FieldDescriptorProto, package: str) -> str:
+    """Return a field's type as ``ProtoField`` writes it: ``string``, ``google.protobuf.Struct``, ``repeated Post``."""
+    if field.type in (descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE, descriptor_pb2.FieldDescriptorProto.TYPE_ENUM):
+        name = field.type_name.lstrip(".")
+        if package and name.startswith(f"{package}."):
+            name = name[len(package) + 1 :]
+    else:
+        name = descriptor_pb2.FieldDescriptorProto.Type.Name(field.type).removeprefix("TYPE_").lower()
+    return f"repeated {name}" if field.label == descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED else name
+
+
+def compile_descriptor(text: str) -> descriptor_pb2.FileDescriptorProto:
+    """Compile one .proto with grpc_tools' protoc (``--descriptor_set_out``); return its file descriptor."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "previous.proto").write_text(text)
+        command = [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{root}",
+            f"-I{well_known_protos()}",
+            f"--descriptor_set_out={root / 'previous.pb'}",
+            "previous.proto",
+        ]
+        result = subprocess.run(command, cwd=root, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ContractError(f"The .proto on disk does not compile: {result.stderr.strip()}")
+        descriptor_set = descriptor_pb2.FileDescriptorSet.FromString((root / "previous.pb").read_bytes())
+    return descriptor_set.file[0]
+
+
+def well_known_protos() -> Path:
+    """Return the directory of the well-known protos bundled with grpc_tools (timestamp.proto, ...)."""
+    import grpc_tools
+
+    return Path(grpc_tools.__file__).parent / "_proto"
 
 
 @dataclass
@@ -357,9 +378,7 @@ def compile_protos(proto_files: list[Path], root: Path, out_dir: Path) -> None:
     Files are named relative to ``root`` (``protos/posts.proto``), so the
     generated ``_grpc`` module imports ``from protos import posts_pb2``.
     """
-    import grpc_tools
-
-    well_known = Path(grpc_tools.__file__).parent / "_proto"
+    well_known = well_known_protos()
     with tempfile.TemporaryDirectory() as tmp:
         command = [
             sys.executable,

@@ -218,3 +218,32 @@ def test_a_writable_primary_key_stays_out_of_the_request_fields():
 def test_one_off_with_a_field_the_model_lacks_is_a_command_error():
     with pytest.raises(CommandError, match="Field name `nope` is not valid for model `Post`"):
         call_command("generateproto", "--model", "posts.models.Post", "--fields", "id,nope")
+
+
+def test_the_proto_on_disk_is_read_by_the_compiler_whatever_its_layout():
+    """Comments, one-line messages, ranges and nested types: protoc's descriptor set says what is declared."""
+    text = """
+    syntax = "proto3";
+    package drafts;
+    import "google/protobuf/timestamp.proto";
+    /* a block comment: message Fake { string nope = 9; } */
+    message Post { string id = 1; // trailing comment
+      repeated   Post children=7; google.protobuf.Timestamp created = 5;
+      reserved 2 to 4, 9; reserved "old_title";
+      message Inner { int32 x = 1; }
+    }
+    """
+    parsed = parse_proto(text)
+    assert set(parsed) == {"Post"}
+    post = parsed["Post"]
+    assert post.fields == {
+        "id": (1, "string"),
+        "children": (7, "repeated Post"),
+        "created": (5, "google.protobuf.Timestamp"),
+    }
+    assert post.reserved_numbers == {2, 3, 4, 9} and post.reserved_names == {"old_title"}
+
+
+def test_a_proto_on_disk_that_does_not_compile_is_a_contract_error():
+    with pytest.raises(ContractError, match="does not compile"):
+        parse_proto('syntax = "proto3";\nmessage Post { string id = ; }\n')
