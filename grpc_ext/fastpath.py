@@ -31,6 +31,7 @@ from rest_framework import serializers
 from rest_framework.settings import ISO_8601, api_settings
 
 from grpc_ext.protojson import JSON_MESSAGE_TYPES, integral_numbers, message_to_dict
+from grpc_ext.relations import StringPrimaryKeyRelatedField
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +113,6 @@ def identity(value: Any) -> Any:
 
 def field_converter(name: str, field: serializers.Field, proto_field: FieldDescriptor) -> tuple[str, Callable]:
     """Return ``(attribute, converter)`` for one readable serializer field, or raise ``NotCompilable``."""
-    from grpc_ext.serializers import StringPrimaryKeyRelatedField
-
     if field.source == "*" or len(field.source_attrs) != 1:
         raise NotCompilable(f"{name}: source {field.source!r} is not a plain attribute")
     if proto_field.is_repeated:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import logging
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models.manager import BaseManager
 from django.utils.module_loading import import_string
 from django_grpc_framework import proto_serializers
@@ -35,28 +34,15 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import fields as drf_fields
-from rest_framework import relations
 from rest_framework.serializers import LIST_SERIALIZER_KWARGS, LIST_SERIALIZER_KWARGS_REMOVE
 
 from grpc_ext import fastpath
 from grpc_ext.exceptions import InvalidArgument
 from grpc_ext.protojson import message_to_dict
+from grpc_ext.relations import StringPrimaryKeyRelatedField
 from grpc_ext.settings import grpc_ext_settings
 
 logger = logging.getLogger(__name__)
-
-
-class StringPrimaryKeyRelatedField(relations.PrimaryKeyRelatedField):
-    """A related object as the string of its key (a UUID is a proto ``string``)."""
-
-    def to_representation(self, value) -> str:
-        return str(value.pk)
-
-    def to_internal_value(self, data):
-        try:
-            return super().to_internal_value(data)
-        except DjangoValidationError:
-            self.fail("does_not_exist", pk_value=data)
 
 
 def unreadable_fields(message: Message) -> list[str]:
