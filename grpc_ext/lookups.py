@@ -24,6 +24,8 @@ from django.db.models import Model, QuerySet
 from django.db.models.query import ModelIterable
 from django.db.models.sql import Query
 
+from grpc_ext.rows import convert_row
+
 
 def plain_shape(queryset: QuerySet) -> tuple | None:
     """Return what identifies the SQL of a plain queryset (its model, database and filter), else ``None``."""
@@ -73,12 +75,7 @@ class PreparedLookup:
         select_fields = compiler.klass_info["select_fields"]
         self.start, self.end = select_fields[0], select_fields[-1] + 1
         self.init_list = [column[0].target.attname for column in select[self.start : self.end]]
-        self.converters = [
-            (position, functions, expression)
-            for position, (functions, expression) in compiler.get_converters(
-                [column[0] for column in select[self.start : self.end]]
-            ).items()
-        ]
+        self.converters = compiler.get_converters([column[0] for column in select[self.start : self.end]])
 
     def matches(self, queryset: QuerySet) -> bool:
         """Tell whether ``queryset`` compiles to the same SQL (same model, database and filter)."""
@@ -98,12 +95,7 @@ class PreparedLookup:
             raise self.model.MultipleObjectsReturned(
                 f"get() returned more than one {self.model._meta.object_name} -- it returned 2 or more!"
             )
-        values = list(rows[0][self.start : self.end])
-        for position, functions, expression in self.converters:
-            value = values[position]
-            for convert in functions:
-                value = convert(value, expression, connection)
-            values[position] = value
+        values = convert_row(rows[0][self.start : self.end], self.converters, connection)
         return self.model.from_db(self.db, self.init_list, values)
 
 

@@ -3,8 +3,9 @@
 The framework's Create, Update and Destroy mixins are used as they are; its
 List (a server stream of every row) becomes ``Stream`` (batches of rows), and
 ``List`` returns one page (AIP-132). ``PartialUpdate`` takes a field mask
-(AIP-134). Retrieve, List and Stream build messages with the serializer
-class's compiled builder (``BuilderMixin``).
+(AIP-134). Every action gets its serializer from ``get_serializer`` and its
+messages from that serializer's codec (``grpc_ext.codec``), and every write
+goes through ``perform_create``/``perform_update``/``perform_destroy``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from django.db import transaction
 from django_grpc_framework import mixins as framework_mixins
 from google.protobuf.message import Message
 
+from grpc_ext.codec import MessageCodec
 from grpc_ext.exceptions import InvalidArgument, excerpt, excerpts
-from grpc_ext.fastpath import MessageBuilder
 from grpc_ext.filters import filter_list_request, get_list_filters, get_ordering_fields, parse_order_by
 from grpc_ext.pagination import KeysetPagination
 from grpc_ext.settings import grpc_ext_settings
@@ -39,10 +40,11 @@ class CreateModelMixin(framework_mixins.CreateModelMixin):
             serializer.save()
 
 
-class UpdateModelMixin(framework_mixins.UpdateModelMixin):
-    """``Update``: replace every writable field; one left unset takes its model default."""
+class UpdateHooksMixin:
+    """What ``Update`` and ``PartialUpdate`` share: the replacement of every field and ``perform_update``."""
 
-    def Update(self, request, context):
+    def replace_object(self, request) -> Message:
+        """Replace every writable field of the object the request names; return its message."""
         instance = self.get_object()
         serializer = self.get_serializer(instance, data=self.get_replacement_data(request))
         serializer.is_valid(raise_exception=True)
@@ -63,9 +65,16 @@ class UpdateModelMixin(framework_mixins.UpdateModelMixin):
         return data
 
     def perform_update(self, serializer):
-        """Save every writable field in one transaction."""
+        """Save the changed fields in one transaction, so a failure writes nothing (Update and PartialUpdate)."""
         with transaction.atomic():
             serializer.save()
+
+
+class UpdateModelMixin(UpdateHooksMixin, framework_mixins.UpdateModelMixin):
+    """``Update``: replace every writable field; one left unset takes its model default."""
+
+    def Update(self, request, context):
+        return self.replace_object(request)
 
 
 class DestroyModelMixin(framework_mixins.DestroyModelMixin):
@@ -74,40 +83,31 @@ class DestroyModelMixin(framework_mixins.DestroyModelMixin):
             instance.delete()
 
 
-class BuilderMixin:
-    """Build responses with the serializer class's compiled builder, without a serializer per call.
-
-    A compiled builder's output depends on the serializer class only (its
-    fields are built once per class), so skipping the serializer instance
-    changes no byte. Override these hooks to return ``None`` if
-    ``get_serializer`` is customized.
-    """
-
-    def get_message_builder(self) -> MessageBuilder | None:
-        """Return the serializer class's builder for instances, or ``None`` to use a serializer."""
-        getter = getattr(self.get_serializer_class(), "get_message_builder", None)
-        return getter() if getter is not None else None
-
-    def get_row_builder(self) -> MessageBuilder | None:
-        """Return the serializer's builder for ``values_list`` rows, or ``None`` to read model instances.
-
-        Rows then go from the cursor into messages with no model instance and
-        no serializer per row; the messages are the serializer's, byte for
-        byte. Override to return ``None`` if ``get_serializer`` is customized.
-        """
-        getter = getattr(self.get_serializer_class(), "get_row_builder", None)
-        return getter() if getter is not None else None
+def codec_of(serializer) -> MessageCodec | None:
+    """Return the codec of a serializer from ``get_serializer`` (of its child if ``many``), if it has one."""
+    get_codec = getattr(getattr(serializer, "child", serializer), "get_codec", None)
+    return get_codec() if get_codec is not None else None
 
 
-class RetrieveModelMixin(BuilderMixin):
+def row_codec(serializer) -> MessageCodec | None:
+    """Return the serializer's codec if it builds messages from ``values_list`` rows, else ``None``."""
+    codec = codec_of(serializer)
+    return codec if codec is not None and codec.columns is not None else None
+
+
+class RetrieveModelMixin:
     def Retrieve(self, request, context):
         instance = self.get_object()
-        builder = self.get_message_builder()
-        return builder.build(instance) if builder is not None else self.get_serializer(instance).message
+        return self.get_serializer(instance).message
 
 
-class ListModelMixin(BuilderMixin):
-    """``List``: one page of rows and the token of the next (AIP-132)."""
+class ListModelMixin:
+    """``List``: one page of rows and the token of the next (AIP-132).
+
+    Rows go from the cursor into messages with no model instance when the
+    codec of ``get_serializer(many=True)`` has columns; the messages are the
+    serializer's, byte for byte.
+    """
 
     #: Ordering of List pages; the primary key is appended to break ties.
     ordering: list[str] | None = None
@@ -115,13 +115,13 @@ class ListModelMixin(BuilderMixin):
     def List(self, request, context):
         queryset = self.filter_queryset(self.get_queryset())
         queryset, applied_filters = self.filter_list_queryset(queryset, request)
-        builder = self.get_row_builder()
+        codec = row_codec(self.get_serializer(many=True))
         page = self.get_paginator(queryset).paginate(
             queryset,
             page_size=request.page_size,
             page_token=request.page_token,
             filters=applied_filters,
-            builder=builder,
+            codec=codec,
         )
         response_class = response_class_for(self.get_serializer_class(), "ListResponse")
         response = response_class(next_page_token=page.next_page_token)
@@ -151,7 +151,7 @@ class ListModelMixin(BuilderMixin):
             keep += 1
         if keep < len(rows):
             del rows[keep:]
-            response.next_page_token = page.token_after(keep - 1)
+            response.next_page_token = page.token_for(page.rows[keep - 1])
 
     def filter_list_queryset(self, queryset, request) -> tuple:
         """Apply the request's filters (``Meta.list_filters``); return the queryset and the values applied."""
@@ -168,7 +168,7 @@ class ListModelMixin(BuilderMixin):
         return KeysetPagination(self.get_list_ordering(queryset))
 
 
-class StreamModelMixin(BuilderMixin):
+class StreamModelMixin:
     """``Stream``: every row as a server stream of batches (``repeated`` rows per message), for exports.
 
     A message per row would cost a send per row; a batch is one send. Rows
@@ -202,11 +202,11 @@ class StreamModelMixin(BuilderMixin):
         """
         response_class = response_class_for(self.get_serializer_class(), "StreamResponse")
         field = repeated_field(response_class)
-        builder = self.get_row_builder()
+        codec = row_codec(self.get_serializer(many=True))
         batches = StreamBatches(self.get_stream_ordering(queryset))
         token = ""
         while True:
-            page = batches.paginate(queryset, page_size=size, page_token=token, builder=builder)
+            page = batches.paginate(queryset, page_size=size, page_token=token, codec=codec)
             if not page.rows:
                 return
             response = response_class()
@@ -248,17 +248,18 @@ def repeated_field(response_class: type[Message]) -> str:
 FULL_REPLACEMENT = "*"
 
 
-class PartialUpdateModelMixin:
+class PartialUpdateModelMixin(UpdateHooksMixin):
     """``PartialUpdate``: change only the paths of ``update_mask`` (AIP-134).
 
     An empty mask means every field the request populates, and ``*`` full
-    replacement (what ``Update`` does), as AIP-134 says; a masked ``optional``
-    field left unset goes back to its model default.
+    replacement (``Update``), as AIP-134 says; a masked ``optional`` field left
+    unset goes back to its model default. It saves through ``perform_update``,
+    the hook ``Update`` calls, so a service that overrides it sees both.
     """
 
     def PartialUpdate(self, request, context):
         if list(request.update_mask.paths) == [FULL_REPLACEMENT]:
-            return UpdateModelMixin.Update(self, request, context)
+            return self.replace_object(request)
         instance = self.get_object()
         serializer = self.get_serializer(instance)
         # Checked before the request is read: reading prints the mask, which fails on a malformed path.
@@ -267,8 +268,7 @@ class PartialUpdateModelMixin:
         partial = {path: data[path] if path in data else model_default(serializer, path) for path in paths}
         serializer = self.get_serializer(instance, data=partial, partial=True)
         serializer.is_valid(raise_exception=True)
-        with transaction.atomic():
-            serializer.save()
+        self.perform_update(serializer)
         return serializer.message
 
     def get_update_paths(self, request, writable: list[str]) -> list[str]:

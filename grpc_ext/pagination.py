@@ -19,23 +19,43 @@ from django.core import signing
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db.models import Model, Q, QuerySet
 
+from grpc_ext.codec import MessageCodec
 from grpc_ext.exceptions import InvalidArgument
-from grpc_ext.fastpath import MessageBuilder
-from grpc_ext.rows import RawRows
 from grpc_ext.settings import grpc_ext_settings
 
 TOKEN_SALT = "grpc_ext.pagination.page_token"
 
 
 @dataclass(frozen=True)
+class RowTokens:
+    """Make the page token that starts after a given row of one listing (its ordering and filters)."""
+
+    model: type[Model]
+    ordering: list[str]
+    filters: dict[str, str]
+    #: For rows of a codec: where each ordering column is in the row, and how to read the row as Python values.
+    positions: dict[str, int] | None = None
+    to_python: Callable[[Any], list] | None = None
+
+    def token_for(self, row: Any) -> str:
+        """Return the token of the page that starts right after ``row`` (an instance or a codec row)."""
+        if self.positions is not None and self.to_python is not None:
+            values = self.to_python(row)
+            # value_to_string reads the attname, as from an instance.
+            row = SimpleNamespace(**{attname: values[index] for attname, index in self.positions.items()})
+        values = [self.model._meta.get_field(term.lstrip("-")).value_to_string(row) for term in self.ordering]
+        return signing.dumps({"o": self.ordering, "f": self.filters, "v": values}, salt=TOKEN_SALT, compress=True)
+
+
+@dataclass(frozen=True)
 class Page:
-    #: Model instances, or rows for ``fill`` when ``paginate`` was given a builder.
+    #: Model instances, or rows for ``fill`` when ``paginate`` was given a codec with columns.
     rows: list
     next_page_token: str
-    #: ``fill(rows, make)`` builds the rows' messages (see ``MessageBuilder.fill``); None for instances.
+    #: ``token_for(row)``: the token of the page that starts after ``row``, one of ``rows``.
+    token_for: Callable[[Any], str]
+    #: ``fill(rows, make)`` builds the rows' messages (see ``MessageCodec.fetch``); None for instances.
     fill: Callable | None = None
-    #: ``token_after(index)``: the token of the page that starts after ``rows[index]``.
-    token_after: Callable[[int], str] | None = None
 
 
 class KeysetPagination:
@@ -68,16 +88,15 @@ class KeysetPagination:
         page_size: int,
         page_token: str,
         filters: dict[str, str] | None = None,
-        builder: MessageBuilder | None = None,
+        codec: MessageCodec | None = None,
     ) -> Page:
         """Return the page after ``page_token`` (the first page for an empty token).
 
         A token is bound to the ordering and to ``filters`` (the request's
         filter values): used with others it is refused, since its position
-        means nothing in another listing. With a ``builder`` whose
-        ``columns`` are the rows' attnames, no model instance is created: the
-        rows are tuples of those columns (then the ordering's, if missing),
-        for ``page.fill``.
+        means nothing in another listing. With a ``codec`` that has
+        ``columns``, no model instance is created: the rows are tuples of
+        those columns (then the ordering's, if missing), for ``page.fill``.
         """
         ordering = self.get_ordering(queryset)
         filters = filters or {}
@@ -86,32 +105,22 @@ class KeysetPagination:
         if page_token:
             values = self._decode(queryset.model, ordering, filters, page_token)
             queryset = queryset.filter(self._after(ordering, values))
-        if builder is None:
+        tokens = RowTokens(queryset.model, ordering, filters)
+        fill = None
+        if codec is None or codec.columns is None:
             rows = list(queryset[: size + 1])
-            fill = to_python = None
         else:
             # The ordering's columns the rows lack are selected after them.
-            columns = builder.columns
+            columns = codec.columns
             attnames = [queryset.model._meta.get_field(term.lstrip("-")).attname for term in ordering]
             selected = [*columns, *(attname for attname in dict.fromkeys(attnames) if attname not in columns)]
-            queryset = queryset.values_list(*selected)[: size + 1]
-            raw = RawRows(builder, queryset)
-            if raw.fill is not None:
-                rows, fill, to_python = list(raw.rows()), raw.fill, raw.python_row
-            else:
-                rows, fill, to_python = list(queryset), builder.fill, None
+            fetched = codec.fetch(queryset.values_list(*selected)[: size + 1])
+            rows, fill = list(fetched.rows), fetched.fill
+            positions = {attname: selected.index(attname) for attname in attnames}
+            tokens = RowTokens(queryset.model, ordering, filters, positions, fetched.to_python)
         more = len(rows) > size
         rows = rows[:size]
-
-        def token_after(index: int) -> str:
-            last = rows[index]
-            if builder is not None:
-                values = to_python(last) if to_python else last
-                # value_to_string reads the attname, as from an instance.
-                last = SimpleNamespace(**{attname: values[selected.index(attname)] for attname in attnames})
-            return self._encode(queryset.model, ordering, filters, last)
-
-        return Page(rows, token_after(len(rows) - 1) if more else "", fill, token_after)
+        return Page(rows, tokens.token_for(rows[-1]) if more else "", tokens.token_for, fill)
 
     @staticmethod
     def _after(ordering: list[str], values: list) -> Q:
@@ -132,11 +141,6 @@ class KeysetPagination:
                 step &= Q(**{previous.lstrip("-"): value})
             condition |= step
         return bound & condition
-
-    @staticmethod
-    def _encode(model: type[Model], ordering: list[str], filters: dict[str, str], row: Any) -> str:
-        values = [model._meta.get_field(term.lstrip("-")).value_to_string(row) for term in ordering]
-        return signing.dumps({"o": ordering, "f": filters, "v": values}, salt=TOKEN_SALT, compress=True)
 
     @staticmethod
     def _decode(model: type[Model], ordering: list[str], filters: dict[str, str], token: str) -> list:

@@ -155,10 +155,18 @@ class RawRows:
 
     def python_row(self, row: Iterable) -> list:
         """Return ``row`` converted as ``values_list`` converts it."""
-        row = list(row)
-        for position, (functions, expression) in self.converters.items():
-            value = row[position]
-            for convert in functions:
-                value = convert(value, expression, self.connection)
-            row[position] = value
-        return row
+        return convert_row(row, self.converters, self.connection)
+
+
+def convert_row(row: Iterable, converters: dict[int, tuple[list, Any]], connection) -> list:
+    """Return a raw database row with the backend's converters applied, as Django's iterables apply them.
+
+    ``converters`` is ``compiler.get_converters(...)``: position -> (functions, expression).
+    """
+    values = list(row)
+    for position, (functions, expression) in converters.items():
+        value = values[position]
+        for convert in functions:
+            value = convert(value, expression, connection)
+        values[position] = value
+    return values

@@ -14,7 +14,8 @@ Replaces, in the framework's class:
 Related objects are written as their key's string, the way the generated
 protos type them.
 
-Fast path (``grpc_ext.fastpath``): ``.message`` is built straight from the
+Messages are encoded and requests decoded by the class's codec
+(``get_codec``, ``grpc_ext.codec``): ``.message`` is built straight from the
 instance by converters compiled once per class, requests are read into a dict
 without JSON, and ``get_fields()`` is built once per class and copied. The
 reference path (DRF ``.data`` + ``json_format``) stays available as
@@ -27,7 +28,6 @@ from __future__ import annotations
 import copy
 import logging
 
-from django.db.models.manager import BaseManager
 from django.utils.module_loading import import_string
 from django_grpc_framework import proto_serializers
 from google.protobuf import json_format
@@ -36,9 +36,8 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework import fields as drf_fields
 from rest_framework.serializers import LIST_SERIALIZER_KWARGS, LIST_SERIALIZER_KWARGS_REMOVE
 
-from grpc_ext import fastpath
+from grpc_ext.codec import MessageCodec
 from grpc_ext.exceptions import InvalidArgument
-from grpc_ext.protojson import message_to_dict
 from grpc_ext.relations import StringPrimaryKeyRelatedField
 from grpc_ext.settings import grpc_ext_settings
 
@@ -77,27 +76,12 @@ def fast_path_enabled() -> bool:
     return grpc_ext_settings.FAST_PATH
 
 
-def serializes_instance(serializer) -> bool:
-    """Tell whether ``serializer.data`` is the representation of its instance (DRF's first case).
-
-    Otherwise (validated data without an instance, errors, or a missing
-    ``is_valid()`` call) ``.data`` decides, assertions included.
-    """
-    unvalidated = hasattr(serializer, "initial_data") and not hasattr(serializer, "_validated_data")
-    return serializer.instance is not None and not getattr(serializer, "_errors", None) and not unvalidated
-
-
 class ListProtoSerializer(proto_serializers.ListProtoSerializer):
     @property
     def message(self) -> list[Message]:
-        """Return the list of messages, each row built by the child's compiled builder when it has one."""
+        """Return the list of messages, encoded by the child's codec."""
         if not hasattr(self, "_message"):
-            builder = self.child.get_message_builder() if serializes_instance(self) else None
-            if builder is None:
-                self._message = self.data_to_message(self.data)
-            else:
-                rows = self.instance.all() if isinstance(self.instance, BaseManager) else self.instance
-                self._message = builder.build_many(rows)
+            self._message = self.child.get_codec().encode_many(self)
         return self._message
 
 
@@ -146,9 +130,7 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
     def message_to_data(self, message: Message) -> dict:
         """Read a request into DRF's input; INVALID_ARGUMENT for a value JSON cannot hold (a year-10000 Timestamp)."""
         try:
-            if fast_path_enabled():
-                return fastpath.read_message(message)
-            return message_to_dict(message)
+            return self.get_codec().decode(message)
         except ValueError:
             fields = unreadable_fields(message)
             raise InvalidArgument(
@@ -165,10 +147,9 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
 
     @property
     def message(self) -> Message:
-        """Return the message for ``.data``, built from the instance by the compiled builder when possible."""
+        """Return the message for ``.data``, encoded by the class's codec."""
         if not hasattr(self, "_message"):
-            builder = self.get_message_builder() if serializes_instance(self) else None
-            self._message = builder.build(self.instance) if builder else self.data_to_message(self.data)
+            self._message = self.get_codec().encode(self)
         return self._message
 
     @property
@@ -177,30 +158,14 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
         return self.data_to_message(self.data)
 
     @classmethod
-    def get_message_builder(cls) -> fastpath.MessageBuilder | None:
-        """Return the class's compiled builder, or ``None`` when the reference path must be used."""
-        if not fast_path_enabled():
-            return None
-        if "_message_builder" not in cls.__dict__:
-            try:
-                cls._message_builder = fastpath.MessageBuilder.compile(cls(), cls.get_proto_class())
-            except fastpath.NotCompilable as exc:
-                logger.info("%s keeps the reference path: %s", cls.__qualname__, exc)
-                cls._message_builder = None
-        return cls._message_builder
-
-    @classmethod
-    def get_row_builder(cls) -> fastpath.MessageBuilder | None:
-        """Return the compiled builder if it can build messages from ``values_list`` rows, else ``None``."""
-        builder = cls.get_message_builder()
-        return builder if builder is not None and builder.columns is not None else None
-
-    def to_message(self, instance) -> Message:
-        """Return the message for ``instance`` (fast path if compiled, reference path otherwise)."""
-        builder = self.get_message_builder()
-        if builder is not None:
-            return builder.build(instance)
-        return self.data_to_message(self.to_representation(instance))
+    def get_codec(cls) -> MessageCodec:
+        """Return the class's codec, compiled on first use (one per ``FAST_PATH`` setting)."""
+        key = "_fast_codec" if fast_path_enabled() else "_reference_codec"
+        codec = cls.__dict__.get(key)
+        if codec is None:
+            codec = MessageCodec.compile(cls)
+            setattr(cls, key, codec)
+        return codec
 
     def get_fields(self):
         """Return the fields, built once per class and deep-copied, as DRF copies declared fields.

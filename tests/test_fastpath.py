@@ -146,7 +146,7 @@ def test_every_field_type_encodes_to_the_reference_bytes(everything_pb2, case):
     instance = INSTANCES[case]()
     serializer = EverythingSerializer(instance)
 
-    assert EverythingSerializer.get_message_builder() is not None, "the fast path must be compiled here"
+    assert EverythingSerializer.get_codec().builder is not None, "the fast path must be compiled here"
     assert wire(serializer.message) == wire(EverythingSerializer(instance).reference_message)
 
 
@@ -163,7 +163,7 @@ def test_list_encodes_every_row_to_the_reference_bytes(everything_pb2):
 def test_rows_of_every_field_type_encode_to_the_reference_bytes(everything_pb2):
     """``values_list`` tuples (the columns' values, as on an instance) build the reference bytes."""
     instances = [make() for make in INSTANCES.values()]
-    builder = EverythingSerializer.get_row_builder()
+    builder = EverythingSerializer.get_codec().builder
     assert builder is not None, "every field of Everything is a column: the row path must be compiled"
     rows = [
         (*(getattr(instance, column) for column in builder.columns), "extra ordering value") for instance in instances
@@ -186,8 +186,8 @@ def test_a_field_that_is_no_column_keeps_instances_for_lists(everything_pb2):
 
     Everything.upper_name = property(lambda self: self.name.upper())
     try:
-        assert WithProperty.get_message_builder() is not None
-        assert WithProperty.get_row_builder() is None
+        assert WithProperty.get_codec().builder is not None
+        assert WithProperty.get_codec().columns is None
         assert WithProperty([everything(name="a")], many=True).message[0].name == "A"
     finally:
         del Everything.upper_name
@@ -205,7 +205,7 @@ def test_a_field_the_fast_path_cannot_compile_keeps_the_reference_path(everythin
     WithMethodField.Meta.proto_class = everything_pb2.Everything
     instance = everything(name="shout")
 
-    assert WithMethodField.get_message_builder() is None
+    assert WithMethodField.get_codec().builder is None
     assert WithMethodField(instance).message.name == "SHOUT"
 
 
@@ -214,7 +214,7 @@ def test_fast_path_off_in_settings_uses_the_reference_path(everything_pb2, setti
 
     instance = everything()
 
-    assert EverythingSerializer.get_message_builder() is None
+    assert EverythingSerializer.get_codec().builder is None
     assert wire(EverythingSerializer(instance).message) == wire(EverythingSerializer(instance).reference_message)
 
 
@@ -225,8 +225,8 @@ def test_project_serializers_encode_saved_rows_to_the_reference_bytes():
     post.refresh_from_db()
     user.refresh_from_db()
 
-    assert PostProtoSerializer.get_message_builder() is not None
-    assert UserProtoSerializer.get_message_builder() is not None
+    assert PostProtoSerializer.get_codec().builder is not None
+    assert UserProtoSerializer.get_codec().builder is not None
     assert wire(PostProtoSerializer(post).message) == wire(PostProtoSerializer(post).reference_message)
     assert wire(UserProtoSerializer(user).message) == wire(UserProtoSerializer(user).reference_message)
     assert "password" not in UserProtoSerializer(user).message.DESCRIPTOR.fields_by_name
@@ -305,8 +305,8 @@ def test_list_and_stream_rows_match_the_reference_path_over_the_wire(
     Post.objects.filter(pk=posts[1].pk).update(created=datetime(2024, 1, 1, tzinfo=UTC))
     Post.objects.filter(pk=posts[2].pk).update(updated=datetime(1969, 7, 20, 20, 17, 40, 5, tzinfo=UTC))
     make_user(email="second@example.com")
-    assert PostProtoSerializer.get_row_builder() is not None
-    assert UserProtoSerializer.get_row_builder() is not None
+    assert PostProtoSerializer.get_codec().columns is not None
+    assert UserProtoSerializer.get_codec().columns is not None
     calls = {
         "posts": lambda: stream_and_pages(posts_stub, posts_pb2.PostStreamRequest, posts_pb2.PostListRequest),
         "users": lambda: stream_and_pages(users_stub, users_pb2.UserStreamRequest, users_pb2.UserListRequest),
@@ -314,7 +314,7 @@ def test_list_and_stream_rows_match_the_reference_path_over_the_wire(
     fast = {name: call() for name, call in calls.items()}
 
     settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "FAST_PATH": False}
-    assert PostProtoSerializer.get_row_builder() is None
+    assert PostProtoSerializer.get_codec().columns is None
     reference = {name: call() for name, call in calls.items()}
 
     assert fast == reference

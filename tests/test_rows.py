@@ -18,7 +18,7 @@ class HexIdPostSerializer(PostProtoSerializer):
 
 
 def raw_rows(serializer_class) -> RawRows:
-    builder = serializer_class.get_row_builder()
+    builder = serializer_class.get_codec().builder
     return RawRows(builder, Post.objects.values_list(*builder.columns))
 
 

@@ -1,0 +1,85 @@
+"""Every action goes through the service's hooks: ``get_serializer`` for messages, ``perform_update`` for writes."""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+
+from grpc_ext.server import load_interceptors
+from posts.models import Post
+from posts.serializers import PostProtoSerializer
+from posts.servicers import PostService
+from protos import posts_pb2, posts_pb2_grpc
+from tests.factories import make_post
+from tests.helpers import with_metadata
+
+
+class ShoutingPostSerializer(PostProtoSerializer):
+    """Titles in capitals: a representation the compiled fast path cannot reproduce."""
+
+    class Meta(PostProtoSerializer.Meta):
+        pass
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["title"] = data["title"].upper()
+        return data
+
+
+class HookedPostService(PostService):
+    """Returns its own serializer, and marks every update it saves."""
+
+    def get_serializer(self, *args, **kwargs):
+        kwargs.setdefault("context", self.get_serializer_context())
+        return ShoutingPostSerializer(*args, **kwargs)
+
+    def perform_update(self, serializer):
+        super().perform_update(serializer)
+        Post.objects.filter(pk=serializer.instance.pk).update(description=f"saved by perform_update ({self.action})")
+
+
+@pytest.fixture(scope="module")
+def hooked_address(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=load_interceptors())
+        posts_pb2_grpc.add_PostControllerServicer_to_server(HookedPostService.as_servicer(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        yield f"127.0.0.1:{port}"
+        server.stop(grace=None).wait()
+
+
+@pytest.fixture
+def hooked_stub(hooked_address, user):
+    with grpc.insecure_channel(hooked_address) as channel:
+        yield posts_pb2_grpc.PostControllerStub(with_metadata(channel, user))
+
+
+def test_retrieve_list_and_stream_use_the_serializer_of_get_serializer(hooked_stub, user):
+    post = make_post(owner=user, title="quiet")
+
+    assert hooked_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id))).title == "QUIET"
+    assert [p.title for p in hooked_stub.List(posts_pb2.PostListRequest()).posts] == ["QUIET"]
+    streamed = [p.title for batch in hooked_stub.Stream(posts_pb2.PostStreamRequest()) for p in batch.posts]
+    assert streamed == ["QUIET"]
+    assert hooked_stub.Create(posts_pb2.PostCreateRequest(title="new")).title == "NEW"
+
+
+@pytest.mark.parametrize("paths", [["title"], [], ["*"]], ids=["mask", "empty mask", "full replacement"])
+def test_partial_update_saves_through_perform_update_as_update_does(hooked_stub, user, paths):
+    post = make_post(owner=user, title="before")
+    mask = field_mask_pb2.FieldMask(paths=paths)
+
+    answer = hooked_stub.PartialUpdate(
+        posts_pb2.PostPartialUpdateRequest(id=str(post.id), title="after", update_mask=mask)
+    )
+
+    assert answer.title == "AFTER"
+    post.refresh_from_db()
+    assert (post.title, post.description) == ("after", "saved by perform_update (PartialUpdate)")
+    hooked_stub.Update(posts_pb2.PostUpdateRequest(id=str(post.id), title="again"))
+    post.refresh_from_db()
+    assert (post.title, post.description) == ("again", "saved by perform_update (Update)")
