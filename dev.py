@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import venv
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -141,7 +142,7 @@ def buf() -> None:
     print(f"buf breaking: protos keep the wire contract of {baseline}.", flush=True)
 
 
-def accepted_breaks() -> set[tuple[str, str]]:
+def accepted_breaks() -> set[tuple[str, ...]]:
     """Return the (rule, message) pairs of the deliberate breaks listed in ``buf.accepted-breaks.txt``."""
     if not ACCEPTED_BREAKS.exists():
         return set()
@@ -150,12 +151,14 @@ def accepted_breaks() -> set[tuple[str, str]]:
 
 
 def lint() -> None:
-    """Check the code with ruff, the one linter and formatter (configured in pyproject.toml)."""
+    """Check the code: ruff (lint and format), mypy (types), import-linter (no import cycle); see pyproject.toml."""
     run(str(PYTHON), "-m", "ruff", "check", ".")
     run(str(PYTHON), "-m", "ruff", "format", "--check", ".")
+    run(str(PYTHON), "-m", "mypy")
+    run(str(PYTHON), "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()", "--no-logo")
 
 
-COMMANDS = {"serve": serve, "test": test, "buf": buf, "lint": lint}
+COMMANDS: dict[str, Callable[..., None]] = {"serve": serve, "test": test, "buf": buf, "lint": lint}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -43,6 +43,14 @@ class Run:
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def must_search(pattern: str, output: str) -> re.Match[str]:
+    """Return the match of ``pattern`` in a load generator's report; fail clearly if its format changed."""
+    match = re.search(pattern, output)
+    if match is None:
+        raise RuntimeError(f"Unexpected load generator output (no {pattern!r}):\n{output}")
+    return match
+
+
 def missing_tools() -> list[str]:
     return [tool for tool in ("h2load", "wrk") if shutil.which(tool) is None]
 
@@ -81,12 +89,12 @@ def h2load(
             command += ["-n", str(requests or 1)]
         output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
         latencies = [int(line.split("\t")[2]) / 1000 for line in log_file.read_text().splitlines() if line]
-    finished = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", output)
+    finished = must_search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", output)
     seconds = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
-    done = re.search(
+    done = must_search(
         r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", output
     )
-    two_xx = int(re.search(r"status codes: (\d+) 2xx", output).group(1))
+    two_xx = int(must_search(r"status codes: (\d+) 2xx", output).group(1))
     succeeded = int(done.group(2))
     if duration and float(finished.group(3)):
         # The report's time includes the warm-up; its rate counts the main duration only.
@@ -134,12 +142,12 @@ def wrk(
             url,
         ]
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    calls = int(re.search(r"(\d+) requests in", output).group(1))
+    calls = int(must_search(r"(\d+) requests in", output).group(1))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     failed = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, errors.groups())) if errors else 0)
     percentiles = {p: _wrk_ms(v, unit) for p, v, unit in re.findall(r"\s(50|99)%\s+([\d.]+)(us|ms|s)\b", output)}
-    seconds = float(re.search(r"requests in ([\d.]+)s", output).group(1))
+    seconds = float(must_search(r"requests in ([\d.]+)s", output).group(1))
     # wrk prints percentiles only; a two-point list keeps Run.percentile meaningful.
     latencies = [percentiles["50"]] * 98 + [percentiles["99"]] * 2
     return Run(calls=calls - failed, failed=failed, seconds=seconds, latencies_ms=latencies)

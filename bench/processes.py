@@ -32,7 +32,7 @@ def wait_for_port(port: int, processes: list[subprocess.Popen], timeout: float =
     while time.monotonic() < deadline:
         for process in processes:
             if process.poll() is not None:
-                raise RuntimeError(f"{' '.join(process.args)} exited with {process.returncode}")
+                raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return

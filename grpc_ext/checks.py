@@ -96,7 +96,7 @@ def check_serializer(label: str, serializer_class: type) -> list[checks.CheckMes
     except (ImproperlyConfigured, AssertionError) as exc:
         return [checks.Error(f"{serializer_class.__qualname__}: {exc}", id="grpc_ext.E003")]
     writable = [field.source or name for name, field in fields.items() if not field.read_only]
-    errors = []
+    errors: list[checks.CheckMessage] = []
     for attribute, skip in (("create_function", 0), ("update_function", 1)):
         function = getattr(serializer_class.Meta, attribute, None)
         if function is None:

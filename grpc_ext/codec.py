@@ -47,12 +47,12 @@ class FetchedRows:
 class MessageCodec:
     """Encode instances and rows of one serializer class into messages; decode requests into data."""
 
-    def __init__(self, serializer_class: type, builder: fastpath.MessageBuilder | None):
+    def __init__(self, serializer_class: Any, builder: fastpath.MessageBuilder | None):
         self.serializer_class = serializer_class
         self.builder = builder
 
     @classmethod
-    def compile(cls, serializer_class: type) -> MessageCodec:
+    def compile(cls, serializer_class: Any) -> MessageCodec:
         """Compile the codec of ``serializer_class`` (the reference path if it cannot be compiled)."""
         builder = None
         if grpc_ext_settings.FAST_PATH and getattr(serializer_class, "cache_fields", False):
@@ -82,14 +82,19 @@ class MessageCodec:
             return self.builder.build_many(instances.all() if hasattr(instances, "all") else instances)
         return serializer.data_to_message(serializer.data)
 
-    def fetch(self, queryset: QuerySet, *, chunk_size: int | None = None) -> FetchedRows:
-        """Run a ``values_list(*self.columns, ...)`` queryset; return its rows and how to fill messages from them.
+    def fetch(
+        self, queryset: QuerySet, *, extra_columns: Iterable[str] = (), chunk_size: int | None = None
+    ) -> FetchedRows:
+        """Run ``queryset.values_list(*self.columns, *extra_columns)``; return its rows and how to fill messages.
 
         The backend's converters and the message's are fused into one function
         per column when they are known (``RawRows``); otherwise rows come from
         ``values_list`` as usual and the builder's own converters apply.
+        Extra columns (a page's ordering) follow the message's in each row.
         """
-        assert self.builder is not None and self.columns is not None, "fetch needs a codec with columns"
+        if self.builder is None or self.builder.columns is None:
+            raise ValueError(f"{self.serializer_class.__qualname__} needs model instances: its codec has no columns")
+        queryset = queryset.values_list(*self.builder.columns, *extra_columns)
         raw = RawRows(self.builder, queryset, chunk_size=chunk_size)
         if raw.fill is not None:
             return FetchedRows(raw.rows(), raw.fill, raw.python_row)

@@ -229,7 +229,7 @@ def describe_field_errors(field_errors: dict[str, list[str]]) -> str:
     )
 
 
-def django_error_codes(exc: DjangoValidationError) -> list[str]:
+def django_error_codes(exc: DjangoValidationError) -> list[str | None]:
     """Return the codes of every error a Django ``ValidationError`` holds."""
     if hasattr(exc, "error_dict"):
         return [error.code for errors in exc.error_dict.values() for error in errors]
@@ -267,7 +267,7 @@ def to_grpc_error(exc: Exception) -> GrpcError | None:
     if isinstance(exc, drf_exceptions.PermissionDenied):
         return PermissionDenied(str(exc.detail))
     if isinstance(exc, drf_exceptions.Throttled):
-        return ResourceExhausted(str(exc.detail), retry_after=exc.wait)
+        return ResourceExhausted(str(exc.detail), retry_after=getattr(exc, "wait", None))
     if is_query_canceled(exc):
         return DeadlineExceeded("The query was cancelled: the call's deadline passed or the client went away.")
     if isinstance(exc, IntegrityError):

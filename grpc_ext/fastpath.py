@@ -26,9 +26,9 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.internal import type_checkers
 from google.protobuf.message import Message
+from rest_framework import ISO_8601, serializers
 from rest_framework import fields as drf_fields
-from rest_framework import serializers
-from rest_framework.settings import ISO_8601, api_settings
+from rest_framework.settings import api_settings
 
 from grpc_ext.protojson import JSON_MESSAGE_TYPES, integral_numbers, message_to_dict
 from grpc_ext.relations import StringPrimaryKeyRelatedField
@@ -102,7 +102,7 @@ def scalar_converter(field: drf_fields.Field) -> Callable:
     method = type(field).to_representation
     if method is drf_fields.CharField.to_representation:
         return str
-    if method is drf_fields.UUIDField.to_representation and field.uuid_format == "hex_verbose":
+    if method is drf_fields.UUIDField.to_representation and getattr(field, "uuid_format", None) == "hex_verbose":
         return str
     return field.to_representation
 
@@ -122,7 +122,7 @@ def field_converter(name: str, field: serializers.Field, proto_field: FieldDescr
         overrides = type(field).to_representation is not StringPrimaryKeyRelatedField.to_representation
         if not isinstance(field, StringPrimaryKeyRelatedField) or overrides or not field.use_pk_only_optimization():
             raise NotCompilable(f"{name}: relation {type(field).__name__} is not a string primary key")
-        model_field = field.parent.Meta.model._meta.get_field(attribute)
+        model_field = getattr(field.parent, "Meta").model._meta.get_field(attribute)  # noqa: B009 (untyped Meta)
         return model_field.attname, str
     message_type = proto_field.message_type.full_name if proto_field.message_type else None
     if message_type == "google.protobuf.Timestamp" and isinstance(field, drf_fields.DateTimeField):
@@ -173,11 +173,11 @@ class MessageBuilder:
         """Compile the builder for ``serializer``'s readable fields; raise ``NotCompilable`` if it has none."""
         if type(serializer).to_representation is not serializers.Serializer.to_representation:
             raise NotCompilable(f"{type(serializer).__name__} overrides to_representation")
-        descriptor: Descriptor = proto_class.DESCRIPTOR
+        descriptor: Any = proto_class.DESCRIPTOR  # the stubs type it as a union of implementations
         json_names = {field.json_name for field in descriptor.fields} - set(descriptor.fields_by_name)
         steps = []
         for field in serializer._readable_fields:
-            name = field.field_name
+            name = str(field.field_name)
             proto_field = descriptor.fields_by_name.get(name)
             if proto_field is None:
                 if name in json_names:
@@ -187,7 +187,8 @@ class MessageBuilder:
             steps.append((name, attribute, convert))
         model = getattr(getattr(serializer, "Meta", None), "model", None)
         columns = [model_column(model, attribute) for _, attribute, _ in steps]
-        return cls(proto_class, steps, None if None in columns else columns)
+        known = [column for column in columns if column is not None]
+        return cls(proto_class, steps, known if len(known) == len(columns) else None)
 
     def build(self, instance: Any) -> Message:
         """Return the message for one instance; ``None`` attributes stay unset, as ParseDict leaves them."""
@@ -248,6 +249,7 @@ class DictReader:
             ):
                 self.steps = None
                 return
+            convert: Callable[[Any], Any]
             if field.message_type is not None and field.message_type.full_name in JSON_MESSAGE_TYPES:
                 convert = json_value
             elif field.message_type is not None:
@@ -295,12 +297,13 @@ def float_value(value: float) -> float | str:
     return special if isinstance(special, str) else type_checkers.ToShortestFloat(value)
 
 
-_readers: dict[Descriptor, DictReader] = {}
+#: Keyed by the message type's descriptor (a C-implemented class under upb).
+_readers: dict[Any, DictReader] = {}
 
 
 def read_message(message: Message) -> dict:
     """Return ``message`` as a dict, with a reader compiled once per message type."""
-    descriptor = message.DESCRIPTOR
+    descriptor: Any = message.DESCRIPTOR
     reader = _readers.get(descriptor)
     if reader is None:
         reader = _readers[descriptor] = DictReader(descriptor)

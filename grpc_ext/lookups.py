@@ -43,8 +43,8 @@ def plain_shape(queryset: QuerySet) -> tuple | None:
         and not query.select_for_update
         and query.group_by is None
         and query.deferred_loading == (frozenset(), True)
-        and not queryset._prefetch_related_lookups
-        and not queryset._known_related_objects
+        and not queryset._prefetch_related_lookups  # type: ignore[attr-defined]  # Django internals
+        and not queryset._known_related_objects  # type: ignore[attr-defined]
         and len(query.alias_map) <= 1
     )
     return (queryset.model, queryset.db, query.where) if plain else None
@@ -89,11 +89,13 @@ class PreparedLookup:
         with connection.cursor() as cursor:
             cursor.execute(self.sql, params)
             rows = cursor.fetchmany(2)
+        # Every concrete model has DoesNotExist and MultipleObjectsReturned; type[Model] does not say so.
+        model: Any = self.model
         if not rows:
-            raise self.model.DoesNotExist(f"{self.model._meta.object_name} matching query does not exist.")
+            raise model.DoesNotExist(f"{model._meta.object_name} matching query does not exist.")
         if len(rows) > 1:
-            raise self.model.MultipleObjectsReturned(
-                f"get() returned more than one {self.model._meta.object_name} -- it returned 2 or more!"
+            raise model.MultipleObjectsReturned(
+                f"get() returned more than one {model._meta.object_name} -- it returned 2 or more!"
             )
         values = convert_row(rows[0][self.start : self.end], self.converters, connection)
         return self.model.from_db(self.db, self.init_list, values)
@@ -109,14 +111,15 @@ class PreparedLookups:
     def get(self, queryset: QuerySet, field_name: str, value: Any) -> Model:
         """Return ``queryset.get(<field_name>=value)``, from the prepared SQL when it applies."""
         key = (queryset.model, queryset.db, field_name)
-        lookup = self._lookups.get(key, False)
-        if lookup is False:
+        if key not in self._lookups:
+            prepared: PreparedLookup | None
             try:
-                lookup = PreparedLookup(queryset, field_name, value)
+                prepared = PreparedLookup(queryset, field_name, value)
             except ValueError:
-                lookup = None
+                prepared = None
             with self._lock:
-                lookup = self._lookups.setdefault(key, lookup)
+                self._lookups.setdefault(key, prepared)
+        lookup = self._lookups[key]
         if lookup is not None and lookup.matches(queryset):
             return lookup.get(value)
         return queryset.get(**{field_name: value})

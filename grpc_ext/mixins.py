@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import FieldDoesNotExist
 from django.db import transaction
@@ -24,6 +25,12 @@ from grpc_ext.exceptions import InvalidArgument, excerpt, excerpts
 from grpc_ext.filters import filter_list_request, get_list_filters, get_ordering_fields, parse_order_by
 from grpc_ext.pagination import KeysetPagination
 from grpc_ext.settings import grpc_ext_settings
+
+if TYPE_CHECKING:
+    # The mixins are combined with the framework's GenericService (untyped): its methods are theirs.
+    _ServiceBase: Any = framework_generics.GenericService
+else:
+    _ServiceBase = object
 
 
 def model_default(serializer, name: str):
@@ -41,7 +48,7 @@ class CreateModelMixin(framework_mixins.CreateModelMixin):
             serializer.save()
 
 
-class UpdateHooksMixin:
+class UpdateHooksMixin(_ServiceBase):
     """What ``Update`` and ``PartialUpdate`` share: the replacement of every field and ``perform_update``."""
 
     def replace_object(self, request) -> Message:
@@ -84,7 +91,7 @@ class DestroyModelMixin(framework_mixins.DestroyModelMixin):
             instance.delete()
 
 
-class CodecMixin:
+class CodecMixin(_ServiceBase):
     """Find the codec that encodes the service's messages: the one of the serializer ``get_serializer`` returns."""
 
     def get_codec(self) -> MessageCodec | None:

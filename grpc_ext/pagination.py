@@ -17,13 +17,21 @@ from typing import Any
 
 from django.core import signing
 from django.core.exceptions import FieldDoesNotExist, ValidationError
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Field, Model, Q, QuerySet
 
 from grpc_ext.codec import MessageCodec
 from grpc_ext.exceptions import InvalidArgument
 from grpc_ext.settings import grpc_ext_settings
 
 TOKEN_SALT = "grpc_ext.pagination.page_token"
+
+
+def model_field(model: type[Model], term: str) -> Field:
+    """Return the model field an ordering term names (``-created``: ``created``)."""
+    field = model._meta.get_field(term.lstrip("-"))
+    if not isinstance(field, Field):
+        raise FieldDoesNotExist(f"{model.__name__}.{term.lstrip('-')} is a relation's reverse side, not a field.")
+    return field
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,7 @@ class RowTokens:
             values = self.to_python(row)
             # value_to_string reads the attname, as from an instance.
             row = SimpleNamespace(**{attname: values[index] for attname, index in self.positions.items()})
-        values = [self.model._meta.get_field(term.lstrip("-")).value_to_string(row) for term in self.ordering]
+        values = [model_field(self.model, term).value_to_string(row) for term in self.ordering]
         return signing.dumps({"o": self.ordering, "f": self.filters, "v": values}, salt=TOKEN_SALT, compress=True)
 
 
@@ -107,14 +115,15 @@ class KeysetPagination:
             queryset = queryset.filter(self._after(ordering, values))
         tokens = RowTokens(queryset.model, ordering, filters)
         fill = None
-        if codec is None or codec.columns is None:
+        columns = codec.columns if codec is not None else None
+        if codec is None or columns is None:
             rows = list(queryset[: size + 1])
         else:
             # The ordering's columns the rows lack are selected after them.
-            columns = codec.columns
-            attnames = [queryset.model._meta.get_field(term.lstrip("-")).attname for term in ordering]
-            selected = [*columns, *(attname for attname in dict.fromkeys(attnames) if attname not in columns)]
-            fetched = codec.fetch(queryset.values_list(*selected)[: size + 1])
+            attnames = [model_field(queryset.model, term).attname for term in ordering]
+            extra = [attname for attname in dict.fromkeys(attnames) if attname not in columns]
+            selected = [*columns, *extra]
+            fetched = codec.fetch(queryset[: size + 1], extra_columns=extra)
             rows, fill = list(fetched.rows), fetched.fill
             positions = {attname: selected.index(attname) for attname in attnames}
             tokens = RowTokens(queryset.model, ordering, filters, positions, fetched.to_python)
@@ -158,9 +167,6 @@ class KeysetPagination:
                 )
             if len(payload["v"]) != len(ordering):
                 raise invalid
-            return [
-                model._meta.get_field(term.lstrip("-")).to_python(raw)
-                for term, raw in zip(ordering, payload["v"], strict=True)
-            ]
+            return [model_field(model, term).to_python(raw) for term, raw in zip(ordering, payload["v"], strict=True)]
         except (signing.BadSignature, ValueError, KeyError, TypeError, ValidationError, FieldDoesNotExist):
             raise invalid from None

@@ -86,7 +86,7 @@ def snake_case(name: str) -> str:
 
 def proto_type_of_model_field(model_field: models.Field) -> str:
     """Return the proto type of a model field; a relation takes its target key's type."""
-    if model_field.is_relation and model_field.related_model is not None:
+    if isinstance(model_field, models.ForeignKey):
         return proto_type_of_model_field(model_field.target_field)
     for field_class, proto_type in MODEL_FIELD_TYPES:
         if isinstance(model_field, field_class):
@@ -106,8 +106,10 @@ def proto_field(
     leaves it unchanged when it is not given.
     """
     source = field.source or name
+    model_field: models.Field | None
     try:
-        model_field = model._meta.get_field(source)
+        found = model._meta.get_field(source)
+        model_field = found if isinstance(found, models.Field) else None
     except Exception:
         model_field = None
     if model_field is not None:

@@ -76,7 +76,7 @@ def fused_converter(converters: list, convert: Callable, connection) -> Callable
 
     function = getattr(converters[0], "__func__", None)
     if function is DatabaseOperations.convert_uuidfield_value:
-        key = ("uuid", convert)
+        key: tuple = ("uuid", convert)
         if key not in _fused:
             _fused[key] = uuid_text if convert is str else compose(uuid.UUID, convert)
         return _fused[key]

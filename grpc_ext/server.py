@@ -388,7 +388,7 @@ def serve_in_processes(count: int, target: Callable[[], None]) -> int:
     def stop_children(signum: int) -> None:
         stopping.set()
         for child in children:
-            if child.is_alive():
+            if child.is_alive() and child.pid is not None:
                 os.kill(child.pid, signum)
 
     # Children start with the default handlers and install their own.

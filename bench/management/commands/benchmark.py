@@ -137,6 +137,8 @@ class Command(BaseCommand):
                 for index in range(start, min(start + batch, self.rows))
             )
         post = Post.objects.using(ALIAS).order_by("created", "id").first()
+        if post is None:
+            raise CommandError("Seeding wrote no post.")
         return str(post.id), str(post.owner_id)
 
     # The runs ----------------------------------------------------------------------------------
@@ -146,7 +148,7 @@ class Command(BaseCommand):
         post_id, owner_id = self.seed()
         # Every call is authenticated the same way on both sides: as the post's owner, with a JWT.
         self.token = access_token(User.objects.using(ALIAS).get(pk=owner_id))
-        results = {"grpc": {}, "drf": {}, "floor": {}, "aio_floor": {}}
+        results: dict[str, dict] = {"grpc": {}, "drf": {}, "floor": {}, "aio_floor": {}}
         self.run_raw_floor(results["floor"])
         with self.serving(start_grpc(server_url, 1, self.token)) as server:
             measure.verify_grpc(server, post_id, self.page_size)
