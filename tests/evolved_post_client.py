@@ -1,4 +1,6 @@
-"""Run inside a copy of the project whose Post gained (``added``) or lost (``removed``) a ``summary`` field.
+"""Run inside a copy of the project whose Post and User gained (``added``) or lost (``removed``) a field.
+
+Post: ``summary``; User: ``display_name`` (both optional strings).
 
 Calls every gRPC RPC through a real channel, the REST API and the admin, and
 asserts what a client sees; exits non-zero on the first difference.
@@ -24,7 +26,8 @@ from rest_framework_simplejwt.tokens import AccessToken  # noqa: E402
 
 from grpc_ext.server import build_server  # noqa: E402
 from posts.models import Post  # noqa: E402
-from protos import posts_pb2, posts_pb2_grpc  # noqa: E402
+from protos import posts_pb2, posts_pb2_grpc, users_pb2, users_pb2_grpc  # noqa: E402
+from users.models import User  # noqa: E402
 from users.services import user_create  # noqa: E402
 
 
@@ -67,6 +70,29 @@ def check_added(stub, metadata, user, api: APIClient, admin: Client) -> None:
     assert Post.objects.get(pk=post.pk).summary == "a2"
 
 
+def check_user_added(channel, metadata, user, api: APIClient, admin: Client) -> None:
+    users = users_pb2_grpc.UserControllerStub(channel)
+    request = users_pb2.UserCreateRequest(email="new@example.com", password="a-long-passphrase", display_name="Ada")
+    created = users.Create(request)
+    assert created.display_name == "Ada" and User.objects.get(pk=created.id).display_name == "Ada"
+    mask = field_mask_pb2.FieldMask(paths=["display_name"])
+    patched = users.PartialUpdate(
+        users_pb2.UserPartialUpdateRequest(id=created.id, display_name="Lovelace", update_mask=mask), metadata=metadata
+    )
+    assert patched.display_name == "Lovelace", patched
+    listed = users.List(users_pb2.UserListRequest(email="new@example.com"), metadata=metadata)
+    assert [found.display_name for found in listed.users] == ["Lovelace"]
+
+    response = api.post(
+        "/api/users/signup/", {"email": "rest@example.com", "password": "a-long-passphrase", "display_name": "R"}
+    )
+    assert response.status_code == 201 and response.json()["display_name"] == "R", response.content
+    assert User.objects.get(email="rest@example.com").display_name == "R"
+
+    page = admin.get(f"/admin/users/user/{created.id}/change/").content.decode()
+    assert 'name="display_name"' in page
+
+
 def check_removed(stub, metadata, user, api: APIClient, admin: Client) -> None:
     for message in (posts_pb2.Post, posts_pb2.PostCreateRequest, posts_pb2.PostUpdateRequest):
         assert "summary" not in message.DESCRIPTOR.fields_by_name, message
@@ -99,6 +125,11 @@ def main(mode: str) -> None:
             stub = posts_pb2_grpc.PostControllerStub(channel)
             metadata = [("authorization", f"Bearer {token}")]
             {"added": check_added, "removed": check_removed}[mode](stub, metadata, user, api, admin)
+            if mode == "added":
+                check_user_added(channel, metadata, user, api, admin)
+            else:
+                assert "display_name" not in users_pb2.User.DESCRIPTOR.fields_by_name
+                assert 'name="display_name"' not in admin.get(f"/admin/users/user/{user.pk}/change/").content.decode()
     finally:
         server.stop(None).wait()
     print(f"{mode}: ok")

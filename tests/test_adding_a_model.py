@@ -77,21 +77,33 @@ def test_the_readme_tutorial_serves_a_new_model(project):
             server.wait()
 
 
+USER_FIELD = '    display_name = models.CharField(max_length=50, blank=True, default="")\n'
+USER_ANCHOR = "    date_joined = models.DateTimeField(default=timezone.now)\n"
+USER_FIELDS = '"is_superuser", "date_joined"]'
+POST_FIELD = '    summary = models.CharField(max_length=50, blank=True, default="")\n'
+POST_ANCHOR = "    created = models.DateTimeField(auto_now_add=True, db_index=True)\n"
+POST_FIELDS = '"description", "created"'
+
+
+def regenerate(project: ProjectCopy) -> None:
+    """The three commands a field change needs, then the CI check that they agree."""
+    for command in (["makemigrations"], ["migrate"], ["generateproto"]):
+        project.manage(*command)
+    project.manage("check", "--fail-level", "WARNING")
+
+
 def test_a_field_added_then_removed_follows_the_model_everywhere(project):
     """Model + serializer ``fields``, then the three commands: gRPC, REST and admin follow; no other file."""
-    field = '    summary = models.CharField(max_length=50, blank=True, default="")\n'
-    anchor = "    created = models.DateTimeField(auto_now_add=True, db_index=True)\n"
-    fields = '"description", "created"'
-    project.edit("posts/models.py", anchor, field + anchor)
-    project.edit("posts/serializers.py", fields, '"description", "summary", "created"')
-    for command in (["makemigrations", "posts"], ["migrate"], ["generateproto"]):
-        project.manage(*command)
-    project.manage("check", "--fail-level", "WARNING")
+    project.edit("posts/models.py", POST_ANCHOR, POST_FIELD + POST_ANCHOR)
+    project.edit("posts/serializers.py", POST_FIELDS, '"description", "summary", "created"')
+    project.edit("users/models.py", USER_ANCHOR, USER_FIELD + USER_ANCHOR)
+    project.edit("users/serializers.py", USER_FIELDS, '"is_superuser", "date_joined", "display_name"]')
+    regenerate(project)
     assert "added: ok" in project.run(sys.executable, "tests/evolved_post_client.py", "added").stdout
 
-    project.edit("posts/models.py", field, "")
-    project.edit("posts/serializers.py", '"description", "summary", "created"', fields)
-    for command in (["makemigrations", "posts"], ["migrate"], ["generateproto"]):
-        project.manage(*command)
-    project.manage("check", "--fail-level", "WARNING")
+    project.edit("posts/models.py", POST_FIELD, "")
+    project.edit("posts/serializers.py", '"description", "summary", "created"', POST_FIELDS)
+    project.edit("users/models.py", USER_FIELD, "")
+    project.edit("users/serializers.py", '"is_superuser", "date_joined", "display_name"]', USER_FIELDS)
+    regenerate(project)
     assert "removed: ok" in project.run(sys.executable, "tests/evolved_post_client.py", "removed").stdout
