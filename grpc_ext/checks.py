@@ -9,7 +9,8 @@ domain services:
 - E006 two services serve the same gRPC service;
 - W001 the .proto on disk, or the compiled message, is not what ``generateproto``
   writes now (a stale contract);
-- W002 its gRPC stubs cannot be imported (never generated).
+- W002 its gRPC stubs cannot be imported (never generated);
+- W003 ``GRPC_FRAMEWORK["PROTOS"]`` is set (no longer read).
 The last two are warnings, so that ``makemigrations`` and ``migrate`` still
 run between changing a model and regenerating; CI runs
 ``check --fail-level WARNING``, which fails on them.
@@ -156,6 +157,21 @@ def check_contract_is_current(contract) -> list[checks.CheckMessage]:
                 f"{contract.source} reads {sorted(expected)}: the stubs are stale.",
                 hint=hint,
                 id="grpc_ext.W001",
+            )
+        ]
+    return []
+
+
+@checks.register()
+def check_retired_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """``GRPC_FRAMEWORK["PROTOS"]`` is no longer read: say so rather than ignore it silently."""
+    if "PROTOS" in getattr(settings, "GRPC_FRAMEWORK", {}):
+        return [
+            checks.Warning(
+                "GRPC_FRAMEWORK['PROTOS'] is no longer read: protos are generated for the services found in "
+                "each installed app's servicers.py.",
+                hint="Remove the setting; see the README's 'Adding a model'.",
+                id="grpc_ext.W003",
             )
         ]
     return []

@@ -12,6 +12,7 @@ from rest_framework.permissions import IsAuthenticated
 from posts.permissions import RestIsOwnerOrStaff
 from posts.selectors import post_list
 from posts.serializers import PostProtoSerializer
+from users.models import User
 
 TRUE_VALUES = {"1", "true", "yes", "on"}
 
@@ -24,7 +25,9 @@ class PostListView(generics.ListCreateAPIView):
 
     def get_queryset(self):
         mine = self.request.query_params.get("mine", "").lower() in TRUE_VALUES
-        return post_list(owner=self.request.user if mine else None)
+        user = self.request.user
+        # IsAuthenticated has let only users in.
+        return post_list(owner=user if mine and isinstance(user, User) else None)
 
     def perform_create(self, serializer):
         serializer.save(owner=self.request.user)

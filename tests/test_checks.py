@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management import call_command
 
-from grpc_ext.checks import check_interceptors, check_services
+from grpc_ext.checks import check_interceptors, check_retired_settings, check_services
 from grpc_ext.discovery import DiscoveredService
 from grpc_ext.generics import ModelService
 from grpc_ext.serializers import ModelProtoSerializer
@@ -88,6 +88,11 @@ def test_two_services_for_one_grpc_service_is_an_error(monkeypatch):
 
     serve_only(monkeypatch, PostService, Other)
     assert "grpc_ext.E006" in ids(check_services())
+
+
+def test_the_retired_protos_setting_is_reported_not_ignored(settings):
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "PROTOS": {"posts": "posts.serializers.PostProtoSerializer"}}
+    assert ids(check_retired_settings()) == ["grpc_ext.W003"]
 
 
 def test_an_interceptor_that_cannot_be_imported_is_an_error(settings):

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.management import call_command
@@ -70,7 +71,7 @@ class Command(BaseCommand):
         self.repeat = options["repeat"] or self.repeat
         self.connections = options["connections"]
         self.check_tools()
-        document = {
+        document: dict[str, Any] = {
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": report.machine(),
             "settings": {
