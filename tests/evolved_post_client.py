@@ -91,6 +91,10 @@ def check_user_added(channel, metadata, user, api: APIClient, admin: Client) -> 
 
     page = admin.get(f"/admin/users/user/{created.id}/change/").content.decode()
     assert 'name="display_name"' in page
+    form = {"email": "admin-made@example.com", "password1": "a-long-passphrase", "password2": "a-long-passphrase"}
+    response = admin.post("/admin/users/user/add/", {**form, "display_name": "Grace"})
+    assert response.status_code == 302, response.content[:2000]
+    assert User.objects.get(email="admin-made@example.com").display_name == "Grace"
 
 
 def check_removed(stub, metadata, user, api: APIClient, admin: Client) -> None:

@@ -36,10 +36,8 @@ class UserAdmin(BaseUserAdmin):
     ]
 
     def get_fieldsets(self, request, obj=None):
-        """Add the model's other editable fields, so that a field added to the model shows up here too."""
+        """Add the model's other editable fields (add and change forms), so that a field added to the model shows."""
         fieldsets = list(super().get_fieldsets(request, obj))
-        if obj is None:
-            return fieldsets
         others = [
             field.name
             for field in User._meta.get_fields()
