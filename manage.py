@@ -6,7 +6,9 @@ import sys
 
 
 def main() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo.settings")
+    # The benchmark is no app of the product; its own settings add it (bench/settings.py).
+    default = "bench.settings" if sys.argv[1:2] == ["benchmark"] else "demo.settings"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", default)
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

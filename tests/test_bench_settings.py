@@ -26,3 +26,7 @@ def test_the_benchmark_command_runs_with_its_own_settings():
 
     assert help_of("bench.settings").returncode == 0
     assert "Unknown command: 'benchmark'" in help_of("demo.settings").stderr
+    # With no settings named, manage.py picks the benchmark's for this one command.
+    env = {"PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "manage.py", "benchmark", "--help"]
+    assert subprocess.run(command, cwd=ROOT, env=env, capture_output=True).returncode == 0
