@@ -7,19 +7,24 @@ domain services:
 - E003 the serializer's fields do not fit the model;
 - E005 ``Meta.create_function``/``update_function`` cannot accept a writable field;
 - E006 two services serve the same gRPC service;
-- W001 the .proto on disk, or the compiled message, is not what ``generateproto``
+- E007 the serializer asks for a contract change that would break clients (``generateproto`` refuses it);
+- E008 the .proto on disk, or the compiled message, is not what ``generateproto``
   writes now (a stale contract);
-- W002 its gRPC stubs cannot be imported (never generated);
+- E009 its gRPC stubs cannot be imported (never generated);
 - W003 ``GRPC_FRAMEWORK["PROTOS"]`` is set (no longer read).
-The last two are warnings, so that ``makemigrations`` and ``migrate`` still
-run between changing a model and regenerating; CI runs
-``check --fail-level WARNING``, which fails on them.
+
+A stale or missing contract is an error for ``check`` and every other command
+that runs the checks, but a warning (W001, W002) while ``makemigrations`` or
+``migrate`` runs (``relaxed_contract_checks``): the schema changes before
+``generateproto`` rewrites the contract, in that order.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,32 @@ from django.utils.module_loading import import_string
 
 from grpc_ext.serializers import ModelProtoSerializer
 from grpc_ext.settings import grpc_ext_settings
+
+#: True while a schema command runs: a contract not regenerated yet is then a warning.
+_schema_command_running: ContextVar[bool] = ContextVar("grpc_ext_schema_command_running", default=False)
+
+
+@contextmanager
+def relaxed_contract_checks() -> Iterator[None]:
+    """Report a stale or missing contract as a warning meanwhile (``makemigrations``, ``migrate``)."""
+    token = _schema_command_running.set(True)
+    try:
+        yield
+    finally:
+        _schema_command_running.reset(token)
+
+
+#: A contract behind its serializer: (error id, warning id while relaxed).
+STALE_CONTRACT = ("grpc_ext.E008", "grpc_ext.W001")
+MISSING_STUBS = ("grpc_ext.E009", "grpc_ext.W002")
+
+
+def contract_problem(msg: str, *, hint: str, ids: tuple[str, str]) -> checks.CheckMessage:
+    """Return an error for a contract behind its serializer, or a warning while relaxed."""
+    error_id, warning_id = ids
+    if _schema_command_running.get():
+        return checks.Warning(msg, hint=hint, id=warning_id)
+    return checks.Error(msg, hint=hint, id=error_id)
 
 
 def _import(path: str, setting: str, check_id: str) -> tuple[object | None, list[checks.CheckMessage]]:
@@ -64,10 +95,10 @@ def check_services(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             import_string(f"{service.grpc_module}.add_{service.name}Servicer_to_server")
         except ImportError as exc:
             errors.append(
-                checks.Warning(
+                contract_problem(
                     f"{label} is served as {service.name} of {service.grpc_module}, which cannot be imported: {exc}",
                     hint="Run `python manage.py generateproto`.",
-                    id="grpc_ext.W002",
+                    ids=MISSING_STUBS,
                 )
             )
     if not any(error.level >= checks.ERROR for error in errors):
@@ -136,27 +167,31 @@ def check_contract_is_current(contract) -> list[checks.CheckMessage]:
     hint = "Run `python manage.py generateproto` and commit the result."
     if not path.exists():
         return [
-            checks.Warning(f"{path.name} has not been generated for {contract.source}.", hint=hint, id="grpc_ext.W001")
+            contract_problem(
+                f"{path.name} has not been generated for {contract.source}.", hint=hint, ids=STALE_CONTRACT
+            )
         ]
     try:
         current = path.read_text() == contract.render(path.read_text())
     except ContractError as exc:
         return [checks.Error(str(exc), id="grpc_ext.E007")]
     if not current:
-        return [checks.Warning(f"{path.name} is stale: {contract.source} has changed.", hint=hint, id="grpc_ext.W001")]
+        return [
+            contract_problem(f"{path.name} is stale: {contract.source} has changed.", hint=hint, ids=STALE_CONTRACT)
+        ]
     try:
         message = contract.serializer_class.get_proto_class()
     except ImportError:
-        return []  # W002 reports it
+        return []  # E009 reports it
     compiled = set(message.DESCRIPTOR.fields_by_name)
     expected = {field.name for field in contract.readable_fields()}
     if compiled != expected:
         return [
-            checks.Warning(
+            contract_problem(
                 f"The compiled {message.DESCRIPTOR.full_name} has fields {sorted(compiled)}, "
                 f"{contract.source} reads {sorted(expected)}: the stubs are stale.",
                 hint=hint,
-                id="grpc_ext.W001",
+                ids=STALE_CONTRACT,
             )
         ]
     return []
