@@ -80,7 +80,11 @@ def check_services(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
 
     errors: list[checks.CheckMessage] = []
     served: dict[str, str] = {}
-    for service in discover_services():
+    try:
+        services = discover_services()
+    except ContractError as exc:
+        return [contract_problem(str(exc), hint="Then run `python manage.py generateproto`.", ids=MISSING_STUBS)]
+    for service in services:
         label = f"{service.service_class.__module__}.{service.service_class.__qualname__}"
         full_name = f"{service.grpc_module}.{service.name}"
         if full_name in served:

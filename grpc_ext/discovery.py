@@ -62,7 +62,17 @@ def servicers_modules() -> list:
     modules = []
     for app_config in apps.get_app_configs():
         if module_has_submodule(app_config.module, SERVICERS_MODULE):
-            modules.append(import_module(f"{app_config.name}.{SERVICERS_MODULE}"))
+            name = f"{app_config.name}.{SERVICERS_MODULE}"
+            try:
+                modules.append(import_module(name))
+            except ImportError as exc:
+                package = grpc_ext_settings.PROTO_PACKAGE
+                if exc.name != package and not (exc.name or "").startswith(f"{package}."):
+                    raise
+                raise ContractError(
+                    f"{name} imports stubs that generateproto has not written yet ({exc}). Import them "
+                    "inside the methods that use them, so that generateproto can read the service first."
+                ) from exc
     return modules
 
 

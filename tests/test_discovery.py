@@ -38,3 +38,17 @@ def test_the_server_serves_every_discovered_service(grpc_channel):
     with pytest.raises(grpc.RpcError) as excinfo:
         unknown(b"")
     assert excinfo.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_a_servicers_module_importing_stubs_not_generated_yet_is_a_clear_command_error(tmp_path, monkeypatch, settings):
+    """generateproto must import servicers.py before it can write the stubs servicers.py imports."""
+    from django.core.management import CommandError, call_command
+
+    package = tmp_path / "gadgets"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "servicers.py").write_text("from protos import gadgets_pb2  # noqa: F401\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, "gadgets"]
+    with pytest.raises(CommandError, match="gadgets.servicers imports stubs that generateproto has not written yet"):
+        call_command("generateproto", "--check")
