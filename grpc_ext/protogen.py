@@ -172,21 +172,26 @@ def descriptor_type(field: descriptor_pb2.FieldDescriptorProto, package: str) ->
 
 
 def compile_descriptor(text: str) -> descriptor_pb2.FileDescriptorProto:
-    """Compile one .proto with grpc_tools' protoc (``--descriptor_set_out``); return its file descriptor."""
+    """Compile one .proto with grpc_tools' protoc (``--descriptor_set_out``); return its file descriptor.
+
+    protoc runs in this process (milliseconds; ``manage.py check`` does this
+    for every proto); only a file that fails is compiled again in a
+    subprocess, to read protoc's message.
+    """
+    from grpc_tools import protoc
+
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "previous.proto").write_text(text)
-        command = [
-            sys.executable,
-            "-m",
-            "grpc_tools.protoc",
+        arguments = [
             f"-I{root}",
             f"-I{well_known_protos()}",
             f"--descriptor_set_out={root / 'previous.pb'}",
-            "previous.proto",
+            str(root / "previous.proto"),
         ]
-        result = subprocess.run(command, cwd=root, capture_output=True, text=True)
-        if result.returncode != 0:
+        if protoc.main(["grpc_tools.protoc", *arguments]) != 0:
+            command = [sys.executable, "-m", "grpc_tools.protoc", *arguments]
+            result = subprocess.run(command, cwd=root, capture_output=True, text=True)
             raise ContractError(f"The .proto on disk does not compile: {result.stderr.strip()}")
         descriptor_set = descriptor_pb2.FileDescriptorSet.FromString((root / "previous.pb").read_bytes())
     return descriptor_set.file[0]
