@@ -26,7 +26,6 @@ reference path (DRF ``.data`` + ``json_format``) stays available as
 from __future__ import annotations
 
 import copy
-import logging
 
 from django.utils.module_loading import import_string
 from django_grpc_framework import proto_serializers
@@ -40,8 +39,6 @@ from grpc_ext.codec import MessageCodec
 from grpc_ext.exceptions import InvalidArgument
 from grpc_ext.relations import StringPrimaryKeyRelatedField
 from grpc_ext.settings import grpc_ext_settings
-
-logger = logging.getLogger(__name__)
 
 
 def unreadable_fields(message: Message) -> list[str]:
