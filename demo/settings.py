@@ -8,6 +8,7 @@ refused at start-up.
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -167,7 +168,7 @@ SIMPLE_JWT = {
 }
 
 # djangogrpcframework's namespace, extended by grpc_ext (see grpc_ext/settings.py).
-GRPC_FRAMEWORK = {
+GRPC_FRAMEWORK: dict[str, Any] = {
     "SERVER_INTERCEPTORS": ["grpc_ext.interceptors.AccessLogInterceptor"],
     "PAGE_SIZE": int(os.environ.get("GRPC_PAGE_SIZE", "50")),
     "MAX_PAGE_SIZE": int(os.environ.get("GRPC_MAX_PAGE_SIZE", "1000")),

@@ -57,7 +57,7 @@ class CallContext:
         self.status: Status | None = None
         self.cancelled = False
         self._lock = threading.Lock()
-        self._database = None  # the DB-API connection of the query running for this call
+        self._database: Any = None  # the DB-API connection of the query running for this call
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
@@ -72,7 +72,7 @@ class CallContext:
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
         """Call ``callback`` (on the event loop) when the call ends, as grpc's synchronous context does."""
-        self._context.add_done_callback(lambda context: callback())
+        self._context.add_done_callback(lambda context: callback())  # type: ignore[arg-type]  # any callable
         return True
 
     def abort(self, code: grpc.StatusCode, details: str = "") -> None:
@@ -171,7 +171,8 @@ def prepare_database(call: CallContext) -> None:
     ``errors_occurred``). A call without a deadline costs no round trip unless
     the connection still has the timeout of an earlier call to undo.
     """
-    database = connections["default"]
+    # health_check_enabled/_done: Django's own attributes, set when a connection opens (not in the stubs).
+    database: Any = connections["default"]
     state = connection_state(database)
     if state is not None and database.health_check_enabled and not database.health_check_done:
         now = time.monotonic()
@@ -188,6 +189,8 @@ def prepare_database(call: CallContext) -> None:
             return
         database.ensure_connection()
         state = connection_state(database)
+        if state is None:
+            return
     if state.statement_timeout_ms != wanted:
         with database.cursor() as cursor:
             cursor.execute("SELECT set_config('statement_timeout', %s, false)", [str(wanted)])

@@ -82,9 +82,7 @@ class MessageCodec:
             return self.builder.build_many(instances.all() if hasattr(instances, "all") else instances)
         return serializer.data_to_message(serializer.data)
 
-    def fetch(
-        self, queryset: QuerySet, *, extra_columns: Iterable[str] = (), chunk_size: int | None = None
-    ) -> FetchedRows:
+    def fetch(self, queryset: QuerySet, *, extra_columns: Iterable[str] = ()) -> FetchedRows:
         """Run ``queryset.values_list(*self.columns, *extra_columns)``; return its rows and how to fill messages.
 
         The backend's converters and the message's are fused into one function
@@ -95,11 +93,10 @@ class MessageCodec:
         if self.builder is None or self.builder.columns is None:
             raise ValueError(f"{self.serializer_class.__qualname__} needs model instances: its codec has no columns")
         queryset = queryset.values_list(*self.builder.columns, *extra_columns)
-        raw = RawRows(self.builder, queryset, chunk_size=chunk_size)
+        raw = RawRows(self.builder, queryset)
         if raw.fill is not None:
             return FetchedRows(raw.rows(), raw.fill, raw.python_row)
-        rows = queryset.iterator(chunk_size=chunk_size) if chunk_size else iter(queryset)
-        return FetchedRows(rows, self.builder.fill, list)
+        return FetchedRows(iter(queryset), self.builder.fill, list)
 
     # Decoding ---------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import inspect
 import threading
 from collections.abc import Iterator
 from functools import update_wrapper
+from typing import cast
 
 import grpc
 from django.contrib.auth.models import AnonymousUser
@@ -163,12 +164,13 @@ class Service(framework_generics.GenericService):
             service.initial()
             return getattr(service, action)(request, call)
 
-        def failed(exc: Exception, request, call: CallContext) -> Status:
+        def failed(exc: Exception, request, call: CallContext) -> Status | None:
             """Return the status ``exc`` ends the call with, the handler's own ``abort`` included."""
             if not isinstance(exc, RpcAborted):
-                _report_unexpected(cls, request, call, exc)
+                # A CallContext answers as grpc's ServicerContext does (abort, set_code, trailing metadata).
+                _report_unexpected(cls, request, cast(grpc.ServicerContext, call), exc)
                 try:
-                    abort_with_error(exc, call)
+                    abort_with_error(exc, cast(grpc.ServicerContext, call))
                 except RpcAborted:
                     pass
             return call.status
@@ -244,8 +246,9 @@ class StreamState:
                 return
             self.finished = True
             try:
-                if self.responses is not None:
-                    self.responses.close()
+                close = getattr(self.responses, "close", None)  # a generator's; a plain iterator has none
+                if close is not None:
+                    close()
             finally:
                 grpc_request_finished.send(sender=self.sender)
 

@@ -18,6 +18,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -47,28 +48,31 @@ def bounded_request(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """Return ``handler`` with its unary request read by ``read_request``; request streams are left as they are."""
     if handler.request_streaming:
         return handler
-    behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
+    behavior: Any = handler.unary_stream if handler.response_streaming else handler.unary_unary
+
+    async def bounded_async_stream(request_iterator, context):
+        async for response in behavior(await read_request(context), context):
+            yield response
+
+    async def bounded_coroutine(request_iterator, context):
+        return await behavior(await read_request(context), context)
+
+    async def bounded_stream(request_iterator, context):
+        for response in behavior(await read_request(context), context):
+            yield response
+
+    async def bounded_function(request_iterator, context):
+        return behavior(await read_request(context), context)
+
+    bounded: Callable[..., Any]
     if inspect.isasyncgenfunction(behavior):
-
-        async def bounded(request_iterator, context):
-            async for response in behavior(await read_request(context), context):
-                yield response
-
+        bounded = bounded_async_stream
     elif inspect.iscoroutinefunction(behavior):
-
-        async def bounded(request_iterator, context):
-            return await behavior(await read_request(context), context)
-
+        bounded = bounded_coroutine
     elif inspect.isgeneratorfunction(behavior):  # a plain servicer's default; run on the loop, as grpc.aio does
-
-        async def bounded(request_iterator, context):
-            for response in behavior(await read_request(context), context):
-                yield response
-
+        bounded = bounded_stream
     else:
-
-        async def bounded(request_iterator, context):
-            return behavior(await read_request(context), context)
+        bounded = bounded_function
 
     make = grpc.stream_stream_rpc_method_handler if handler.response_streaming else grpc.stream_unary_rpc_method_handler
     return make(bounded, handler.request_deserializer, handler.response_serializer)
@@ -127,7 +131,7 @@ class DrainGate(grpc.aio.ServerInterceptor):
         self.calls: set[asyncio.Task] = set()
         self._idle: asyncio.Event | None = None
         self._released: asyncio.Event | None = None
-        self._refusal = grpc.stream_unary_rpc_method_handler(self._refuse)
+        self._refusal: grpc.RpcMethodHandler = grpc.stream_unary_rpc_method_handler(self._refuse)
         self._tracked: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def _refuse(self, request_iterator, context) -> None:
@@ -144,9 +148,11 @@ class DrainGate(grpc.aio.ServerInterceptor):
                 await context.read()
         except TimeoutError:
             pass
+        released = self._released
         try:
             async with asyncio.timeout(REFUSAL_HOLD):
-                await self._released.wait()
+                if released is not None:  # set by close(), before any call is refused
+                    await released.wait()
         except TimeoutError:
             pass
         await abort_with_error_async(Unavailable("The server is shutting down; retry on another connection."), context)
@@ -166,6 +172,8 @@ class DrainGate(grpc.aio.ServerInterceptor):
 
     def _enter(self) -> asyncio.Task:
         task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("A call is tracked from outside an asyncio task.")
         self.calls.add(task)
         return task
 

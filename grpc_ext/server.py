@@ -229,7 +229,8 @@ class GrpcServer:
             logger.exception("The server did not stop cleanly")
         finally:
             self._runner.close()
-            self._stopped.set()
+            if self._stopped is not None:
+                self._stopped.set()
 
     async def _drain(self, grace: float | None, drain_delay: float) -> None:
         await self.health.enter_graceful_shutdown()
