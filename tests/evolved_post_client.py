@@ -24,7 +24,7 @@ from google.protobuf import field_mask_pb2  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
 from rest_framework_simplejwt.tokens import AccessToken  # noqa: E402
 
-from grpc_ext.server import build_server  # noqa: E402
+from grpc_ext.server import serve_in_background  # noqa: E402
 from posts.models import Post  # noqa: E402
 from protos import posts_pb2, posts_pb2_grpc, users_pb2, users_pb2_grpc  # noqa: E402
 from users.models import User  # noqa: E402
@@ -122,8 +122,7 @@ def main(mode: str) -> None:
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     admin = Client()
     admin.force_login(user)
-    server = build_server("127.0.0.1:0", max_workers=4)
-    server.start()
+    server = serve_in_background("127.0.0.1:0", max_workers=4)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = posts_pb2_grpc.PostControllerStub(channel)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from concurrent import futures
-
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from grpc_ext.server import load_interceptors
+from grpc_ext.server import serve_in_background
 from posts.models import Post
 from posts.serializers import PostProtoSerializer
 from posts.servicers import PostService
@@ -44,12 +42,14 @@ class HookedPostService(PostService):
 @pytest.fixture(scope="module")
 def hooked_address(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=load_interceptors())
-        posts_pb2_grpc.add_PostControllerServicer_to_server(HookedPostService.as_servicer(), server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        yield f"127.0.0.1:{port}"
-        server.stop(grace=None).wait()
+        server = serve_in_background(
+            handlers_hook=lambda server: posts_pb2_grpc.add_PostControllerServicer_to_server(
+                HookedPostService.as_servicer(), server
+            ),
+            max_workers=2,
+        )
+        yield f"127.0.0.1:{server.port}"
+        server.stop(None).wait()
 
 
 @pytest.fixture
