@@ -39,7 +39,7 @@ def _save(user: User) -> None:
 
 
 #: The answer to a well-signed token that names no user: the same as to any other bad token.
-NO_ACCOUNT = TokenRefreshSerializer.default_error_messages["no_active_account"]
+NO_ACCOUNT = str(TokenRefreshSerializer.default_error_messages["no_active_account"])
 
 
 def token_names_a_user(token: Token) -> bool:
