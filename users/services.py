@@ -39,7 +39,7 @@ def _save(user: User) -> None:
 
 
 #: The answer to a well-signed token that names no user: the same as to any other bad token.
-NO_ACCOUNT = str(TokenRefreshSerializer.default_error_messages["no_active_account"])
+NO_ACCOUNT = TokenRefreshSerializer.default_error_messages["no_active_account"]
 
 
 def token_names_a_user(token: Token) -> bool:
@@ -56,7 +56,7 @@ class KnownUserRefreshSerializer(TokenRefreshSerializer):
 
     def validate(self, attrs: dict) -> dict:
         if not token_names_a_user(self.token_class(attrs["refresh"])):
-            raise InvalidToken(NO_ACCOUNT)
+            raise InvalidToken(str(NO_ACCOUNT))
         return super().validate(attrs)
 
 
@@ -65,7 +65,7 @@ class KnownUserLogoutSerializer(TokenBlacklistSerializer):
 
     def validate(self, attrs: dict) -> dict:
         if not token_names_a_user(self.token_class(attrs["refresh"])):
-            raise InvalidToken(NO_ACCOUNT)
+            raise InvalidToken(str(NO_ACCOUNT))
         return super().validate(attrs)
 
 
@@ -122,7 +122,7 @@ def auth_refresh(*, refresh: str) -> dict[str, str]:
     except TokenError as exc:
         raise InvalidToken(exc.args[0]) from exc
     except User.DoesNotExist as exc:  # deleted between the check and simplejwt's own read
-        raise InvalidToken(NO_ACCOUNT) from exc
+        raise InvalidToken(str(NO_ACCOUNT)) from exc
     return dict(serializer.validated_data)
 
 
