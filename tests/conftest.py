@@ -1,4 +1,9 @@
-"""A real gRPC server on a free port, and stubs connected to it through a real channel."""
+"""The project's fixtures: users, posts, stubs on the live server of ``grpc_ext.testing``, server processes.
+
+The plugin serves every service on a free port over the test database
+(``grpc_server``, ``grpc_address``, ``grpc_channel``) and makes clients signed
+in as a user (``grpc_client``).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,10 @@ from django.core.cache import cache
 from django.test import override_settings
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grpc_ext.server import serve_in_background
 from protos import auth_pb2_grpc, posts_pb2_grpc, users_pb2_grpc
 from tests.factories import make_post, make_user
-from tests.helpers import with_metadata
+
+pytest_plugins = ["grpc_ext.testing"]
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -30,33 +35,12 @@ def fast_password_hasher():
         yield
 
 
-@pytest.fixture(scope="session")
-def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
-    """Close the server threads' connections after each RPC.
-
-    Otherwise they stay open past the session and PostgreSQL refuses to drop
-    the test database.
-    """
-    from django.db import connections
-
-    connections["default"].settings_dict["CONN_MAX_AGE"] = 0
-
-
 @pytest.fixture(autouse=True)
 def fresh_rate_limits():
     """Start every test with empty rate-limit counters (they live in the cache)."""
     cache.clear()
     yield
     cache.clear()
-
-
-@pytest.fixture(scope="session")
-def grpc_address(django_db_setup, django_db_blocker):
-    """Serve every service on 127.0.0.1:<free port> for the whole session."""
-    with django_db_blocker.unblock():
-        server = serve_in_background("127.0.0.1:0", max_workers=4, reflection_enabled=True)
-        yield f"127.0.0.1:{server.port}"
-        server.stop(None).wait()
 
 
 def free_port() -> int:
@@ -112,13 +96,6 @@ def served_database(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(path=path, env={key: env[key] for key in ("DATABASE_URL", "CACHE_LOCATION")})
 
 
-@pytest.fixture(scope="session")
-def grpc_channel(grpc_address):
-    with grpc.insecure_channel(grpc_address) as channel:
-        grpc.channel_ready_future(channel).result(timeout=10)
-        yield channel
-
-
 @pytest.fixture
 def user(transactional_db):
     """A verified user: the one the ``*_stub`` fixtures call as."""
@@ -133,12 +110,16 @@ def post(user):
 @pytest.fixture
 def users_stub(grpc_channel, user):
     """UserController, every call carrying ``user``'s access token."""
+    from grpc_ext.testing import with_metadata
+
     return users_pb2_grpc.UserControllerStub(with_metadata(grpc_channel, user))
 
 
 @pytest.fixture
 def posts_stub(grpc_channel, user):
     """PostController, every call carrying ``user``'s access token."""
+    from grpc_ext.testing import with_metadata
+
     return posts_pb2_grpc.PostControllerStub(with_metadata(grpc_channel, user))
 
 

@@ -1,85 +1,23 @@
-"""Assertions on what a gRPC client sees, and ways to call as a given user."""
+"""Assertions on what a gRPC client sees and ways to call as a given user (from ``grpc_ext.testing``),
+and ways to break the database on purpose."""
 
 from __future__ import annotations
 
 import socket
-from collections import namedtuple
-from collections.abc import Callable
 
-import grpc
-import pytest
 from django.db import connection, connections
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
-from rest_framework_simplejwt.tokens import AccessToken
 
-from users.models import User
+from grpc_ext.testing import access_token, assert_status, auth_metadata, bad_request_fields, with_metadata
 
-
-def assert_status(call: Callable, code: grpc.StatusCode, *, details_contain: str = "") -> grpc.RpcError:
-    """Call ``call``, expect it to fail with ``code``, and return the error."""
-    with pytest.raises(grpc.RpcError) as excinfo:
-        call()
-    error = excinfo.value
-    assert error.code() == code, f"expected {code.name}, got {error.code().name}: {error.details()}"
-    assert details_contain in error.details()
-    return error
-
-
-def bad_request_fields(error: grpc.RpcError) -> list[str]:
-    """Return the field of every ``google.rpc.BadRequest`` violation in the error's rich status."""
-    status = rpc_status.from_call(error)
-    assert status is not None, "the error carries no google.rpc.Status"
-    fields = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad_request = error_details_pb2.BadRequest()
-            detail.Unpack(bad_request)
-            fields.extend(violation.field for violation in bad_request.field_violations)
-    return fields
-
-
-def access_token(user: User) -> str:
-    return str(AccessToken.for_user(user))
-
-
-def auth_metadata(user_or_token: User | str) -> tuple[tuple[str, str], ...]:
-    """Return the ``authorization`` metadata of a call made as a user (or with a raw token)."""
-    token = user_or_token if isinstance(user_or_token, str) else access_token(user_or_token)
-    return (("authorization", f"Bearer {token}"),)
-
-
-class _CallDetails(
-    namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
-    grpc.ClientCallDetails,
-):
-    pass
-
-
-class _AddMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    def __init__(self, metadata: tuple[tuple[str, str], ...]):
-        self.metadata = metadata
-
-    def _details(self, details):
-        return _CallDetails(
-            details.method,
-            details.timeout,
-            (*(details.metadata or ()), *self.metadata),
-            details.credentials,
-            details.wait_for_ready,
-            details.compression,
-        )
-
-    def intercept_unary_unary(self, continuation, client_call_details, request):
-        return continuation(self._details(client_call_details), request)
-
-    def intercept_unary_stream(self, continuation, client_call_details, request):
-        return continuation(self._details(client_call_details), request)
-
-
-def with_metadata(channel: grpc.Channel, user: User) -> grpc.Channel:
-    """Return ``channel`` with ``user``'s access token added to every call."""
-    return grpc.intercept_channel(channel, _AddMetadata(auth_metadata(user)))
+__all__ = [
+    "access_token",
+    "assert_status",
+    "auth_metadata",
+    "bad_request_fields",
+    "database_error",
+    "unreachable_database",
+    "with_metadata",
+]
 
 
 def database_error(settings_changes: dict, sql: str = "SELECT 1", params=()) -> Exception:
