@@ -1,0 +1,412 @@
+"""grpc_ext.client through a real channel: fields as keywords, tokens, deadlines, retries, pages, errors, aio."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from concurrent import futures
+from datetime import timedelta
+
+import grpc
+import jwt
+import pytest
+from rest_framework_simplejwt.tokens import AccessToken
+
+from grpc_ext.client import AsyncClient, Client, ClientError, discover_services
+from grpc_ext.testing import assert_status, bad_request_fields, serve_in_background
+from posts.models import Post
+from protos import auth_pb2, auth_pb2_grpc, posts_pb2
+from tests.factories import PASSWORD, make_post
+from tests.test_server import certificates  # noqa: F401 - the fixture
+
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
+UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.fixture
+def client(grpc_address, user):
+    """A client logged in as ``user`` with their password, as a service would be."""
+    with Client(grpc_address, timeout=5.0) as client:
+        client.login(user.email, PASSWORD)
+        yield client
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# Fields as keywords, field masks, errors
+
+
+def test_the_services_are_found_in_the_generated_modules_not_listed_by_hand():
+    services = discover_services("protos")
+
+    assert {"auth", "posts", "users"} <= set(services)
+    assert services["posts"].full_name == posts_pb2.DESCRIPTOR.services_by_name["PostController"].full_name
+    assert {"List", "Stream", "Retrieve", "Create", "Update", "PartialUpdate", "Destroy"} <= set(
+        services["posts"].methods
+    )
+
+
+def test_create_retrieve_and_partial_update_take_the_request_fields_as_keywords(client, user):
+    post = client.posts.Create(title="Hello", description="From Python")
+
+    assert isinstance(post, posts_pb2.Post)
+    assert client.posts.Retrieve(id=post.id).title == "Hello"
+    renamed = client.posts.PartialUpdate(id=post.id, title="Renamed")
+
+    # The mask holds the keywords given: the description is left as it was.
+    assert (renamed.title, renamed.description) == ("Renamed", "From Python")
+    row = Post.objects.get(pk=post.id)
+    assert (row.title, row.description, row.owner_id) == ("Renamed", "From Python", user.pk)
+
+
+def test_partial_update_with_none_puts_the_field_in_the_mask_unset(client, user):
+    post = client.posts.Create(title="Hello", description="Some text")
+
+    client.posts.PartialUpdate(id=post.id, description=None)
+
+    row = Post.objects.get(pk=post.id)
+    assert (row.title, row.description) == ("Hello", "")
+
+
+def test_an_unknown_keyword_is_a_type_error_before_any_call(transactional_db):
+    # Nothing listens on this port: a call would fail with UNAVAILABLE, not TypeError.
+    with Client(f"127.0.0.1:{free_port()}", timeout=1.0) as nowhere:
+        with pytest.raises(TypeError, match="'titel'"):
+            nowhere.posts.Create(titel="Hello")
+        with pytest.raises(TypeError, match="'ownr'"):
+            nowhere.posts.iterate(owner="me", ownr="x")
+        with pytest.raises(TypeError, match="'batch'"):
+            nowhere.posts.stream(batch=3)
+    assert Post.objects.count() == 0
+
+
+def test_field_violations_come_from_the_bad_request_in_the_trailers(client):
+    with pytest.raises(ClientError) as excinfo:
+        client.posts.Create(title="")
+    error = excinfo.value
+
+    assert error.code == INVALID_ARGUMENT
+    assert error.field_violations == {"title": ["This field may not be blank."]}
+    assert "blank" in error.details
+    # Still a grpc.RpcError, answering as grpc's own errors do.
+    assert isinstance(error, grpc.RpcError)
+    assert error.code() == INVALID_ARGUMENT
+    assert bad_request_fields(error) == ["title"]
+    assert Post.objects.count() == 0
+
+
+def test_every_failed_call_raises_client_error_with_its_status(client, transactional_db):
+    error = assert_status(
+        lambda: client.posts.Retrieve(id="00000000-0000-0000-0000-000000000000"), grpc.StatusCode.NOT_FOUND
+    )
+
+    assert isinstance(error, ClientError)
+    assert error.field_violations == {}
+
+
+# Pages and streams
+
+
+def test_iterate_walks_every_page_following_page_token(client, user):
+    created = {client.posts.Create(title=f"Post {index}").id for index in range(7)}
+    make_post(title="Someone else's")
+
+    mine = [post.id for post in client.posts.iterate(page_size=3, owner="me")]
+
+    # Seven rows in pages of three: three pages, each row once.
+    assert sorted(mine) == sorted(created)
+    assert len([post for post in client.posts.iterate(page_size=2)]) == 8
+
+
+def test_stream_flattens_the_batches(client, user):
+    created = {make_post(owner=user).id for _ in range(5)}
+
+    streamed = [post.id for post in client.posts.stream(batch_size=2)]
+
+    assert sorted(streamed) == sorted(str(pk) for pk in created)
+    batches = list(client.posts.Stream(batch_size=2))
+    assert [len(batch.posts) for batch in batches] == [2, 2, 1]
+
+
+# Tokens
+
+
+def test_without_login_a_call_is_unauthenticated(grpc_address, transactional_db):
+    with Client(grpc_address) as anonymous:
+        error = assert_status(lambda: anonymous.posts.List(), UNAUTHENTICATED)
+    assert isinstance(error, ClientError)
+
+
+def test_a_token_given_is_used_as_is(grpc_client, user):
+    signed_in = grpc_client(user)
+    assert signed_in.posts.Create(title="With a token").title == "With a token"
+
+    expired = AccessToken.for_user(user)
+    expired.set_exp(lifetime=timedelta(seconds=-1))
+    with Client(signed_in.target, token=str(expired)) as stale:
+        assert_status(lambda: stale.posts.List(), UNAUTHENTICATED, details_contain="expired")
+
+
+@pytest.fixture
+def short_access_tokens(monkeypatch, settings):
+    """Access tokens that live one second (simplejwt reads the lifetime into the token class at import)."""
+    lifetime = timedelta(seconds=1)
+    settings.SIMPLE_JWT = {**settings.SIMPLE_JWT, "ACCESS_TOKEN_LIFETIME": lifetime}
+    monkeypatch.setattr(AccessToken, "lifetime", lifetime)
+    return lifetime
+
+
+def test_an_expired_access_token_is_refreshed_before_the_call(grpc_address, user, short_access_tokens):
+    with Client(grpc_address, timeout=5.0) as client:
+        client.login(user.email, PASSWORD)
+        first_access, first_refresh = client.access_token, client.refresh_token
+        time.sleep(1.5)
+
+        post = client.posts.Create(title="After expiry")
+
+        assert Post.objects.get(pk=post.id).owner_id == user.pk
+        assert (client.access_token, client.refresh_token) != (first_access, first_refresh)
+    # The old access token had expired, and the old refresh token was rotated out.
+    with grpc.insecure_channel(grpc_address) as channel:
+        metadata = (("authorization", f"Bearer {first_access}"),)
+        stub = auth_pb2_grpc.AuthControllerStub(channel)
+        assert_status(lambda: stub.Refresh(auth_pb2.RefreshRequest(refresh=first_refresh)), UNAUTHENTICATED)
+        posts = Client(grpc_address, token=first_access).posts
+        assert_status(lambda: posts.List(metadata=metadata), UNAUTHENTICATED)
+
+
+def test_an_access_token_the_server_refuses_is_refreshed_once_and_the_call_retried(client, user):
+    # A token the client cannot tell is bad (it expires in five minutes) but the server refuses:
+    # the server's view wins, as after a clock skew or a key rotation.
+    payload = AccessToken.for_user(user).payload
+    client._tokens.access = jwt.encode(payload, "not-the-signing-key-of-this-server-at-all", algorithm="HS256")
+    refresh_before = client.refresh_token
+
+    post = client.posts.Create(title="After a refusal")
+    streamed = list(client.posts.stream())
+
+    assert Post.objects.get(pk=post.id).title == "After a refusal"
+    assert [p.id for p in streamed] == [post.id]
+    assert client.refresh_token != refresh_before
+
+
+def test_a_refused_refresh_token_ends_in_unauthenticated(client, user):
+    client._tokens.access = "not-a-jwt"
+    client._tokens.refresh = "not-a-jwt-either"
+
+    assert_status(lambda: client.posts.List(), UNAUTHENTICATED)
+
+
+def test_logout_blacklists_the_refresh_token(client, grpc_address):
+    refresh = client.refresh_token
+
+    client.logout()
+
+    assert client.access_token is None
+    assert_status(lambda: client.posts.List(), UNAUTHENTICATED)
+    with grpc.insecure_channel(grpc_address) as channel:
+        stub = auth_pb2_grpc.AuthControllerStub(channel)
+        assert_status(
+            lambda: stub.Refresh(auth_pb2.RefreshRequest(refresh=refresh)),
+            UNAUTHENTICATED,
+            details_contain="blacklisted",
+        )
+
+
+# Deadlines and retries
+
+
+class SlowPosts(grpc.GenericRpcHandler):
+    """``posts.PostController/Retrieve`` that takes ``delay`` seconds and notes the deadline each call had."""
+
+    def __init__(self, delay: float):
+        self.delay = delay
+        self.time_remaining: list[float | None] = []
+
+    def service(self, handler_call_details):
+        if not handler_call_details.method.endswith("/Retrieve"):
+            return None
+
+        def retrieve(request, context):
+            self.time_remaining.append(context.time_remaining())
+            time.sleep(self.delay)
+            return posts_pb2.Post(id=request.id)
+
+        return grpc.unary_unary_rpc_method_handler(
+            retrieve, posts_pb2.PostRetrieveRequest.FromString, posts_pb2.Post.SerializeToString
+        )
+
+
+@pytest.fixture
+def slow_server():
+    handler = SlowPosts(delay=1.0)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield handler, f"127.0.0.1:{port}"
+    server.stop(None).wait()
+
+
+def test_every_call_has_the_clients_deadline_or_its_own(slow_server):
+    handler, address = slow_server
+    with Client(address, timeout=0.3) as client:
+        started = time.monotonic()
+        assert_status(lambda: client.posts.Retrieve(id="x"), grpc.StatusCode.DEADLINE_EXCEEDED)
+        assert time.monotonic() - started < 1.0
+        assert client.posts.Retrieve(id="y", timeout=5.0).id == "y"
+
+    first, second = handler.time_remaining
+    assert first is not None and 0 < first <= 0.35
+    assert second is not None and 1.0 < second <= 5.05
+
+
+def test_a_read_is_retried_until_a_briefly_unavailable_server_is_back(transactional_db, user):
+    post = make_post(owner=user)
+    port = free_port()
+    first_attempt = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def down_then_up():
+        # The first connection is cut before any HTTP/2 frame: that attempt fails with UNAVAILABLE.
+        with socket.create_server(("127.0.0.1", port)) as listener:
+            connection, _ = listener.accept()
+            connection.close()
+        first_attempt.set()
+        outcome["server"] = serve_in_background(f"127.0.0.1:{port}")
+
+    starter = threading.Thread(target=down_then_up)
+    starter.start()
+    try:
+        with Client(f"127.0.0.1:{port}", timeout=10.0, token=str(AccessToken.for_user(user))) as client:
+            retrieved = client.posts.Retrieve(id=str(post.pk))
+        assert first_attempt.is_set()
+        assert retrieved.title == post.title
+    finally:
+        starter.join(timeout=10)
+        if "server" in outcome:
+            outcome["server"][1]()
+
+
+def test_a_write_is_not_retried(transactional_db, user):
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)) as listener:
+        listener.settimeout(5)
+        client = Client(f"127.0.0.1:{port}", timeout=5.0, token=str(AccessToken.for_user(user)))
+        with ThreadedCall(lambda: client.posts.Create(title="Once")) as call:
+            connection, _ = listener.accept()
+            connection.close()
+        client.close()
+
+    assert isinstance(call.error, ClientError) and call.error.code == UNAVAILABLE
+    assert Post.objects.count() == 0
+
+
+class ThreadedCall:
+    """Run a call in a thread while the test plays the server; keep its result or error."""
+
+    def __init__(self, call):
+        self.call, self.error, self.result = call, None, None
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self):
+        try:
+            self.result = self.call()
+        except Exception as exc:  # noqa: BLE001 - kept for the assertion
+            self.error = exc
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.thread.join(timeout=10)
+
+
+# TLS
+
+
+def test_tls_with_root_certificates(transactional_db, user, certificates):  # noqa: F811 - the fixture
+    from grpc_ext.server import build_server
+
+    server = build_server("127.0.0.1:0", tls_cert=certificates / "server.pem", tls_key=certificates / "server.key")
+    server.start()
+    try:
+        post = make_post(owner=user)
+        token = str(AccessToken.for_user(user))
+        roots = (certificates / "ca.pem").read_bytes()
+        with Client(f"127.0.0.1:{server.port}", root_certificates=roots, token=token) as client:
+            assert client.posts.Retrieve(id=str(post.pk)).title == post.title
+        with Client(f"127.0.0.1:{server.port}", timeout=2.0, token=token) as plaintext:
+            # A write is tried once: the failed handshake is its answer.
+            assert_status(lambda: plaintext.posts.Create(title="Plaintext"), UNAVAILABLE)
+        assert Post.objects.count() == 1
+    finally:
+        server.stop(None).wait()
+
+
+# The async twin
+
+
+def test_async_client_has_the_same_surface(grpc_address, user):
+    make_post(owner=user, title="Existing")
+
+    async def session() -> dict[str, object]:
+        async with AsyncClient(grpc_address, timeout=5.0) as client:
+            await client.login(user.email, PASSWORD)
+            post = await client.posts.Create(title="Async", description="From aio")
+            retrieved = await client.posts.Retrieve(id=post.id)
+            renamed = await client.posts.PartialUpdate(id=post.id, title="Renamed")
+            pages = [p.title async for p in client.posts.iterate(page_size=1, owner="me")]
+            streamed = [p.title async for p in client.posts.stream(batch_size=1)]
+            try:
+                await client.posts.Create(title="")
+            except ClientError as error:
+                violations = error.field_violations
+            try:
+                client.posts.Create(titel="x")
+            except TypeError as error:
+                type_error = str(error)
+            client._tokens.access = jwt.encode(AccessToken.for_user(user).payload, "a-wrong-signing-key-of-thirty-two-bytes", algorithm="HS256")
+            after_refusal = await client.posts.Retrieve(id=post.id)
+            await client.logout()
+            return {
+                "retrieved": retrieved.description,
+                "renamed": (renamed.title, renamed.description),
+                "pages": sorted(pages),
+                "streamed": sorted(streamed),
+                "violations": violations,
+                "type_error": type_error,
+                "after_refusal": after_refusal.title,
+            }
+
+    seen = asyncio.run(session())
+
+    assert seen["retrieved"] == "From aio"
+    assert seen["renamed"] == ("Renamed", "From aio")
+    assert seen["pages"] == ["Existing", "Renamed"]
+    assert seen["streamed"] == ["Existing", "Renamed"]
+    assert seen["violations"] == {"title": ["This field may not be blank."]}
+    assert "'titel'" in seen["type_error"]
+    assert seen["after_refusal"] == "Renamed"
+    assert Post.objects.filter(owner=user).count() == 2
+
+
+def test_async_deadline(slow_server):
+    handler, address = slow_server
+
+    async def call() -> grpc.StatusCode:
+        async with AsyncClient(address, timeout=0.3) as client:
+            try:
+                await client.posts.Retrieve(id="x")
+            except ClientError as error:
+                return error.code()
+        raise AssertionError("the call did not fail")
+
+    assert asyncio.run(call()) == grpc.StatusCode.DEADLINE_EXCEEDED
