@@ -1,4 +1,4 @@
-"""A gRPC client of the demo: sign up, log in, create a post, then list and retrieve.
+"""A client of the demo on ``grpc_ext.client``: sign up, log in, write, read, page, stream, and a refused write.
 
 Run from the project root while ``python3 dev.py serve`` is running::
 
@@ -8,32 +8,32 @@ Run from the project root while ``python3 dev.py serve`` is running::
 import sys
 import uuid
 
-import grpc
-
-from protos import auth_pb2, auth_pb2_grpc, posts_pb2, posts_pb2_grpc, users_pb2, users_pb2_grpc
+from grpc_ext.client import Client, ClientError
 
 
 def main(address: str = "127.0.0.1:50051") -> None:
-    with grpc.insecure_channel(address) as channel:
-        auth = auth_pb2_grpc.AuthControllerStub(channel)
-        users = users_pb2_grpc.UserControllerStub(channel)
-        posts = posts_pb2_grpc.PostControllerStub(channel)
-
-        # Signup is open; every other call carries the access token from Login.
+    with Client(address, timeout=5.0) as client:  # TLS: Client(address, root_certificates=...)
+        # Signup is open; after login every call carries the access token, refreshed as it nears expiry.
         email, password = f"{uuid.uuid4().hex[:8]}@example.com", "a-long-passphrase"
-        user = users.Create(users_pb2.UserCreateRequest(email=email, password=password))
-        tokens = auth.Login(auth_pb2.LoginRequest(email=email, password=password))
-        metadata = [("authorization", f"Bearer {tokens.access}")]
+        user = client.users.Create(email=email, password=password)
+        client.login(email, password)
 
-        post = posts.Create(posts_pb2.PostCreateRequest(title="Hello", description="From gRPC"), metadata=metadata)
+        post = client.posts.Create(title="Hello", description="From Python")  # fields as keywords
+        print("post:", client.posts.Retrieve(id=post.id).title)
+        renamed = client.posts.PartialUpdate(id=post.id, description="Renamed")  # update_mask: description
+        print("renamed:", renamed.title, "/", renamed.description)
 
-        page = users.List(users_pb2.UserListRequest(page_size=10), metadata=metadata)
-        print("users:", [u.email for u in page.users])
-        print("user:", users.Retrieve(users_pb2.UserRetrieveRequest(id=user.id), metadata=metadata).email)
+        print("user:", client.users.Retrieve(id=user.id).email)
+        print("users:", [u.email for u in client.users.iterate(page_size=100)])  # every page
+        print("my posts:", [p.title for p in client.posts.iterate(page_size=100, owner="me")])
+        print("posts streamed:", sum(1 for _ in client.posts.stream()))  # Stream's batches, flattened
 
-        page = posts.List(posts_pb2.PostListRequest(page_size=10, owner="me"), metadata=metadata)
-        print("my posts:", [p.title for p in page.posts])
-        print("post:", posts.Retrieve(posts_pb2.PostRetrieveRequest(id=post.id), metadata=metadata).title)
+        try:
+            client.posts.Create(title="")
+        except ClientError as error:
+            print("refused:", error.code.name, error.field_violations)  # INVALID_ARGUMENT {'title': [...]}
+
+        client.logout()
 
 
 if __name__ == "__main__":

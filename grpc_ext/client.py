@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import grpc.aio
@@ -104,21 +104,21 @@ class StatusCodeValue:
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, StatusCodeValue):
-            return self.value == other.value
-        return self.value == other
+            other = other.value
+        return bool(self.value == other)
 
     def __hash__(self) -> int:
         return hash(self.value)
 
     @property
     def name(self) -> str:
-        return self.value.name
+        return str(self.value.name)
 
     def __repr__(self) -> str:
         return repr(self.value)
 
     def __str__(self) -> str:
-        return str(self.value)
+        return f"{self.value}"
 
 
 class DetailsValue(str):
@@ -128,7 +128,7 @@ class DetailsValue(str):
         return str(self)
 
 
-class ClientError(grpc.RpcError):
+class ClientError(grpc.RpcError):  # type: ignore[misc]  # grpc ships no type hints
     """A failed call: its status ``code``, ``details`` and the ``field_violations`` of its BadRequest.
 
     A subclass of ``grpc.RpcError``: ``code()``, ``details()`` and
@@ -243,13 +243,15 @@ def _proto_modules(protos: str | ModuleType | Iterable[str | ModuleType] | None)
     """Import the ``*_pb2`` modules of a package (every one), or the modules given."""
     if protos is None:
         protos = _default_proto_package()
-    if isinstance(protos, str | ModuleType):
-        package = importlib.import_module(protos) if isinstance(protos, str) else protos
-        if not hasattr(package, "__path__"):
-            return [package]
-        names = sorted(info.name for info in pkgutil.iter_modules(package.__path__) if info.name.endswith("_pb2"))
-        return [importlib.import_module(f"{package.__name__}.{name}") for name in names]
-    return [importlib.import_module(item) if isinstance(item, str) else item for item in protos]
+    if isinstance(protos, str):
+        protos = importlib.import_module(protos)
+    if isinstance(protos, ModuleType):
+        if not hasattr(protos, "__path__"):
+            return [protos]
+        names = sorted(info.name for info in pkgutil.iter_modules(protos.__path__) if info.name.endswith("_pb2"))
+        return [importlib.import_module(f"{protos.__name__}.{name}") for name in names]
+    given = cast(Iterable[str | ModuleType], protos)
+    return [importlib.import_module(item) if isinstance(item, str) else item for item in given]
 
 
 def discover_services(protos: str | ModuleType | Iterable[str | ModuleType] | None = None) -> dict[str, ServiceSpec]:
@@ -382,7 +384,7 @@ def _is_repeated(field_descriptor: descriptor.FieldDescriptor) -> bool:
     is_repeated = getattr(field_descriptor, "is_repeated", None)
     if is_repeated is not None:
         return bool(is_repeated)
-    return field_descriptor.label == descriptor.FieldDescriptor.LABEL_REPEATED
+    return bool(field_descriptor.label == descriptor.FieldDescriptor.LABEL_REPEATED)
 
 
 def _items(response: Message, item_field: str | None) -> Sequence[Any]:

@@ -131,7 +131,7 @@ def bad_request_fields(error: grpc.RpcError) -> list[str]:
     """Return the field of every ``google.rpc.BadRequest`` violation in the error's rich status."""
     status = rpc_status.from_call(error)
     assert status is not None, "the error carries no google.rpc.Status"
-    fields = []
+    fields: list[str] = []
     for detail in status.details:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad_request = error_details_pb2.BadRequest()

@@ -410,3 +410,17 @@ def test_async_deadline(slow_server):
         raise AssertionError("the call did not fail")
 
     assert asyncio.run(call()) == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+# The pytest plugin's client factory, as the README's "Testing your services" uses it
+
+
+def test_the_plugin_makes_clients_signed_in_as_a_user_or_anonymous(grpc_client, user):
+    client = grpc_client(user)
+
+    post = client.posts.Create(title="Dune")
+
+    assert Post.objects.get(pk=post.id).owner_id == user.pk
+    error = assert_status(lambda: client.posts.Create(title=""), INVALID_ARGUMENT)
+    assert error.field_violations == {"title": ["This field may not be blank."]}
+    assert_status(lambda: grpc_client().posts.Retrieve(id=post.id), UNAUTHENTICATED)

@@ -12,7 +12,7 @@ from posts.models import Post
 from users.models import User
 
 
-def test_quickstart_client_signs_up_posts_lists_and_retrieves(grpc_address, transactional_db):
+def test_quickstart_client_signs_up_posts_lists_retrieves_and_reads_field_violations(grpc_address, transactional_db):
     call_command("seeddemo")
     users_before, posts_before = User.objects.count(), Post.objects.count()
 
@@ -27,4 +27,6 @@ def test_quickstart_client_signs_up_posts_lists_and_retrieves(grpc_address, tran
     assert result.returncode == 0, result.stderr
     assert (User.objects.count(), Post.objects.count()) == (users_before + 1, posts_before + 1)
     assert "post: Hello" in result.stdout
+    assert "renamed: Hello / Renamed" in result.stdout
     assert "ada@example.com" in result.stdout
+    assert "refused: INVALID_ARGUMENT {'title': ['This field may not be blank.']}" in result.stdout

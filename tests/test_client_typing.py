@@ -1,0 +1,46 @@
+"""The client ships type hints: mypy accepts the README's example and refuses a misuse of it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from django.conf import settings
+
+
+def readme_example() -> str:
+    """The first Python block of the README's "Calling it from Python" section."""
+    readme = (settings.BASE_DIR / "README.md").read_text()
+    section = readme.split("## Calling it from Python", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+
+
+def mypy(tmp_path, source: str) -> subprocess.CompletedProcess:
+    example = tmp_path / "readme_example.py"
+    example.write_text(source)
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / ".mypy_cache"), str(example)],
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_mypy_accepts_the_readme_example(tmp_path):
+    example = readme_example()
+    assert "ClientError" in example and "field_violations" in example
+
+    result = mypy(tmp_path, example)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_refuses_a_misuse_of_the_client(tmp_path):
+    misuse = readme_example().replace("error.field_violations", "error.field_violations.upper()")
+
+    result = mypy(tmp_path, misuse)
+
+    assert result.returncode == 1
+    assert '"dict[str, list[str]]" has no attribute "upper"' in result.stdout
