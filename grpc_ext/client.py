@@ -91,34 +91,39 @@ class StatusCodeValue:
     """A ``grpc.StatusCode`` that is also callable, as ``grpc.RpcError.code()`` is.
 
     ``error.code == grpc.StatusCode.NOT_FOUND`` and ``error.code() == grpc.StatusCode.NOT_FOUND``
-    both hold, so code written for ``grpc.RpcError`` keeps working.
+    both hold, so code written for ``grpc.RpcError`` keeps working; ``name`` and
+    ``value`` are the status code's. Compare with ``==``: it is not the enum member itself.
     """
 
-    __slots__ = ("value",)
+    __slots__ = ("status_code",)
 
-    def __init__(self, value: grpc.StatusCode):
-        self.value = value
+    def __init__(self, status_code: grpc.StatusCode):
+        self.status_code = status_code
 
     def __call__(self) -> grpc.StatusCode:
-        return self.value
+        return self.status_code
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, StatusCodeValue):
-            other = other.value
-        return bool(self.value == other)
+            other = other.status_code
+        return bool(self.status_code == other)
 
     def __hash__(self) -> int:
-        return hash(self.value)
+        return hash(self.status_code)
 
     @property
     def name(self) -> str:
-        return str(self.value.name)
+        return str(self.status_code.name)
+
+    @property
+    def value(self) -> tuple[int, str]:
+        return tuple(self.status_code.value)
 
     def __repr__(self) -> str:
-        return repr(self.value)
+        return repr(self.status_code)
 
     def __str__(self) -> str:
-        return f"{self.value}"
+        return f"{self.status_code}"
 
 
 class DetailsValue(str):
@@ -478,6 +483,10 @@ class _ClientBase:
     @property
     def refresh_token(self) -> str | None:
         return self._tokens.refresh
+
+    def set_tokens(self, access: str, refresh: str | None = None) -> None:
+        """Call with these tokens from now on, refreshed as after ``login`` (tokens kept from an earlier run)."""
+        self._tokens = Tokens(access=access, refresh=refresh)
 
     @property
     def services(self) -> list[str]:

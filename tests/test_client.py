@@ -182,12 +182,16 @@ def test_an_expired_access_token_is_refreshed_before_the_call(grpc_address, user
         assert_status(lambda: posts.List(metadata=metadata), UNAUTHENTICATED)
 
 
+def forged_access_token(user) -> str:
+    """A well-formed access token for ``user``, good for five minutes, signed with a key the server does not have."""
+    return jwt.encode(AccessToken.for_user(user).payload, "not-the-signing-key-of-this-server", algorithm="HS256")
+
+
 def test_an_access_token_the_server_refuses_is_refreshed_once_and_the_call_retried(client, user):
     # A token the client cannot tell is bad (it expires in five minutes) but the server refuses:
     # the server's view wins, as after a clock skew or a key rotation.
-    payload = AccessToken.for_user(user).payload
-    client._tokens.access = jwt.encode(payload, "not-the-signing-key-of-this-server-at-all", algorithm="HS256")
     refresh_before = client.refresh_token
+    client.set_tokens(forged_access_token(user), refresh_before)
 
     post = client.posts.Create(title="After a refusal")
     streamed = list(client.posts.stream())
@@ -198,8 +202,7 @@ def test_an_access_token_the_server_refuses_is_refreshed_once_and_the_call_retri
 
 
 def test_a_refused_refresh_token_ends_in_unauthenticated(client, user):
-    client._tokens.access = "not-a-jwt"
-    client._tokens.refresh = "not-a-jwt-either"
+    client.set_tokens("not-a-jwt", "not-a-jwt-either")
 
     assert_status(lambda: client.posts.List(), UNAUTHENTICATED)
 
@@ -373,7 +376,7 @@ def test_async_client_has_the_same_surface(grpc_address, user):
                 client.posts.Create(titel="x")
             except TypeError as error:
                 type_error = str(error)
-            client._tokens.access = jwt.encode(AccessToken.for_user(user).payload, "a-wrong-signing-key-of-thirty-two-bytes", algorithm="HS256")
+            client.set_tokens(forged_access_token(user), client.refresh_token)
             after_refusal = await client.posts.Retrieve(id=post.id)
             await client.logout()
             return {
