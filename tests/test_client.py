@@ -7,19 +7,22 @@ import socket
 import threading
 import time
 from concurrent import futures
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import jwt
 import pytest
 from rest_framework_simplejwt.tokens import AccessToken
 
-from grpc_ext.client import AsyncClient, Client, ClientError, discover_services
+from grpc_ext.client import KEEPALIVE_OPTIONS, AsyncClient, Client, ClientError, discover_services
+from grpc_ext.server import server_options
 from grpc_ext.testing import assert_status, bad_request_fields, serve_in_background
 from posts.models import Post
 from protos import auth_pb2, auth_pb2_grpc, posts_pb2
 from tests.factories import PASSWORD, make_post
+from tests.test_proto_types import samples_address, samples_protos  # noqa: F401 - fixtures
 from tests.test_server import certificates  # noqa: F401 - the fixture
+from tests.typesapp.models import Sample
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
@@ -427,3 +430,34 @@ def test_the_plugin_makes_clients_signed_in_as_a_user_or_anonymous(grpc_client, 
     error = assert_status(lambda: client.posts.Create(title=""), INVALID_ARGUMENT)
     assert error.field_violations == {"title": ["This field may not be blank."]}
     assert_status(lambda: grpc_client().posts.Retrieve(id=post.id), UNAUTHENTICATED)
+
+
+# A new app's service, with no client code
+
+
+def test_a_new_apps_service_is_called_with_no_client_code(samples_address, samples_protos, transactional_db):  # noqa: F811
+    happened_at = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    with Client(samples_address, protos="typesprotos") as client:
+        assert "samples" in client.services
+        created = client.samples.Create(name="first", count=3, happened_at=happened_at, payload={"a": [1, "b"]})
+        for index in range(4):
+            client.samples.Create(name=f"more {index}")
+        renamed = client.samples.PartialUpdate(id=created.id, nickname="nick")
+        names = sorted(sample.name for sample in client.samples.iterate(page_size=2))
+
+    assert (renamed.name, renamed.nickname, renamed.count) == ("first", "nick", 3)
+    assert renamed.happened_at.ToDatetime(tzinfo=UTC) == happened_at
+    assert names == ["first", "more 0", "more 1", "more 2", "more 3"]
+    row = Sample.objects.get(pk=created.id)
+    assert (row.nickname, row.payload) == ("nick", {"a": [1, "b"]})
+
+
+def test_the_clients_keepalive_pings_are_ones_the_server_accepts():
+    """A client pinging more often than the server allows is sent GOAWAY "too_many_pings"."""
+    server = dict(server_options(reuse_port=False))
+    client = dict(KEEPALIVE_OPTIONS)
+
+    least_interval = server.get("grpc.http2.min_recv_ping_interval_without_data_ms", 300_000)
+    assert client["grpc.keepalive_time_ms"] >= least_interval
+    if not server.get("grpc.keepalive_permit_without_calls", 0):
+        assert client["grpc.keepalive_permit_without_calls"] == 0
