@@ -30,6 +30,7 @@ import logging
 import pkgutil
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,12 +45,18 @@ from google.rpc import error_details_pb2, status_pb2
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AsyncClient", "Client", "ClientError", "DEFAULT_TIMEOUT", "RETRY_POLICY", "READ_METHODS"]
+__all__ = ["AsyncClient", "Client", "ClientError", "DEFAULT_TIMEOUT", "READ_METHODS", "RETRY_POLICY"]
 
 #: Seconds a call may take unless the client or the call says otherwise.
 DEFAULT_TIMEOUT = 10.0
 #: RPCs that change nothing, so that a retry after UNAVAILABLE cannot write twice.
 READ_METHODS = ("Retrieve", "List", "Stream")
+#: A write whose request has this field is idempotent (AIP-155): the server answers a
+#: repeated request_id with the first answer, so the client fills it in and may retry.
+REQUEST_ID_FIELD = "request_id"
+#: Request fields that say how to apply a change rather than what to change (AIP-134,
+#: AIP-154, AIP-155, AIP-163): never paths of an update mask built from the keywords.
+CONTROL_FIELDS = frozenset({"update_mask", "etag", "request_id", "allow_missing", "validate_only"})
 #: gRPC retry policy (service config, gRFC A6) of the read methods. The wait before
 #: each new attempt is random, up to 0.2 s, then 0.6 s, 1.8 s and 5 s: enough to ride
 #: out a server restart, short enough to fail well within a deadline of seconds.
@@ -211,6 +218,13 @@ class RpcMethod:
     server_streaming: bool
 
     @property
+    def idempotent(self) -> bool:
+        """A read, or a write the server deduplicates by ``request_id``: safe to send again."""
+        request_id = self.request_class.DESCRIPTOR.fields_by_name.get(REQUEST_ID_FIELD)
+        is_string = request_id is not None and request_id.type == descriptor.FieldDescriptor.TYPE_STRING
+        return self.name in READ_METHODS or (is_string and not _is_repeated(request_id))
+
+    @property
     def path(self) -> str:
         return f"/{self.service}/{self.name}"
 
@@ -290,10 +304,17 @@ def discover_services(protos: str | ModuleType | Iterable[str | ModuleType] | No
     return services
 
 
-def service_config(services: Iterable[ServiceSpec], *, retried: Iterable[str] = READ_METHODS) -> str:
-    """Return the channel's service config: retries on UNAVAILABLE for the read methods only."""
+def service_config(services: Iterable[ServiceSpec]) -> str:
+    """Return the channel's service config: retries on UNAVAILABLE for the idempotent methods only.
+
+    Those are the reads and the writes whose request carries a ``request_id``;
+    any other write is sent once, as a second attempt could write twice.
+    """
     names = [
-        {"service": spec.full_name, "method": name} for spec in services for name in retried if name in spec.methods
+        {"service": spec.full_name, "method": method.name}
+        for spec in services
+        for method in spec.methods.values()
+        if method.idempotent
     ]
     config: dict[str, Any] = {"methodConfig": [{"name": names, "retryPolicy": RETRY_POLICY}] if names else []}
     return json.dumps(config)
@@ -340,8 +361,10 @@ def build_request(spec: ServiceSpec, method: RpcMethod, args: tuple[Any, ...], f
 
     An unknown keyword is a ``TypeError`` raised before any call. ``None``
     leaves a field unset. A request with an ``update_mask`` the caller did not
-    give gets one listing the keywords given (the key fields aside), so
-    ``PartialUpdate(id=..., title="x")`` changes the title only.
+    give gets one listing the keywords given (the key and control fields
+    aside), so ``PartialUpdate(id=..., title="x")`` changes the title only. A
+    write with a ``request_id`` field gets a new UUID there unless given, so
+    that its retries are answered once.
     """
     request_class = method.request_class
     if args:
@@ -359,11 +382,14 @@ def build_request(spec: ServiceSpec, method: RpcMethod, args: tuple[Any, ...], f
             f"its request {message.full_name} has {', '.join(known) or 'no fields'}"
         )
     values = {name: value for name, value in fields.items() if value is not None}
+    if REQUEST_ID_FIELD not in values and method.idempotent and REQUEST_ID_FIELD in known:
+        # One id per logical call: every attempt and every retry sends this same request.
+        values[REQUEST_ID_FIELD] = str(uuid.uuid4())
     mask_field = known.get("update_mask")
     if mask_field is not None and mask_field.message_type is field_mask_pb2.FieldMask.DESCRIPTOR:
         mask = fields.get("update_mask")
         if mask is None:
-            mask = [name for name in fields if name not in spec.key_fields and name != "update_mask"]
+            mask = [name for name in fields if name not in spec.key_fields and name not in CONTROL_FIELDS]
         if isinstance(mask, str):
             mask = [mask]
         if not isinstance(mask, field_mask_pb2.FieldMask):
@@ -527,7 +553,8 @@ class Client(_ClientBase):
     """A synchronous client: ``client.<label>.<Rpc>(**fields)`` returns the response message.
 
     Every call has a deadline (``timeout``, or ``timeout=`` per call); reads
-    are retried on UNAVAILABLE by the channel's retry policy; a failed call
+    (and writes with a ``request_id``) are retried on UNAVAILABLE by the
+    channel's retry policy; a failed call
     raises ``ClientError``. After ``login`` the access token is sent with every
     call and refreshed once when near expiry or refused as UNAUTHENTICATED; a
     ``token=`` given here is used as is. Safe to share between threads.

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import threading
 import time
+import uuid
 from concurrent import futures
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +17,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from grpc_ext.client import KEEPALIVE_OPTIONS, AsyncClient, Client, ClientError, discover_services
 from grpc_ext.server import server_options
-from grpc_ext.testing import assert_status, bad_request_fields, serve_in_background
+from grpc_ext.testing import access_token, assert_status, bad_request_fields, serve_in_background
 from posts.models import Post
 from protos import auth_pb2, auth_pb2_grpc, posts_pb2
 from tests.factories import PASSWORD, make_post
@@ -273,45 +274,71 @@ def test_every_call_has_the_clients_deadline_or_its_own(slow_server):
     assert second is not None and 1.0 < second <= 5.05
 
 
-def test_a_read_is_retried_until_a_briefly_unavailable_server_is_back(transactional_db, user):
-    post = make_post(owner=user)
-    port = free_port()
-    first_attempt = threading.Event()
-    outcome: dict[str, object] = {}
+def down_then_up(port: int) -> tuple[threading.Thread, threading.Event, list]:
+    """Cut the first connection to ``port`` before any HTTP/2 frame, then serve every service there.
 
-    def down_then_up():
-        # The first connection is cut before any HTTP/2 frame: that attempt fails with UNAVAILABLE.
+    The first attempt of a call fails with UNAVAILABLE; only a retry can reach the server.
+    """
+    first_attempt, started = threading.Event(), []
+
+    def run():
         with socket.create_server(("127.0.0.1", port)) as listener:
+            listener.settimeout(10)
             connection, _ = listener.accept()
             connection.close()
         first_attempt.set()
-        outcome["server"] = serve_in_background(f"127.0.0.1:{port}")
+        started.append(serve_in_background(f"127.0.0.1:{port}"))
 
-    starter = threading.Thread(target=down_then_up)
-    starter.start()
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, first_attempt, started
+
+
+def test_a_read_is_retried_until_a_briefly_unavailable_server_is_back(transactional_db, user):
+    post = make_post(owner=user)
+    port = free_port()
+    thread, first_attempt, started = down_then_up(port)
     try:
-        with Client(f"127.0.0.1:{port}", timeout=10.0, token=str(AccessToken.for_user(user))) as client:
+        with Client(f"127.0.0.1:{port}", timeout=10.0, token=access_token(user)) as client:
             retrieved = client.posts.Retrieve(id=str(post.pk))
         assert first_attempt.is_set()
         assert retrieved.title == post.title
     finally:
-        starter.join(timeout=10)
-        if "server" in outcome:
-            outcome["server"][1]()
+        thread.join(timeout=10)
+        for _, stop in started:
+            stop()
 
 
-def test_a_write_is_not_retried(transactional_db, user):
+@pytest.mark.skipif(
+    "request_id" not in posts_pb2.PostCreateRequest.DESCRIPTOR.fields_by_name, reason="Create has no request_id"
+)
+def test_a_create_with_a_request_id_is_retried_and_writes_once(transactional_db, user):
+    port = free_port()
+    thread, first_attempt, started = down_then_up(port)
+    try:
+        with Client(f"127.0.0.1:{port}", timeout=10.0, token=access_token(user)) as client:
+            created = client.posts.Create(title="Once")
+        assert first_attempt.is_set()
+        assert list(Post.objects.values_list("pk", "title")) == [(uuid.UUID(created.id), "Once")]
+    finally:
+        thread.join(timeout=10)
+        for _, stop in started:
+            stop()
+
+
+def test_a_write_without_a_request_id_is_not_retried(transactional_db, user):
+    post = make_post(owner=user, title="Before")
     port = free_port()
     with socket.create_server(("127.0.0.1", port)) as listener:
         listener.settimeout(5)
-        client = Client(f"127.0.0.1:{port}", timeout=5.0, token=str(AccessToken.for_user(user)))
-        with ThreadedCall(lambda: client.posts.Create(title="Once")) as call:
+        client = Client(f"127.0.0.1:{port}", timeout=5.0, token=access_token(user))
+        with ThreadedCall(lambda: client.posts.PartialUpdate(id=str(post.pk), title="After")) as call:
             connection, _ = listener.accept()
             connection.close()
         client.close()
 
     assert isinstance(call.error, ClientError) and call.error.code == UNAVAILABLE
-    assert Post.objects.count() == 0
+    assert Post.objects.get(pk=post.pk).title == "Before"
 
 
 class ThreadedCall:
