@@ -164,6 +164,8 @@ class ClientError(grpc.RpcError):  # type: ignore[misc]  # grpc ships no type hi
         self.status: status_pb2.Status | None = _rich_status(self._trailing_metadata)
         #: Field -> messages, from the ``google.rpc.BadRequest`` of the rich status.
         self.field_violations: dict[str, list[str]] = _field_violations(self.status)
+        #: Seconds the server asks to wait before trying again (``google.rpc.RetryInfo``), if it says.
+        self.retry_delay: float | None = _retry_delay(self.status)
         super().__init__(f"{method + ': ' if method else ''}{code.name}: {details}")
 
     @classmethod
@@ -202,6 +204,14 @@ def _field_violations(status: status_pb2.Status | None) -> dict[str, list[str]]:
             for violation in bad_request.field_violations:
                 violations.setdefault(violation.field, []).append(violation.description)
     return violations
+
+
+def _retry_delay(status: status_pb2.Status | None) -> float | None:
+    for detail in status.details if status is not None else ():
+        retry_info = error_details_pb2.RetryInfo()
+        if detail.Unpack(retry_info):
+            return float(retry_info.retry_delay.ToTimedelta().total_seconds())
+    return None
 
 
 # --------------------------------------------------------------------------- services

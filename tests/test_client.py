@@ -186,6 +186,41 @@ def test_an_expired_access_token_is_refreshed_before_the_call(grpc_address, user
         assert_status(lambda: posts.List(metadata=metadata), UNAUTHENTICATED)
 
 
+def test_concurrent_calls_after_expiry_refresh_once(grpc_address, user, short_access_tokens):
+    """Refresh tokens rotate: a second refresh with the same one would be refused as blacklisted."""
+    post = make_post(owner=user)
+    with Client(grpc_address, timeout=5.0) as client:
+        client.login(user.email, PASSWORD)
+        time.sleep(1.5)
+        with futures.ThreadPoolExecutor(max_workers=6) as pool:
+            titles = list(pool.map(lambda _: client.posts.Retrieve(id=str(post.pk)).title, range(6)))
+
+    assert titles == [post.title] * 6
+
+
+def test_async_client_refreshes_an_expired_access_token(grpc_address, user, short_access_tokens):
+    post = make_post(owner=user)
+
+    async def session() -> tuple[str, bool]:
+        async with AsyncClient(grpc_address, timeout=5.0) as client:
+            await client.login(user.email, PASSWORD)
+            first_refresh = client.refresh_token
+            await asyncio.sleep(1.5)
+            retrieved = await client.posts.Retrieve(id=str(post.pk))
+            return retrieved.title, client.refresh_token != first_refresh
+
+    assert asyncio.run(session()) == (post.title, True)
+
+
+def test_a_rate_limited_call_says_when_to_retry(grpc_address, user, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"login": "1/minute"}}
+    with Client(grpc_address) as client:
+        client.login(user.email, PASSWORD)
+        error = assert_status(lambda: client.login(user.email, PASSWORD), grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+    assert 0 < error.retry_delay <= 60
+
+
 def forged_access_token(user) -> str:
     """A well-formed access token for ``user``, good for five minutes, signed with a key the server does not have."""
     return jwt.encode(AccessToken.for_user(user).payload, "not-the-signing-key-of-this-server", algorithm="HS256")
