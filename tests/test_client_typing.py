@@ -16,11 +16,14 @@ def readme_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
-def mypy(tmp_path, source: str) -> subprocess.CompletedProcess:
-    example = tmp_path / "readme_example.py"
-    example.write_text(source)
+def mypy(tmp_path, source: str | None = None) -> subprocess.CompletedProcess:
+    """Run mypy with the project's settings on ``source``, or on the files pyproject.toml names."""
+    files = []
+    if source is not None:
+        files = [tmp_path / "readme_example.py"]
+        files[0].write_text(source)
     return subprocess.run(
-        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / ".mypy_cache"), str(example)],
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / ".mypy_cache"), *map(str, files)],
         cwd=settings.BASE_DIR,
         capture_output=True,
         text=True,
@@ -44,3 +47,10 @@ def test_mypy_refuses_a_misuse_of_the_client(tmp_path):
 
     assert result.returncode == 1
     assert '"dict[str, list[str]]" has no attribute "upper"' in result.stdout
+
+
+def test_the_client_and_the_quickstart_example_type_check_strictly(tmp_path):
+    result = mypy(tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 source files" in result.stdout
