@@ -511,6 +511,12 @@ class _ClientBase:
         self._auth_spec = next(
             (spec for spec in self._services.values() if {"Login", "Refresh", "Logout"} <= set(spec.methods)), None
         )
+        self._callables: dict[str, Any] = {}
+        self._connect()
+
+    def _connect(self) -> None:
+        """Open the channel and build the service objects (grpc or grpc.aio)."""
+        raise NotImplementedError
 
     @property
     def access_token(self) -> str | None:
@@ -570,14 +576,12 @@ class Client(_ClientBase):
     ``token=`` given here is used as is. Safe to share between threads.
     """
 
-    def __init__(self, target: str, **kwargs: Any):
-        super().__init__(target, **kwargs)
+    def _connect(self) -> None:
         if self._credentials is None:
-            self._channel = grpc.insecure_channel(target, options=self._options)
+            self._channel = grpc.insecure_channel(self.target, options=self._options)
         else:
-            self._channel = grpc.secure_channel(target, self._credentials, options=self._options)
+            self._channel = grpc.secure_channel(self.target, self._credentials, options=self._options)
         self._lock = threading.Lock()
-        self._callables: dict[str, Any] = {}
         self._service_clients = {label: ServiceClient(self, spec) for label, spec in self._services.items()}
 
     def __getattr__(self, name: str) -> ServiceClient:
@@ -797,14 +801,12 @@ class AsyncClient(_ClientBase):
     ``iterate`` and ``stream``. Create it inside the event loop that uses it (``async with AsyncClient(...)``).
     """
 
-    def __init__(self, target: str, **kwargs: Any):
-        super().__init__(target, **kwargs)
+    def _connect(self) -> None:
         if self._credentials is None:
-            self._channel = grpc.aio.insecure_channel(target, options=self._options)
+            self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
         else:
-            self._channel = grpc.aio.secure_channel(target, self._credentials, options=self._options)
+            self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
         self._lock = asyncio.Lock()
-        self._callables: dict[str, Any] = {}
         self._service_clients = {label: AsyncServiceClient(self, spec) for label, spec in self._services.items()}
 
     def __getattr__(self, name: str) -> AsyncServiceClient:
