@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import importlib
 import json
 import logging
@@ -446,7 +447,7 @@ def token_lifetime(token: str) -> tuple[float, float] | None:
         return None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Tokens:
     """The tokens a client calls with; ``fixed`` when given as ``token=``, which is used as is."""
 
@@ -457,10 +458,15 @@ class Tokens:
     def can_refresh(self) -> bool:
         return not self.fixed and bool(self.refresh)
 
+    @functools.cached_property
+    def access_lifetime(self) -> tuple[float, float] | None:
+        """The access token's ``(iat, exp)``, decoded once: tokens are replaced, never changed."""
+        return token_lifetime(self.access) if self.access else None
+
     def near_expiry(self, margin: float, now: float | None = None) -> bool:
         if not self.access or not self.can_refresh():
             return False
-        lifetime = token_lifetime(self.access)
+        lifetime = self.access_lifetime
         if lifetime is None:
             return False
         issued, expires = lifetime

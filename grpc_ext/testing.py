@@ -3,8 +3,9 @@
 Fixtures (pytest-django's database fixtures underneath):
 
 - ``grpc_server``: every service of ``ROOT_HANDLERS_HOOK`` served in-process on
-  127.0.0.1:<free port> for the whole session, over the test database;
-  ``grpc_address`` is its address and ``grpc_channel`` a channel to it.
+  127.0.0.1:<free port> for the whole session, over the test database
+  (``.host``, ``.port``, ``.address``); ``grpc_address`` is its address and
+  ``grpc_channel`` a channel to it.
 - ``grpc_client``: a factory of ``grpc_ext.client.Client`` on that server,
   ``grpc_client(user)`` signed in as ``user`` (with an access token made for
   them, no password needed), ``grpc_client()`` anonymous. It needs a
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -66,21 +68,33 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     connections["default"].settings_dict["CONN_MAX_AGE"] = 0
 
 
+@dataclass(frozen=True)
+class LiveServer:
+    """The session's server: where it listens."""
+
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
 @pytest.fixture(scope="session")
-def grpc_server(django_db_setup: None, django_db_blocker: Any) -> Iterator[str]:
-    """Serve every service on 127.0.0.1:<free port> for the whole session; the value is the address."""
+def grpc_server(django_db_setup: None, django_db_blocker: Any) -> Iterator[LiveServer]:
+    """Serve every service on 127.0.0.1:<free port> for the whole session."""
     with django_db_blocker.unblock():
         port, stop = start_live_server("127.0.0.1:0")
         try:
-            yield f"127.0.0.1:{port}"
+            yield LiveServer("127.0.0.1", port)
         finally:
             stop()
 
 
 @pytest.fixture(scope="session")
-def grpc_address(grpc_server: str) -> str:
+def grpc_address(grpc_server: LiveServer) -> str:
     """The live server's address, ``127.0.0.1:<port>``."""
-    return grpc_server
+    return grpc_server.address
 
 
 @pytest.fixture(scope="session")
