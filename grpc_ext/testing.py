@@ -137,7 +137,7 @@ def assert_status(call: Callable[[], Any], code: grpc.StatusCode, *, details_con
             list(result)
     error = excinfo.value
     assert error.code() == code, f"expected {code.name}, got {error.code().name}: {error.details()}"
-    assert details_contain in error.details()
+    assert details_contain in error.details(), error.details()
     return error
 
 
