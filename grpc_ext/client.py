@@ -125,7 +125,8 @@ class StatusCodeValue:
 
     @property
     def value(self) -> tuple[int, str]:
-        return tuple(self.status_code.value)
+        number, text = self.status_code.value
+        return int(number), str(text)
 
     def __repr__(self) -> str:
         return repr(self.status_code)
@@ -141,13 +142,17 @@ class DetailsValue(str):
         return str(self)
 
 
-class ClientError(grpc.RpcError):  # type: ignore[misc]  # grpc ships no type hints
+class ClientError(grpc.RpcError):
     """A failed call: its status ``code``, ``details`` and the ``field_violations`` of its BadRequest.
 
     A subclass of ``grpc.RpcError``: ``code()``, ``details()`` and
     ``trailing_metadata()`` answer as grpc's own errors do, so
     ``grpc_status.rpc_status.from_call(error)`` works on it too.
     """
+
+    # Attributes that are also callable, where grpc.RpcError has methods.
+    code: StatusCodeValue
+    details: DetailsValue
 
     def __init__(
         self,
@@ -173,9 +178,10 @@ class ClientError(grpc.RpcError):  # type: ignore[misc]  # grpc ships no type hi
     def from_rpc_error(cls, error: grpc.RpcError, method: str = "") -> ClientError:
         if isinstance(error, ClientError):
             return error
-        code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-        details = error.details() if hasattr(error, "details") else str(error)
-        trailers = error.trailing_metadata() if hasattr(error, "trailing_metadata") else ()
+        call: Any = error  # grpc's errors are also the call, with its status and trailers
+        code = call.code() if hasattr(call, "code") else grpc.StatusCode.UNKNOWN
+        details = call.details() if hasattr(call, "details") else str(error)
+        trailers = call.trailing_metadata() if hasattr(call, "trailing_metadata") else ()
         return cls(
             code or grpc.StatusCode.UNKNOWN,
             details or "",
@@ -183,10 +189,11 @@ class ClientError(grpc.RpcError):  # type: ignore[misc]  # grpc ships no type hi
             method=method,
         )
 
-    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+    def trailing_metadata(self) -> Any:
+        """The trailers as ``(key, value)`` pairs."""
         return self._trailing_metadata
 
-    def initial_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+    def initial_metadata(self) -> Any:
         return ()
 
 
@@ -422,7 +429,7 @@ def _item_field(response_class: type[Message]) -> str | None:
     return repeated[0] if len(repeated) == 1 else None
 
 
-def _is_repeated(field_descriptor: descriptor.FieldDescriptor) -> bool:
+def _is_repeated(field_descriptor: Any) -> bool:
     is_repeated = getattr(field_descriptor, "is_repeated", None)
     if is_repeated is not None:
         return bool(is_repeated)

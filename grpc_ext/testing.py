@@ -136,8 +136,9 @@ def assert_status(call: Callable[[], Any], code: grpc.StatusCode, *, details_con
         if hasattr(result, "__next__"):  # a stream fails when read
             list(result)
     error = excinfo.value
-    assert error.code() == code, f"expected {code.name}, got {error.code().name}: {error.details()}"
-    assert details_contain in error.details(), error.details()
+    details = error.details() or ""
+    assert error.code() == code, f"expected {code.name}, got {error.code().name}: {details}"
+    assert details_contain in details, details
     return error
 
 

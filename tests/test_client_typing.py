@@ -49,8 +49,8 @@ def test_mypy_refuses_a_misuse_of_the_client(tmp_path):
     assert '"dict[str, list[str]]" has no attribute "upper"' in result.stdout
 
 
-def test_the_client_and_the_quickstart_example_type_check_strictly(tmp_path):
+def test_the_client_the_plugin_and_the_quickstart_example_type_check_strictly(tmp_path):
     result = mypy(tmp_path)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 source files" in result.stdout
+    assert "3 source files" in result.stdout
