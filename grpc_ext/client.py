@@ -68,12 +68,15 @@ RETRY_POLICY = {
     "backoffMultiplier": 3,
     "retryableStatusCodes": ["UNAVAILABLE"],
 }
-#: Keepalive pings on an idle connection every 5 minutes: the least interval a grpc
-#: server accepts by default (``grpc.http2.min_recv_ping_interval_without_data_ms``),
-#: so the server never answers with GOAWAY "too_many_pings"; a dead peer is noticed
-#: after 20 s without an answer.
+#: Keepalive as the server's defaults (``GRPC_FRAMEWORK["KEEPALIVE_TIME"]`` and
+#: ``KEEPALIVE_TIMEOUT``): with calls in flight, a ping after 60 s without activity, and
+#: the connection given up 20 s later without an answer, so a long Stream to a dead
+#: peer fails instead of hanging. 60 s is above the interval the server accepts
+#: (``KEEPALIVE_MIN_CLIENT_PING_INTERVAL``, 10 s), so it never answers GOAWAY
+#: "too_many_pings". Idle connections are not pinged: the server closes them
+#: (``MAX_CONNECTION_IDLE``) and the channel reconnects on the next call.
 KEEPALIVE_OPTIONS = [
-    ("grpc.keepalive_time_ms", 300_000),
+    ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.http2.max_pings_without_data", 0),

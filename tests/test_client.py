@@ -17,7 +17,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from grpc_ext.client import KEEPALIVE_OPTIONS, AsyncClient, Client, ClientError, discover_services
 from grpc_ext.server import server_options
-from grpc_ext.testing import access_token, assert_status, bad_request_fields, serve_in_background
+from grpc_ext.testing import access_token, assert_status, bad_request_fields, start_live_server
 from posts.models import Post
 from protos import auth_pb2, auth_pb2_grpc, posts_pb2
 from tests.factories import PASSWORD, make_post
@@ -322,7 +322,7 @@ def down_then_up(port: int) -> tuple[threading.Thread, threading.Event, list]:
             connection, _ = listener.accept()
             connection.close()
         first_attempt.set()
-        started.append(serve_in_background(f"127.0.0.1:{port}"))
+        started.append(start_live_server(f"127.0.0.1:{port}"))
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -514,11 +514,13 @@ def test_a_new_apps_service_is_called_with_no_client_code(samples_address, sampl
     assert (row.nickname, row.payload) == ("nick", {"a": [1, "b"]})
 
 
-def test_the_clients_keepalive_pings_are_ones_the_server_accepts():
+def test_the_clients_keepalive_matches_the_servers_and_is_one_it_accepts():
     """A client pinging more often than the server allows is sent GOAWAY "too_many_pings"."""
     server = dict(server_options(reuse_port=False))
     client = dict(KEEPALIVE_OPTIONS)
 
+    assert client["grpc.keepalive_time_ms"] == server["grpc.keepalive_time_ms"]
+    assert client["grpc.keepalive_timeout_ms"] == server["grpc.keepalive_timeout_ms"]
     least_interval = server.get("grpc.http2.min_recv_ping_interval_without_data_ms", 300_000)
     assert client["grpc.keepalive_time_ms"] >= least_interval
     if not server.get("grpc.keepalive_permit_without_calls", 0):
