@@ -2,7 +2,7 @@
 
 Fixtures (pytest-django's database fixtures underneath):
 
-- ``grpc_server``: every service of ``ROOT_HANDLERS_HOOK`` served in-process on
+- ``grpc_server``: every service the server finds (``build_server``) served in-process on
   127.0.0.1:<free port> for the whole session, over the test database
   (``.host``, ``.port``, ``.address``); ``grpc_address`` is its address and
   ``grpc_channel`` a channel to it.

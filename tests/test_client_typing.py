@@ -16,14 +16,21 @@ def readme_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
+#: What a caller's project would check with: strict, and nothing of this project's own mypy settings.
+CALLER_MYPY = ["--strict", "--ignore-missing-imports", "--follow-imports=silent", "--no-warn-unused-ignores"]
+SHIPPED = ["grpc_ext/client.py", "grpc_ext/testing.py", "examples/quickstart_client.py"]
+
+
 def mypy(tmp_path, source: str | None = None) -> subprocess.CompletedProcess:
-    """Run mypy with the project's settings on ``source``, or on the files pyproject.toml names."""
-    files = []
+    """Run mypy as a caller would on ``source``, or on the client, the plugin and the quickstart example."""
+    files = SHIPPED
     if source is not None:
-        files = [tmp_path / "readme_example.py"]
-        files[0].write_text(source)
+        files = [str(tmp_path / "readme_example.py")]
+        (tmp_path / "readme_example.py").write_text(source)
+    (tmp_path / "mypy.ini").write_text("[mypy]\n")
+    command = ["-m", "mypy", "--config-file", str(tmp_path / "mypy.ini"), "--cache-dir", str(tmp_path / ".mypy_cache")]
     return subprocess.run(
-        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / ".mypy_cache"), *map(str, files)],
+        [sys.executable, *command, *CALLER_MYPY, *files],
         cwd=settings.BASE_DIR,
         capture_output=True,
         text=True,
