@@ -22,7 +22,7 @@ def assert_status(call: Callable, code: grpc.StatusCode, *, details_contain: str
         call()
     error = excinfo.value
     assert error.code() == code, f"expected {code.name}, got {error.code().name}: {error.details()}"
-    assert details_contain in error.details()
+    assert details_contain in error.details(), error.details()
     return error
 
 
