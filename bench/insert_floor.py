@@ -58,6 +58,7 @@ class InsertFloorServicer(posts_pb2_grpc.PostControllerServicer):
 
     def Create(self, request, context):
         post_id, now, etag = uuid.uuid4(), datetime.now(UTC), secrets.token_hex(8)
+        row: tuple[object, ...]
         if self.postgres:
             row = (str(post_id), self.owner_id, request.title, request.description, now, now, etag)
         else:

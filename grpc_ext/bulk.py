@@ -16,6 +16,8 @@ import datetime
 import decimal
 import io
 import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import connections, models, router
@@ -52,7 +54,7 @@ def _datetime_text(value: datetime.datetime) -> str:
 
 
 #: The COPY text of a value, by its exact type.
-_FORMATTERS = {
+_FORMATTERS: dict[type, Callable[[Any], str]] = {
     str: lambda value: value.translate(_ESCAPES),
     bool: lambda value: "t" if value else "f",
     datetime.datetime: _datetime_text,
@@ -79,13 +81,16 @@ def _copyable(model: type[models.Model]) -> bool:
     if isinstance(pk, models.AutoField | models.BigAutoField | models.SmallAutoField) or not pk.has_default():
         return False
     for field in model._meta.concrete_fields:
-        target = field.target_field if field.is_relation else field
+        target: Any = getattr(field, "target_field", field) if field.is_relation else field
         if target.get_internal_type() not in COPYABLE_TYPES or field.db_returning:
             return False
     return True
 
 
-def insert_many(instances: list[models.Model], *, using: str | None = None) -> list[models.Model]:
+ModelT = TypeVar("ModelT", bound=models.Model)
+
+
+def insert_many(instances: list[ModelT], *, using: str | None = None) -> list[ModelT]:
     """Insert new ``instances`` of one model in one statement; return them, saved."""
     if not instances:
         return instances
@@ -108,8 +113,8 @@ def insert_many(instances: list[models.Model], *, using: str | None = None) -> l
             lines.append("\t".join(values))
     except ValueError:
         return model._default_manager.using(alias).bulk_create(instances)
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    sql = f"COPY {connection.ops.quote_name(model._meta.db_table)} ({columns}) FROM STDIN"
+    columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
+    sql = f"COPY {connection.ops.quote_name(str(model._meta.db_table))} ({columns}) FROM STDIN"
     with connection.cursor() as cursor, connection.wrap_database_errors:
         raw = cursor.cursor
         if not hasattr(raw, "copy_expert"):  # psycopg 3: cursor.copy()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from rest_framework import exceptions, status
@@ -24,6 +25,12 @@ from rest_framework.utils.encoders import JSONEncoder
 
 from grpc_ext import idempotency
 from grpc_ext.models import ETAG_FIELD
+
+if TYPE_CHECKING:
+    # The mixins are combined with DRF's generic views: their methods are theirs.
+    _ViewBase: Any = object
+else:
+    _ViewBase = object
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 UNSAFE_WRITES = frozenset({"PUT", "PATCH", "DELETE"})
@@ -73,7 +80,7 @@ def idempotent_response(request, handle: Callable[[], Response]) -> Response:
     return Response(remembered["data"], status=remembered["status"])
 
 
-class IdempotentCreateMixin:
+class IdempotentCreateMixin(_ViewBase):
     """``POST`` of a DRF ``CreateModelMixin`` view honours ``Idempotency-Key``."""
 
     def create(self, request, *args, **kwargs):
@@ -91,7 +98,7 @@ def if_match_tags(request) -> list[str] | None:
     return [tag.strip().removeprefix("W/").strip('"') for tag in header.split(",") if tag.strip()]
 
 
-class ETagViewMixin:
+class ETagViewMixin(_ViewBase):
     """A DRF object view that sends ``ETag`` and honours ``If-Match`` on PUT, PATCH and DELETE (412 if stale)."""
 
     def initial(self, request, *args, **kwargs):

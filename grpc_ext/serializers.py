@@ -37,8 +37,8 @@ from rest_framework.serializers import LIST_SERIALIZER_KWARGS, LIST_SERIALIZER_K
 
 from grpc_ext.codec import MessageCodec
 from grpc_ext.exceptions import InvalidArgument
-from grpc_ext.relations import StringPrimaryKeyRelatedField
 from grpc_ext.models import ETAG_FIELD, has_etag
+from grpc_ext.relations import StringPrimaryKeyRelatedField
 from grpc_ext.settings import grpc_ext_settings
 
 

@@ -56,7 +56,7 @@ def client_request(service) -> ClientRequest:
     return ClientRequest(user=service.user, META={"REMOTE_ADDR": peer_address(service.context.peer())})
 
 
-def allow_requests(throttle, request, view, count: int = 1) -> bool:
+def allow_requests(throttle: Any, request, view, count: int = 1) -> bool:
     """Tell whether ``count`` more requests fit the throttle's rate, and count them if so.
 
     A DRF ``SimpleRateThrottle`` counts one request per call; a batch of
@@ -65,6 +65,7 @@ def allow_requests(throttle, request, view, count: int = 1) -> bool:
     """
     if count == 1 or not isinstance(throttle, SimpleRateThrottle):
         return all(throttle.allow_request(request, view) for _ in range(count))
+    throttle = rate_throttle(throttle)
     if throttle.rate is None:
         return True
     throttle.key = throttle.get_cache_key(request, view)
@@ -79,3 +80,8 @@ def allow_requests(throttle, request, view, count: int = 1) -> bool:
     throttle.history[:0] = [throttle.now] * count
     throttle.cache.set(throttle.key, throttle.history, throttle.duration)
     return True
+
+
+def rate_throttle(throttle: SimpleRateThrottle) -> Any:
+    """Return the throttle, typed loosely: ``SimpleRateThrottle`` sets ``duration`` and ``num_requests`` itself."""
+    return throttle

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
@@ -30,6 +31,14 @@ from grpc_ext.mixins import repeated_field, response_class_for
 from grpc_ext.models import ETAG_FIELD
 from grpc_ext.settings import grpc_ext_settings
 
+if TYPE_CHECKING:
+    # The mixins are combined with the framework's GenericService (untyped): its methods are theirs.
+    from django_grpc_framework import generics as framework_generics
+
+    _ServiceBase: Any = framework_generics.GenericService
+else:
+    _ServiceBase = object
+
 #: Actions whose request may carry an ``etag`` to compare with the row's.
 ETAG_ACTIONS = frozenset({"Update", "PartialUpdate", "Destroy"})
 #: Field of a request that carries its idempotency key.
@@ -38,7 +47,7 @@ REQUEST_ID_FIELD = "request_id"
 
 def item_errors(index: int, exc: Exception) -> drf_exceptions.ValidationError:
     """Return a validation error of one batch item as an error of ``requests[index]``, codes kept."""
-    detail = get_error_detail(exc) if isinstance(exc, DjangoValidationError) else exc.detail
+    detail = get_error_detail(exc) if isinstance(exc, DjangoValidationError) else getattr(exc, "detail", str(exc))
     return drf_exceptions.ValidationError({f"requests[{index}]": detail})
 
 
@@ -55,7 +64,7 @@ def skip_surrogate_checks(serializer) -> None:
             field.validators = [v for v in validators if not isinstance(v, ProhibitSurrogateCharactersValidator)]
 
 
-class BatchCreateModelMixin:
+class BatchCreateModelMixin(_ServiceBase):
     """``BatchCreate`` (AIP-233): create every item in one transaction, answered in request order.
 
     A serializer may define ``create_many(validated_data_list)`` to write the
@@ -64,6 +73,7 @@ class BatchCreateModelMixin:
     ``perform_create`` (an owner): ``get_create_values``.
     """
 
+    action: str
     #: Items of the batch being checked by ``initial`` (``None`` outside a BatchCreate's checks).
     batch_items: int | None = None
 
@@ -137,7 +147,7 @@ class BatchCreateModelMixin:
         return instances
 
 
-class IdempotentCreateMixin:
+class IdempotentCreateMixin(_ServiceBase):
     """Create and BatchCreate with a ``request_id`` (a UUID) write once per caller and id (AIP-155).
 
     A retry returns the first call's response; the same id with another
@@ -179,7 +189,7 @@ class IdempotentCreateMixin:
         return self.get_serializer_class().get_proto_class()
 
 
-class ETagMixin:
+class ETagMixin(_ServiceBase):
     """Update, PartialUpdate and Destroy with an ``etag``: a stale one is ABORTED and changes nothing (AIP-154).
 
     The row is read ``FOR UPDATE`` in the write's transaction (SQLite takes
