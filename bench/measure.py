@@ -103,6 +103,30 @@ def grpc_create(server: Server, *, duration: float, quick: bool) -> Run:
     )
 
 
+#: Items per BatchCreate call: the largest batch (MAX_BATCH_SIZE).
+BATCH_SIZE = 1000
+
+
+def batch_create_request() -> posts_pb2.PostBatchCreateRequest:
+    item = posts_pb2.PostCreateRequest(title="Created by the benchmark", description="x" * 120)
+    return posts_pb2.PostBatchCreateRequest(requests=[item] * BATCH_SIZE)
+
+
+def grpc_batch_create(server: Server, *, duration: float, quick: bool) -> Run:
+    """Create posts in batches of 1,000; the run's ``calls`` are rows, not RPCs."""
+    run = grpc_unary(
+        server,
+        "BatchCreate",
+        batch_create_request(),
+        duration=duration,
+        quick=quick,
+        connections=1,
+        streams=2,
+        quick_calls=3,
+    )
+    return Run(calls=run.calls * BATCH_SIZE, failed=run.failed, seconds=run.seconds, latencies_ms=run.latencies_ms)
+
+
 def grpc_stream(server: Server, rows: int, *, quick: bool) -> tuple[Run, int]:
     """Stream every row once; return the run (calls = rows) and the servers' RSS growth in kB."""
     reset_peak_rss(server)

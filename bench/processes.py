@@ -211,3 +211,10 @@ def start_floor(stream_rows: int, *, aio: bool = False) -> Server:
     command = [sys.executable, "-m", "bench.floor", str(port), str(stream_rows), *(["--aio"] if aio else [])]
     name = "grpc.aio floor" if aio else "floor"
     return start(name, [command], port, {**os.environ, "PYTHONPATH": str(settings.BASE_DIR)})
+
+
+def start_insert_floor(database_url: str, owner_id: str) -> Server:
+    """Start the plain grpcio servicer whose Create runs the INSERT with the driver (``bench.insert_floor``)."""
+    port = free_port()
+    command = [sys.executable, "-m", "bench.insert_floor", str(port), database_url, owner_id]
+    return start("insert floor", [command], port, {**os.environ, "PYTHONPATH": str(settings.BASE_DIR)})

@@ -48,6 +48,7 @@ ROWS = [
     ("list_ms", "List of 1,000", "ms", False),
     ("list_per_s", "List of 1,000", "calls/s", True),
     ("create_rps", "Create", "RPC/s", True),
+    ("batch_create_rows_per_s", "BatchCreate of 1,000", "rows/s", True),
     ("stream_rows_per_s", "Stream of all rows", "rows/s", True),
     ("stream_rss_growth_mb", "Stream: server RSS growth", "MB", False),
 ]
@@ -107,6 +108,9 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
         ("List of 1,000 ≥ 3× faster than DRF", ratio(drf.get("list_ms"), grpc.get("list_ms")), 3.0),
         ("Stream ≥ 100,000 rows/s", grpc.get("stream_rows_per_s"), 100_000),
         ("two processes ≥ 1.8× one", ratio(grpc.get("retrieve_rps_2"), grpc.get("retrieve_rps")), 1.8),
+        ("Create ≥ 2× DRF per worker", ratio(grpc.get("create_rps"), drf.get("create_rps")), 2.0),
+        ("Create ≥ 0.4× the insert floor", ratio(grpc.get("create_rps"), floor.get("create_rps")), 0.4),
+        ("BatchCreate of 1,000 ≥ 20,000 rows/s", grpc.get("batch_create_rows_per_s"), 20_000),
     ]
     out = [(name, fmt(value), value is not None and value >= goal) for name, value, goal in checks]
     growth = grpc.get("stream_rss_growth_mb")

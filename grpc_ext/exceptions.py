@@ -101,6 +101,13 @@ class PermissionDenied(GrpcError):
     default_detail = "You do not have permission to perform this action."
 
 
+class Aborted(GrpcError):
+    """A concurrency conflict: the resource changed since the client read it (a stale ``etag``, AIP-154)."""
+
+    status_code = grpc.StatusCode.ABORTED
+    default_detail = "The resource was changed by another request; read it again and retry."
+
+
 class Unimplemented(GrpcError):
     status_code = grpc.StatusCode.UNIMPLEMENTED
     default_detail = "Method not implemented."

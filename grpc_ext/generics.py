@@ -26,7 +26,7 @@ from django.core.exceptions import ValidationError
 from django.db import close_old_connections
 from django_grpc_framework import generics as framework_generics
 
-from grpc_ext import mixins
+from grpc_ext import mixins, writes
 from grpc_ext.calls import CallContext, RpcAborted, Status, check_deadline, in_pool, prepare_database
 from grpc_ext.exceptions import (
     InvalidArgument,
@@ -43,7 +43,7 @@ from grpc_ext.exceptions import (
 from grpc_ext.lookups import PreparedLookups
 from grpc_ext.settings import grpc_ext_settings
 from grpc_ext.signals import grpc_got_request_exception, grpc_request_finished, grpc_request_started
-from grpc_ext.throttling import client_request
+from grpc_ext.throttling import allow_requests, client_request
 
 
 class Service(framework_generics.GenericService):
@@ -59,6 +59,8 @@ class Service(framework_generics.GenericService):
     throttle_classes: list[type] | None = None
     user = AnonymousUser()
     auth = None
+    #: Requests this call counts as against rate limits (a batch counts each item).
+    throttle_count = 1
 
     def initial(self) -> None:
         """Identify the caller, then check permissions and rate limits, before the handler runs."""
@@ -103,8 +105,13 @@ class Service(framework_generics.GenericService):
         raise PermissionDenied(message)
 
     def check_throttles(self) -> None:
+        """Count this call ``throttle_count`` times (a batch, once per item) against each rate limit."""
         request = client_request(self)
-        waits = [throttle.wait() for throttle in self.get_throttles() if not throttle.allow_request(request, self)]
+        waits = [
+            throttle.wait()
+            for throttle in self.get_throttles()
+            if not allow_requests(throttle, request, self, self.throttle_count)
+        ]
         if waits:
             retry_after = max((wait for wait in waits if wait is not None), default=None)
             detail = "Request was throttled."
@@ -317,6 +324,9 @@ class GenericService(Service):
 
 
 class ModelService(
+    writes.IdempotentCreateMixin,
+    writes.ETagMixin,
+    writes.BatchCreateModelMixin,
     mixins.CreateModelMixin,
     mixins.RetrieveModelMixin,
     mixins.UpdateModelMixin,
@@ -326,4 +336,7 @@ class ModelService(
     mixins.StreamModelMixin,
     GenericService,
 ):
-    """List (paged), Stream, Retrieve, Create, Update, PartialUpdate and Destroy."""
+    """List (paged), Stream, Retrieve, Create, BatchCreate, Update, PartialUpdate and Destroy.
+
+    Creates take a ``request_id`` (AIP-155); Update, PartialUpdate and Destroy an ``etag`` (AIP-154).
+    """

@@ -43,9 +43,18 @@ def model_default(serializer, name: str):
 
 class CreateModelMixin(framework_mixins.CreateModelMixin):
     def perform_create(self, serializer):
-        """Save the new object in one transaction, so a failure writes nothing."""
-        with transaction.atomic():
-            serializer.save()
+        """Save the new object in one transaction, so a failure writes nothing.
+
+        ``savepoint=False``: inside a caller's transaction (a retry-safe
+        Create) a savepoint would cost two round trips and protect nothing,
+        since an error fails the whole call.
+        """
+        with transaction.atomic(savepoint=False):
+            serializer.save(**self.get_create_values())
+
+    def get_create_values(self) -> dict:
+        """Return values every created object gets besides the request's (the caller as owner)."""
+        return {}
 
 
 class UpdateHooksMixin(_ServiceBase):
@@ -74,7 +83,7 @@ class UpdateHooksMixin(_ServiceBase):
 
     def perform_update(self, serializer):
         """Save the changed fields in one transaction, so a failure writes nothing (Update and PartialUpdate)."""
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             serializer.save()
 
 
@@ -87,7 +96,7 @@ class UpdateModelMixin(UpdateHooksMixin, framework_mixins.UpdateModelMixin):
 
 class DestroyModelMixin(framework_mixins.DestroyModelMixin):
     def perform_destroy(self, instance):
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             instance.delete()
 
 

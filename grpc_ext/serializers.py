@@ -37,6 +37,7 @@ from rest_framework.serializers import LIST_SERIALIZER_KWARGS, LIST_SERIALIZER_K
 
 from grpc_ext.codec import MessageCodec
 from grpc_ext.exceptions import InvalidArgument
+from grpc_ext.models import ETAG_FIELD, has_etag
 from grpc_ext.relations import StringPrimaryKeyRelatedField
 from grpc_ext.settings import grpc_ext_settings
 
@@ -189,6 +190,19 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
         meta = getattr(cls, "Meta", None)
         list_serializer_class = getattr(meta, "list_serializer_class", ListProtoSerializer)
         return list_serializer_class(*args, **list_kwargs)
+
+    def get_field_names(self, declared_fields, info):
+        """Add the read-only ``etag`` of an ``ETagModel`` (AIP-154), so every such resource carries it."""
+        names = super().get_field_names(declared_fields, info)
+        if has_etag(self.Meta.model) and ETAG_FIELD not in names:
+            names = [*names, ETAG_FIELD]
+        return names
+
+    def get_extra_kwargs(self):
+        kwargs = super().get_extra_kwargs()
+        if has_etag(self.Meta.model):
+            kwargs[ETAG_FIELD] = {**kwargs.get(ETAG_FIELD, {}), "read_only": True}
+        return kwargs
 
     def writable_field_names(self) -> list[str]:
         """Name the fields a client may write (the request messages carry exactly these)."""

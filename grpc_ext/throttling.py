@@ -54,3 +54,34 @@ def peer_address(peer: str) -> str:
 def client_request(service) -> ClientRequest:
     """Describe the caller of ``service``'s RPC the way a DRF throttle expects."""
     return ClientRequest(user=service.user, META={"REMOTE_ADDR": peer_address(service.context.peer())})
+
+
+def allow_requests(throttle: Any, request, view, count: int = 1) -> bool:
+    """Tell whether ``count`` more requests fit the throttle's rate, and count them if so.
+
+    A DRF ``SimpleRateThrottle`` counts one request per call; a batch of
+    ``count`` items counts as ``count`` requests, all or none, so a refused
+    batch uses none of the budget.
+    """
+    if count == 1 or not isinstance(throttle, SimpleRateThrottle):
+        return all(throttle.allow_request(request, view) for _ in range(count))
+    throttle = rate_throttle(throttle)
+    if throttle.rate is None:
+        return True
+    throttle.key = throttle.get_cache_key(request, view)
+    if throttle.key is None:
+        return True
+    throttle.history = throttle.cache.get(throttle.key, [])
+    throttle.now = throttle.timer()
+    while throttle.history and throttle.history[-1] <= throttle.now - throttle.duration:
+        throttle.history.pop()
+    if len(throttle.history) + count > throttle.num_requests:
+        return throttle.throttle_failure()
+    throttle.history[:0] = [throttle.now] * count
+    throttle.cache.set(throttle.key, throttle.history, throttle.duration)
+    return True
+
+
+def rate_throttle(throttle: SimpleRateThrottle) -> Any:
+    """Return the throttle, typed loosely: ``SimpleRateThrottle`` sets ``duration`` and ``num_requests`` itself."""
+    return throttle

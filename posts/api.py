@@ -9,6 +9,7 @@ from __future__ import annotations
 from rest_framework import generics
 from rest_framework.permissions import IsAuthenticated
 
+from grpc_ext.rest import ETagViewMixin, IdempotentCreateMixin
 from posts.permissions import RestIsOwnerOrStaff
 from posts.selectors import post_list
 from posts.serializers import PostProtoSerializer
@@ -17,8 +18,8 @@ from users.models import User
 TRUE_VALUES = {"1", "true", "yes", "on"}
 
 
-class PostListView(generics.ListCreateAPIView):
-    """List posts (``?mine=true``: only the caller's), or create one owned by the caller."""
+class PostListView(IdempotentCreateMixin, generics.ListCreateAPIView):
+    """List posts (``?mine=true``: only the caller's), or create one owned by the caller (``Idempotency-Key``)."""
 
     serializer_class = PostProtoSerializer
     permission_classes = [IsAuthenticated]
@@ -33,7 +34,9 @@ class PostListView(generics.ListCreateAPIView):
         serializer.save(owner=self.request.user)
 
 
-class PostDetailView(generics.RetrieveUpdateDestroyAPIView):
+class PostDetailView(ETagViewMixin, generics.RetrieveUpdateDestroyAPIView):
+    """Read, change or delete a post; ``ETag`` on responses, ``If-Match`` on writes (412 if stale)."""
+
     serializer_class = PostProtoSerializer
     permission_classes = [IsAuthenticated, RestIsOwnerOrStaff]
 

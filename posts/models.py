@@ -5,8 +5,10 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from grpc_ext.models import ETagModel
 
-class Post(models.Model):
+
+class Post(ETagModel):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="posts")
     title = models.CharField(max_length=100)

@@ -2,7 +2,7 @@
 
 from grpc_ext.serializers import ModelProtoSerializer
 from posts.models import Post
-from posts.services import post_create, post_update
+from posts.services import post_create, post_create_many, post_update
 
 
 class PostProtoSerializer(ModelProtoSerializer):
@@ -18,3 +18,7 @@ class PostProtoSerializer(ModelProtoSerializer):
         extra_kwargs = {"description": {"default": ""}}
         create_function = post_create
         update_function = post_update
+
+    def create_many(self, validated_data_list: list[dict]) -> list[Post]:
+        """Create a batch in bulk (BatchCreate)."""
+        return post_create_many(items=validated_data_list)

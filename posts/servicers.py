@@ -1,7 +1,5 @@
 """gRPC transport for posts: ``posts.PostController``."""
 
-from django.db import transaction
-
 from grpc_ext.generics import ModelService
 from grpc_ext.permissions import IsAuthenticated
 from posts.permissions import IsOwnerOrStaff
@@ -29,7 +27,6 @@ class PostService(ModelService):
             request = narrowed
         return super().filter_list_queryset(queryset, request)
 
-    def perform_create(self, serializer):
-        """Make the caller the owner of the new post."""
-        with transaction.atomic():
-            serializer.save(owner=self.user)
+    def get_create_values(self) -> dict:
+        """Make the caller the owner of each new post (Create and BatchCreate)."""
+        return {"owner": self.user}

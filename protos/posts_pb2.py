@@ -27,7 +27,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/posts.proto\x12\x05posts\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x04Post\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x0fPostListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x16\n\x0etitle_contains\x18\x04 \x01(\t\x12\x10\n\x08order_by\x18\x05 \x01(\t\"G\n\x10PostListResponse\x12\x1a\n\x05posts\x18\x01 \x03(\x0b\x32\x0b.posts.Post\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11PostStreamRequest\x12\x12\n\nbatch_size\x18\x01 \x01(\x05\"0\n\x12PostStreamResponse\x12\x1a\n\x05posts\x18\x01 \x03(\x0b\x32\x0b.posts.Post\"!\n\x13PostRetrieveRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Y\n\x11PostCreateRequest\x12\r\n\x05title\x18\x02 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x0e\n\x0c_descriptionJ\x04\x08\x01\x10\x02R\x05owner\"e\n\x11PostUpdateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x04 \x01(\tH\x00\x88\x01\x01\x42\x0e\n\x0c_descriptionJ\x04\x08\x02\x10\x03R\x05owner\"\x9d\x01\n\x18PostPartialUpdateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x04 \x01(\tH\x00\x88\x01\x01\x12/\n\x0bupdate_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x0e\n\x0c_descriptionJ\x04\x08\x02\x10\x03R\x05owner\" \n\x12PostDestroyRequest\x12\n\n\x02id\x18\x01 \x01(\t2\x9e\x03\n\x0ePostController\x12\x37\n\x04List\x12\x16.posts.PostListRequest\x1a\x17.posts.PostListResponse\x12?\n\x06Stream\x12\x18.posts.PostStreamRequest\x1a\x19.posts.PostStreamResponse0\x01\x12\x33\n\x08Retrieve\x12\x1a.posts.PostRetrieveRequest\x1a\x0b.posts.Post\x12/\n\x06\x43reate\x12\x18.posts.PostCreateRequest\x1a\x0b.posts.Post\x12/\n\x06Update\x12\x18.posts.PostUpdateRequest\x1a\x0b.posts.Post\x12=\n\rPartialUpdate\x12\x1f.posts.PostPartialUpdateRequest\x1a\x0b.posts.Post\x12<\n\x07\x44\x65stroy\x12\x19.posts.PostDestroyRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/posts.proto\x12\x05posts\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x01\n\x04Post\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\"q\n\x0fPostListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x16\n\x0etitle_contains\x18\x04 \x01(\t\x12\x10\n\x08order_by\x18\x05 \x01(\t\"G\n\x10PostListResponse\x12\x1a\n\x05posts\x18\x01 \x03(\x0b\x32\x0b.posts.Post\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11PostStreamRequest\x12\x12\n\nbatch_size\x18\x01 \x01(\x05\"0\n\x12PostStreamResponse\x12\x1a\n\x05posts\x18\x01 \x03(\x0b\x32\x0b.posts.Post\"!\n\x13PostRetrieveRequest\x12\n\n\x02id\x18\x01 \x01(\t\"m\n\x11PostCreateRequest\x12\r\n\x05title\x18\x02 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x0e\n\x0c_descriptionJ\x04\x08\x01\x10\x02R\x05owner\"s\n\x11PostUpdateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04\x65tag\x18\x05 \x01(\tB\x0e\n\x0c_descriptionJ\x04\x08\x02\x10\x03R\x05owner\"\xab\x01\n\x18PostPartialUpdateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x04 \x01(\tH\x00\x88\x01\x01\x12/\n\x0bupdate_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x0c\n\x04\x65tag\x18\x06 \x01(\tB\x0e\n\x0c_descriptionJ\x04\x08\x02\x10\x03R\x05owner\".\n\x12PostDestroyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"X\n\x16PostBatchCreateRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.posts.PostCreateRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"5\n\x17PostBatchCreateResponse\x12\x1a\n\x05posts\x18\x01 \x03(\x0b\x32\x0b.posts.Post2\xec\x03\n\x0ePostController\x12\x37\n\x04List\x12\x16.posts.PostListRequest\x1a\x17.posts.PostListResponse\x12?\n\x06Stream\x12\x18.posts.PostStreamRequest\x1a\x19.posts.PostStreamResponse0\x01\x12\x33\n\x08Retrieve\x12\x1a.posts.PostRetrieveRequest\x1a\x0b.posts.Post\x12/\n\x06\x43reate\x12\x18.posts.PostCreateRequest\x1a\x0b.posts.Post\x12/\n\x06Update\x12\x18.posts.PostUpdateRequest\x1a\x0b.posts.Post\x12=\n\rPartialUpdate\x12\x1f.posts.PostPartialUpdateRequest\x1a\x0b.posts.Post\x12<\n\x07\x44\x65stroy\x12\x19.posts.PostDestroyRequest\x1a\x16.google.protobuf.Empty\x12L\n\x0b\x42\x61tchCreate\x12\x1d.posts.PostBatchCreateRequest\x1a\x1e.posts.PostBatchCreateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,25 +35,29 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.posts_pb2', _globals
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_POST']._serialized_start=126
-  _globals['_POST']._serialized_end=285
-  _globals['_POSTLISTREQUEST']._serialized_start=287
-  _globals['_POSTLISTREQUEST']._serialized_end=400
-  _globals['_POSTLISTRESPONSE']._serialized_start=402
-  _globals['_POSTLISTRESPONSE']._serialized_end=473
-  _globals['_POSTSTREAMREQUEST']._serialized_start=475
-  _globals['_POSTSTREAMREQUEST']._serialized_end=514
-  _globals['_POSTSTREAMRESPONSE']._serialized_start=516
-  _globals['_POSTSTREAMRESPONSE']._serialized_end=564
-  _globals['_POSTRETRIEVEREQUEST']._serialized_start=566
-  _globals['_POSTRETRIEVEREQUEST']._serialized_end=599
-  _globals['_POSTCREATEREQUEST']._serialized_start=601
-  _globals['_POSTCREATEREQUEST']._serialized_end=690
-  _globals['_POSTUPDATEREQUEST']._serialized_start=692
-  _globals['_POSTUPDATEREQUEST']._serialized_end=793
-  _globals['_POSTPARTIALUPDATEREQUEST']._serialized_start=796
-  _globals['_POSTPARTIALUPDATEREQUEST']._serialized_end=953
-  _globals['_POSTDESTROYREQUEST']._serialized_start=955
-  _globals['_POSTDESTROYREQUEST']._serialized_end=987
-  _globals['_POSTCONTROLLER']._serialized_start=990
-  _globals['_POSTCONTROLLER']._serialized_end=1404
+  _globals['_POST']._serialized_end=299
+  _globals['_POSTLISTREQUEST']._serialized_start=301
+  _globals['_POSTLISTREQUEST']._serialized_end=414
+  _globals['_POSTLISTRESPONSE']._serialized_start=416
+  _globals['_POSTLISTRESPONSE']._serialized_end=487
+  _globals['_POSTSTREAMREQUEST']._serialized_start=489
+  _globals['_POSTSTREAMREQUEST']._serialized_end=528
+  _globals['_POSTSTREAMRESPONSE']._serialized_start=530
+  _globals['_POSTSTREAMRESPONSE']._serialized_end=578
+  _globals['_POSTRETRIEVEREQUEST']._serialized_start=580
+  _globals['_POSTRETRIEVEREQUEST']._serialized_end=613
+  _globals['_POSTCREATEREQUEST']._serialized_start=615
+  _globals['_POSTCREATEREQUEST']._serialized_end=724
+  _globals['_POSTUPDATEREQUEST']._serialized_start=726
+  _globals['_POSTUPDATEREQUEST']._serialized_end=841
+  _globals['_POSTPARTIALUPDATEREQUEST']._serialized_start=844
+  _globals['_POSTPARTIALUPDATEREQUEST']._serialized_end=1015
+  _globals['_POSTDESTROYREQUEST']._serialized_start=1017
+  _globals['_POSTDESTROYREQUEST']._serialized_end=1063
+  _globals['_POSTBATCHCREATEREQUEST']._serialized_start=1065
+  _globals['_POSTBATCHCREATEREQUEST']._serialized_end=1153
+  _globals['_POSTBATCHCREATERESPONSE']._serialized_start=1155
+  _globals['_POSTBATCHCREATERESPONSE']._serialized_end=1208
+  _globals['_POSTCONTROLLER']._serialized_start=1211
+  _globals['_POSTCONTROLLER']._serialized_end=1703
 # @@protoc_insertion_point(module_scope)

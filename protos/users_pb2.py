@@ -27,7 +27,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/users.proto\x12\x05users\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x11\n\tis_active\x18\x03 \x01(\x08\x12\x13\n\x0bis_verified\x18\x04 \x01(\x08\x12\x10\n\x08is_staff\x18\x05 \x01(\x08\x12\x14\n\x0cis_superuser\x18\x06 \x01(\x08\x12/\n\x0b\x64\x61te_joined\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\x0fUserListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\"G\n\x10UserListResponse\x12\x1a\n\x05users\x18\x01 \x03(\x0b\x32\x0b.users.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11UserStreamRequest\x12\x12\n\nbatch_size\x18\x01 \x01(\x05\"0\n\x12UserStreamResponse\x12\x1a\n\x05users\x18\x01 \x03(\x0b\x32\x0b.users.User\"!\n\x13UserRetrieveRequest\x12\n\n\x02id\x18\x01 \x01(\t\"F\n\x11UserCreateRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x15\n\x08password\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x0b\n\t_password\"R\n\x11UserUpdateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x15\n\x08password\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x0b\n\t_password\"\x8a\x01\n\x18UserPartialUpdateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x15\n\x08password\x18\x03 \x01(\tH\x00\x88\x01\x01\x12/\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x0b\n\t_password\" \n\x12UserDestroyRequest\x12\n\n\x02id\x18\x01 \x01(\t2\x9e\x03\n\x0eUserController\x12\x37\n\x04List\x12\x16.users.UserListRequest\x1a\x17.users.UserListResponse\x12?\n\x06Stream\x12\x18.users.UserStreamRequest\x1a\x19.users.UserStreamResponse0\x01\x12\x33\n\x08Retrieve\x12\x1a.users.UserRetrieveRequest\x1a\x0b.users.User\x12/\n\x06\x43reate\x12\x18.users.UserCreateRequest\x1a\x0b.users.User\x12/\n\x06Update\x12\x18.users.UserUpdateRequest\x1a\x0b.users.User\x12=\n\rPartialUpdate\x12\x1f.users.UserPartialUpdateRequest\x1a\x0b.users.User\x12<\n\x07\x44\x65stroy\x12\x19.users.UserDestroyRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/users.proto\x12\x05users\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb0\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x11\n\tis_active\x18\x03 \x01(\x08\x12\x13\n\x0bis_verified\x18\x04 \x01(\x08\x12\x10\n\x08is_staff\x18\x05 \x01(\x08\x12\x14\n\x0cis_superuser\x18\x06 \x01(\x08\x12/\n\x0b\x64\x61te_joined\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x08 \x01(\t\"Y\n\x0fUserListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\"G\n\x10UserListResponse\x12\x1a\n\x05users\x18\x01 \x03(\x0b\x32\x0b.users.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11UserStreamRequest\x12\x12\n\nbatch_size\x18\x01 \x01(\x05\"0\n\x12UserStreamResponse\x12\x1a\n\x05users\x18\x01 \x03(\x0b\x32\x0b.users.User\"!\n\x13UserRetrieveRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Z\n\x11UserCreateRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x15\n\x08password\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x03 \x01(\tB\x0b\n\t_password\"`\n\x11UserUpdateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x15\n\x08password\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04\x65tag\x18\x04 \x01(\tB\x0b\n\t_password\"\x98\x01\n\x18UserPartialUpdateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x15\n\x08password\x18\x03 \x01(\tH\x00\x88\x01\x01\x12/\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x0c\n\x04\x65tag\x18\x05 \x01(\tB\x0b\n\t_password\".\n\x12UserDestroyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"X\n\x16UserBatchCreateRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.users.UserCreateRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"5\n\x17UserBatchCreateResponse\x12\x1a\n\x05users\x18\x01 \x03(\x0b\x32\x0b.users.User2\xec\x03\n\x0eUserController\x12\x37\n\x04List\x12\x16.users.UserListRequest\x1a\x17.users.UserListResponse\x12?\n\x06Stream\x12\x18.users.UserStreamRequest\x1a\x19.users.UserStreamResponse0\x01\x12\x33\n\x08Retrieve\x12\x1a.users.UserRetrieveRequest\x1a\x0b.users.User\x12/\n\x06\x43reate\x12\x18.users.UserCreateRequest\x1a\x0b.users.User\x12/\n\x06Update\x12\x18.users.UserUpdateRequest\x1a\x0b.users.User\x12=\n\rPartialUpdate\x12\x1f.users.UserPartialUpdateRequest\x1a\x0b.users.User\x12<\n\x07\x44\x65stroy\x12\x19.users.UserDestroyRequest\x1a\x16.google.protobuf.Empty\x12L\n\x0b\x42\x61tchCreate\x12\x1d.users.UserBatchCreateRequest\x1a\x1e.users.UserBatchCreateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,25 +35,29 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.users_pb2', _globals
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USER']._serialized_start=126
-  _globals['_USER']._serialized_end=288
-  _globals['_USERLISTREQUEST']._serialized_start=290
-  _globals['_USERLISTREQUEST']._serialized_end=379
-  _globals['_USERLISTRESPONSE']._serialized_start=381
-  _globals['_USERLISTRESPONSE']._serialized_end=452
-  _globals['_USERSTREAMREQUEST']._serialized_start=454
-  _globals['_USERSTREAMREQUEST']._serialized_end=493
-  _globals['_USERSTREAMRESPONSE']._serialized_start=495
-  _globals['_USERSTREAMRESPONSE']._serialized_end=543
-  _globals['_USERRETRIEVEREQUEST']._serialized_start=545
-  _globals['_USERRETRIEVEREQUEST']._serialized_end=578
-  _globals['_USERCREATEREQUEST']._serialized_start=580
-  _globals['_USERCREATEREQUEST']._serialized_end=650
-  _globals['_USERUPDATEREQUEST']._serialized_start=652
-  _globals['_USERUPDATEREQUEST']._serialized_end=734
-  _globals['_USERPARTIALUPDATEREQUEST']._serialized_start=737
-  _globals['_USERPARTIALUPDATEREQUEST']._serialized_end=875
-  _globals['_USERDESTROYREQUEST']._serialized_start=877
-  _globals['_USERDESTROYREQUEST']._serialized_end=909
-  _globals['_USERCONTROLLER']._serialized_start=912
-  _globals['_USERCONTROLLER']._serialized_end=1326
+  _globals['_USER']._serialized_end=302
+  _globals['_USERLISTREQUEST']._serialized_start=304
+  _globals['_USERLISTREQUEST']._serialized_end=393
+  _globals['_USERLISTRESPONSE']._serialized_start=395
+  _globals['_USERLISTRESPONSE']._serialized_end=466
+  _globals['_USERSTREAMREQUEST']._serialized_start=468
+  _globals['_USERSTREAMREQUEST']._serialized_end=507
+  _globals['_USERSTREAMRESPONSE']._serialized_start=509
+  _globals['_USERSTREAMRESPONSE']._serialized_end=557
+  _globals['_USERRETRIEVEREQUEST']._serialized_start=559
+  _globals['_USERRETRIEVEREQUEST']._serialized_end=592
+  _globals['_USERCREATEREQUEST']._serialized_start=594
+  _globals['_USERCREATEREQUEST']._serialized_end=684
+  _globals['_USERUPDATEREQUEST']._serialized_start=686
+  _globals['_USERUPDATEREQUEST']._serialized_end=782
+  _globals['_USERPARTIALUPDATEREQUEST']._serialized_start=785
+  _globals['_USERPARTIALUPDATEREQUEST']._serialized_end=937
+  _globals['_USERDESTROYREQUEST']._serialized_start=939
+  _globals['_USERDESTROYREQUEST']._serialized_end=985
+  _globals['_USERBATCHCREATEREQUEST']._serialized_start=987
+  _globals['_USERBATCHCREATEREQUEST']._serialized_end=1075
+  _globals['_USERBATCHCREATERESPONSE']._serialized_start=1077
+  _globals['_USERBATCHCREATERESPONSE']._serialized_end=1130
+  _globals['_USERCONTROLLER']._serialized_start=1133
+  _globals['_USERCONTROLLER']._serialized_end=1625
 # @@protoc_insertion_point(module_scope)

@@ -70,6 +70,11 @@ class UserControllerStub:
                 request_serializer=protos_dot_users__pb2.UserDestroyRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.BatchCreate = channel.unary_unary(
+                '/users.UserController/BatchCreate',
+                request_serializer=protos_dot_users__pb2.UserBatchCreateRequest.SerializeToString,
+                response_deserializer=protos_dot_users__pb2.UserBatchCreateResponse.FromString,
+                _registered_method=True)
 
 
 class UserControllerServicer:
@@ -117,6 +122,12 @@ class UserControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchCreate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserControllerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +165,11 @@ def add_UserControllerServicer_to_server(servicer, server):
                     servicer.Destroy,
                     request_deserializer=protos_dot_users__pb2.UserDestroyRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'BatchCreate': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreate,
+                    request_deserializer=protos_dot_users__pb2.UserBatchCreateRequest.FromString,
+                    response_serializer=protos_dot_users__pb2.UserBatchCreateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -345,6 +361,33 @@ class UserController:
             '/users.UserController/Destroy',
             protos_dot_users__pb2.UserDestroyRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/users.UserController/BatchCreate',
+            protos_dot_users__pb2.UserBatchCreateRequest.SerializeToString,
+            protos_dot_users__pb2.UserBatchCreateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -64,14 +64,16 @@ def test_a_field_added_in_the_middle_takes_the_next_number_and_the_rest_keep_the
     before = render(["id", "owner", "title", "created"])
     after = render(["id", "owner", "description", "title", "created"], previous=before)
 
-    assert numbers(after, "Post") == {"id": 1, "owner": 2, "title": 3, "created": 4, "description": 5}
-    assert numbers(after, "PostCreateRequest") == {"owner": 1, "title": 2, "description": 3}
+    # etag (AIP-154) and request_id (AIP-155) are the framework's, numbered after the first fields.
+    assert numbers(after, "Post") == {"id": 1, "owner": 2, "title": 3, "created": 4, "etag": 5, "description": 6}
+    assert numbers(after, "PostCreateRequest") == {"owner": 1, "title": 2, "request_id": 3, "description": 4}
     assert numbers(after, "PostPartialUpdateRequest") == {
         "id": 1,
         "owner": 2,
         "title": 3,
         "update_mask": 4,
-        "description": 5,
+        "etag": 5,
+        "description": 6,
     }
     assert "reserved" not in after
 
@@ -81,10 +83,10 @@ def test_a_removed_field_is_reserved_and_its_number_never_reused():
     removed = render(["id", "owner", "title", "created"], previous=before)
     added_later = render(["id", "owner", "title", "created", "updated"], previous=removed)
 
-    assert numbers(removed, "Post") == {"id": 1, "owner": 2, "title": 3, "created": 5}
+    assert numbers(removed, "Post") == {"id": 1, "owner": 2, "title": 3, "created": 5, "etag": 6}
     assert reserved(removed, "Post") == ({4}, {"description"})
     assert reserved(removed, "PostUpdateRequest") == ({4}, {"description"})
-    assert numbers(added_later, "Post")["updated"] == 6
+    assert numbers(added_later, "Post")["updated"] == 7
     assert reserved(added_later, "Post") == ({4}, {"description"})
 
 
@@ -98,9 +100,9 @@ def test_a_rename_is_a_removal_plus_an_addition():
     headline = serializers.CharField(source="title", max_length=100)
     after = render(["id", "owner", "headline", "description", "created"], previous=render(V1), headline=headline)
 
-    assert numbers(after, "Post") == {"id": 1, "owner": 2, "description": 4, "created": 5, "headline": 6}
+    assert numbers(after, "Post") == {"id": 1, "owner": 2, "description": 4, "created": 5, "etag": 6, "headline": 7}
     assert reserved(after, "Post") == ({3}, {"title"})
-    assert numbers(after, "PostCreateRequest") == {"owner": 1, "description": 3, "headline": 4}
+    assert numbers(after, "PostCreateRequest") == {"owner": 1, "description": 3, "request_id": 4, "headline": 5}
     assert reserved(after, "PostCreateRequest") == ({2}, {"title"})
 
 
@@ -136,8 +138,8 @@ def test_one_off_proto_makes_secrets_write_only_and_keeps_numbers_when_overwritt
     text = target.read_text()
 
     assert "password" not in text.split("message User {")[1].split("}")[0]
-    assert numbers(text, "User") == {"id": 1, "email": 2, "is_staff": 3}
-    assert numbers(text, "UserCreateRequest") == {"email": 1, "password": 2, "is_staff": 3}
+    assert numbers(text, "User") == {"id": 1, "email": 2, "etag": 3, "is_staff": 4}
+    assert numbers(text, "UserCreateRequest") == {"email": 1, "password": 2, "request_id": 3, "is_staff": 4}
 
 
 class DraftV1(ModelProtoSerializer):
@@ -171,13 +173,13 @@ def test_check_fails_on_model_drift_and_passes_after_regenerating(settings, tmp_
 
     with pytest.raises(CommandError, match="drafts.proto, drafts_pb2.py"):
         call_command("generateproto", "--check")
-    assert "+  optional string description = 3;" in capsys.readouterr().out
+    assert "+  optional string description = 4;" in capsys.readouterr().out
     assert (tmp_path / "drafts.proto").read_text() == first
 
     call_command("generateproto")
     call_command("generateproto", "--check")
     after = (tmp_path / "drafts.proto").read_text()
-    assert numbers(after, "Post") == {**numbers(first, "Post"), "description": 5}
+    assert numbers(after, "Post") == {**numbers(first, "Post"), "description": 6}
     assert "description" in (tmp_path / "drafts_pb2.py").read_text()
 
 
@@ -211,7 +213,7 @@ def test_a_missing_hand_written_proto_is_a_command_error(settings):
 def test_a_writable_primary_key_stays_out_of_the_request_fields():
     """The key names the object acted on; as a writable field too it would be declared twice."""
     text = render(V1, id=serializers.UUIDField())
-    assert numbers(text, "PostUpdateRequest") == {"id": 1, "owner": 2, "title": 3, "description": 4}
+    assert numbers(text, "PostUpdateRequest") == {"id": 1, "owner": 2, "title": 3, "description": 4, "etag": 5}
     assert "id" not in numbers(text, "PostCreateRequest")
 
 
@@ -247,3 +249,27 @@ def test_the_proto_on_disk_is_read_by_the_compiler_whatever_its_layout():
 def test_a_proto_on_disk_that_does_not_compile_is_a_contract_error():
     with pytest.raises(ContractError, match="does not compile"):
         parse_proto('syntax = "proto3";\nmessage Post { string id = ; }\n')
+
+
+def test_batch_create_request_id_and_etag_are_generated_for_every_model_with_stable_numbers():
+    """BatchCreate (AIP-233), request_id (AIP-155) and etag (AIP-154) come from the serializer alone."""
+    first = render(V1)
+    assert "rpc BatchCreate(PostBatchCreateRequest) returns (PostBatchCreateResponse);" in first
+    assert numbers(first, "PostBatchCreateRequest") == {"requests": 1, "request_id": 2}
+    assert parse_proto(first)["PostBatchCreateRequest"].fields["requests"] == (1, "repeated PostCreateRequest")
+    assert parse_proto(first)["PostBatchCreateResponse"].fields == {"posts": (1, "repeated Post")}
+    assert numbers(first, "PostCreateRequest") == {"owner": 1, "title": 2, "description": 3, "request_id": 4}
+    assert numbers(first, "PostDestroyRequest") == {"id": 1, "etag": 2}
+    assert numbers(first, "Post")["etag"] == 6
+
+    later = render([*V1, "updated"], previous=first)
+    assert numbers(later, "PostCreateRequest")["request_id"] == 4
+    assert numbers(later, "Post") == {**numbers(first, "Post"), "updated": 7}
+    assert render([*V1, "updated"], previous=later) == later
+
+
+def test_a_model_without_etags_gets_no_etag_fields():
+    contract = ProtoContract(package="types", serializer_class=SampleProtoSerializer)
+    text = contract.render()
+    assert "etag" not in text
+    assert "rpc BatchCreate(SampleBatchCreateRequest)" in text and "string request_id" in text

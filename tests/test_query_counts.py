@@ -54,3 +54,12 @@ def test_a_list_page_runs_one_query_however_many_rows(posts_stub, user, queries_
     first = posts_stub.List(posts_pb2.PostListRequest(page_size=10))
     posts_stub.List(posts_pb2.PostListRequest(page_size=10, page_token=first.next_page_token))
     assert len(queries_per_rpc[-1]) == 1, queries_per_rpc[-1]
+
+
+def test_create_runs_one_insert_in_one_transaction_without_savepoints(posts_stub, post, queries_per_rpc):
+    """The owner is the caller, already in hand: no query for it, and no savepoint around the insert."""
+    posts_stub.Create(posts_pb2.PostCreateRequest(title="warm-up"))  # the caller's token and user are cached
+    posts_stub.Create(posts_pb2.PostCreateRequest(title="Counted"))
+    statements = [sql.split()[0].upper() for sql in queries_per_rpc[-1]]
+    assert statements.count("INSERT") == 1, queries_per_rpc[-1]
+    assert [s for s in statements if s != "BEGIN"] == ["INSERT"], queries_per_rpc[-1]  # COMMIT is no execute()

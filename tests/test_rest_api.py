@@ -232,3 +232,55 @@ def test_a_database_that_cannot_be_reached_is_503_with_retry_after(author, monke
     assert response.status_code == 503
     assert response.json() == {"detail": "The database is unavailable; retry later."}
     assert response["Retry-After"] == "1"
+
+
+# Retries (Idempotency-Key) and entity tags (ETag / If-Match) ---------------------------------
+
+
+def test_a_post_retried_with_its_idempotency_key_is_created_once(author):
+    client = as_user(author)
+    body = {"title": "Once over REST", "description": ""}
+    first = client.post("/api/posts/", body, format="json", HTTP_IDEMPOTENCY_KEY="key-1")
+    again = client.post("/api/posts/", body, format="json", HTTP_IDEMPOTENCY_KEY="key-1")
+
+    assert first.status_code == again.status_code == 201
+    assert again.data["id"] == first.data["id"] and again["ETag"] == first["ETag"] == f'"{first.data["etag"]}"'
+    assert Post.objects.filter(title="Once over REST").count() == 1
+    other = client.post("/api/posts/", {**body, "title": "Else"}, format="json", HTTP_IDEMPOTENCY_KEY="key-1")
+    assert other.status_code == 422 and not Post.objects.filter(title="Else").exists()
+
+
+def test_a_signup_retried_with_its_idempotency_key_signs_up_once(client, db):
+    body = {"email": "retry@example.com", "password": PASSWORD}
+    first = client.post("/api/users/signup/", body, format="json", HTTP_IDEMPOTENCY_KEY="signup-1")
+    again = client.post("/api/users/signup/", body, format="json", HTTP_IDEMPOTENCY_KEY="signup-1")
+    assert first.status_code == again.status_code == 201 and again.data["id"] == first.data["id"]
+    assert again["ETag"] == first["ETag"] == f'"{first.data["etag"]}"'
+    assert User.objects.count() == 1
+
+
+def test_etag_and_if_match_on_a_post(author):
+    client = as_user(author)
+    post = make_post(owner=author)
+    read = client.get(f"/api/posts/{post.pk}/")
+    assert read["ETag"] == f'"{post.etag}"'
+
+    changed = client.patch(f"/api/posts/{post.pk}/", {"title": "New"}, format="json", HTTP_IF_MATCH=read["ETag"])
+    assert changed.status_code == 200 and changed["ETag"] != read["ETag"]
+
+    stale = client.put(
+        f"/api/posts/{post.pk}/", {"title": "Stale", "description": ""}, format="json", HTTP_IF_MATCH=read["ETag"]
+    )
+    assert stale.status_code == 412
+    assert client.delete(f"/api/posts/{post.pk}/", HTTP_IF_MATCH=read["ETag"]).status_code == 412
+    assert Post.objects.get().title == "New"
+    assert client.delete(f"/api/posts/{post.pk}/", HTTP_IF_MATCH=changed["ETag"]).status_code == 204
+    assert not Post.objects.exists()
+
+
+def test_an_idempotency_key_of_128_characters_works_and_a_longer_one_is_400(author):
+    client = as_user(author)
+    body = {"title": "Long key", "description": ""}
+    assert client.post("/api/posts/", body, format="json", HTTP_IDEMPOTENCY_KEY="k" * 128).status_code == 201
+    assert client.post("/api/posts/", body, format="json", HTTP_IDEMPOTENCY_KEY="k" * 129).status_code == 400
+    assert Post.objects.count() == 1

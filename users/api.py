@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
+from grpc_ext.rest import idempotent_response, with_etag
 from users.serializers import UserProtoSerializer
 from users.services import auth_login, auth_logout, auth_refresh
 from users.throttling import LoginThrottle, SignupThrottle
@@ -49,7 +50,9 @@ class SignupView(OpenView):
     throttle_classes = [SignupThrottle]
 
     def post(self, request):
-        """Sign up with the writable fields of the user serializer (the same as gRPC ``users.Create``)."""
+        return with_etag(idempotent_response(request, lambda: self.signup(request)))
+
+    def signup(self, request) -> Response:
         serializer = UserProtoSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = serializer.save()
