@@ -98,6 +98,10 @@ def wrap_handler(handler: grpc.RpcMethodHandler, wrap_unary: Callable, wrap_stre
     return handler
 
 
+#: How much later the server's deadline may run out than the client's, which started before the headers were sent.
+DEADLINE_SKEW = 0.25
+
+
 def outcome_code(context: grpc.aio.ServicerContext, exc: BaseException | None) -> grpc.StatusCode:
     """Return the status code the client got for a call whose handler ended with ``exc`` (``None``: returned).
 
@@ -112,7 +116,10 @@ def outcome_code(context: grpc.aio.ServicerContext, exc: BaseException | None) -
     remaining = context.time_remaining()
     expired = remaining is not None and remaining <= 0
     if isinstance(exc, asyncio.CancelledError | GeneratorExit) or context.cancelled():
-        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+        # The client's own deadline fires first and resets the stream; the server's copy of the
+        # deadline started when the headers arrived, so it still shows a little time left.
+        nearly_expired = remaining is not None and remaining <= DEADLINE_SKEW
+        return grpc.StatusCode.DEADLINE_EXCEEDED if nearly_expired else grpc.StatusCode.CANCELLED
     if exc is None:
         return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.OK
     return grpc.StatusCode.UNKNOWN

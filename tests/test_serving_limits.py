@@ -253,11 +253,25 @@ def test_access_log_records_deadline_exceeded_not_ok(access_log, posts_stub, pos
     assert wait_for_log(access_log, RETRIEVE) == ["DEADLINE_EXCEEDED"]
 
 
-def test_access_log_records_a_cancelled_stream_as_cancelled(access_log, posts_stub, posts_to_stream):
-    call = posts_stub.Stream(posts_pb2.PostStreamRequest(batch_size=5))
-    assert len(next(call).posts) == 5
-    call.cancel()
-    assert wait_for_log(access_log, STREAM) == ["CANCELLED"]
+def test_access_log_records_a_cancelled_stream_as_cancelled(access_log, posts_stub, posts_to_stream, monkeypatch):
+    # The server holds the stream after its first batch, so it cannot finish (OK) before the cancel arrives.
+    release = threading.Event()
+    original = PostService.Stream
+
+    def held_stream(self, request, context):
+        responses = original(self, request, context)
+        yield next(responses)
+        release.wait(timeout=5)
+        yield from responses
+
+    monkeypatch.setattr(PostService, "Stream", held_stream)
+    try:
+        call = posts_stub.Stream(posts_pb2.PostStreamRequest(batch_size=5))
+        assert len(next(call).posts) == 5
+        call.cancel()
+        assert wait_for_log(access_log, STREAM) == ["CANCELLED"]
+    finally:
+        release.set()
 
 
 # SIGTERM under load
