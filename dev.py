@@ -56,8 +56,14 @@ def manage(*args: str) -> None:
     run(str(PYTHON), "manage.py", *args)
 
 
+def development_mode() -> None:
+    """Turn DEBUG on for this command and its children: the settings default it to off (production)."""
+    os.environ.setdefault("DEBUG", "true")
+
+
 def serve(address: str = "127.0.0.1:50051") -> None:
-    """Migrate, load the demo data and serve gRPC (SQLite unless DATABASE_URL says otherwise)."""
+    """Migrate, load the demo data and serve gRPC (SQLite unless DATABASE_URL says otherwise), DEBUG on."""
+    development_mode()
     manage("migrate", "--noinput", "-v", "0")
     manage("seeddemo")
     # The server replaces this process, so that Ctrl-C and SIGTERM reach it
@@ -67,7 +73,8 @@ def serve(address: str = "127.0.0.1:50051") -> None:
 
 
 def test(*pytest_args: str) -> None:
-    """Check the generated protos, then run the test suite."""
+    """Check the generated protos, then run the test suite (DEBUG on, as in development)."""
+    development_mode()
     manage("generateproto", "--check")
     run(str(PYTHON), "-m", "pytest", *pytest_args)
 

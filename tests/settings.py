@@ -1,9 +1,14 @@
 """The project's settings plus the test-only app whose model has every mapped field type."""
 
+import os
 import tempfile
 
-from demo.settings import *  # noqa: F403
-from demo.settings import INSTALLED_APPS
+# Development settings, also for the servers the tests start as subprocesses
+# (they inherit the environment): the project's default is production, DEBUG off.
+os.environ.setdefault("DEBUG", "true")
+
+from demo.settings import *  # noqa: E402, F403
+from demo.settings import INSTALLED_APPS  # noqa: E402
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.typesapp"]
 
