@@ -170,7 +170,6 @@ if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
 SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) or None
 
 
-
 def cache_from_url(url: str | None) -> dict:
     """Return the default cache: Django's Redis backend for ``redis://`` / ``rediss://`` URLs, else a directory.
 

@@ -8,7 +8,6 @@ from posts.api import PostDetailView, PostListView
 from users.api import LoginView, LogoutView, SignupView, TokenRefreshView
 
 
-
 def healthz(request: HttpRequest) -> HttpResponse:
     """Answer the web process's liveness and readiness probes; touches no database, so an outage restarts nothing."""
     return HttpResponse("ok", content_type="text/plain")
