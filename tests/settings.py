@@ -24,3 +24,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not Django's shared-cache in-memory database: there, concurrent writers (the server's
     # threads racing in the tests) fail at once with "database table is locked" instead of queueing.
     DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.mkdtemp(prefix="grpcdemo-test-db-")) / "test.sqlite3")}  # noqa: F405
+
+# Collected static files are a production build step; the tests' admin pages use the apps' files.
+STATIC_ROOT = tempfile.mkdtemp(prefix="grpcdemo-test-static-")
