@@ -72,9 +72,28 @@ def serve(address: str = "127.0.0.1:50051") -> None:
     os.execv(str(PYTHON), [str(PYTHON), "manage.py", "grpcrunserver", address])
 
 
+def ensure_browser() -> None:
+    """Install Debian's chromium for the admin's browser test, if missing and this is root with apt-get.
+
+    Playwright drives it; Playwright's own browser download is never used.
+    """
+    if shutil.which("chromium"):
+        return
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print("chromium is missing and needs root and apt-get to install: the browser test will skip.", flush=True)
+        return
+    print("Installing chromium (Debian package) for the admin's browser test ...", flush=True)
+    apt = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        if subprocess.run(command, env=apt, stdout=subprocess.DEVNULL).returncode:
+            print(f"{' '.join(command)} failed: the browser test will skip (and fail in CI).", flush=True)
+            return
+
+
 def test(*pytest_args: str) -> None:
     """Check the generated protos, then run the test suite (DEBUG on, as in development)."""
     development_mode()
+    ensure_browser()
     manage("generateproto", "--check")
     run(str(PYTHON), "-m", "pytest", *pytest_args)
 
