@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Set up a local virtualenv and run the project: ``python3 dev.py serve|test|buf``.
+"""Set up a local virtualenv and run the project: ``python3 dev.py serve|test|lint|lint-deploy|buf``.
 
 Needs only Python 3.11+ (and npm for ``buf``). Installs ``requirements-dev.txt``
 into ``.venv`` (again only when the requirements change), then runs inside it.
@@ -178,13 +178,30 @@ def accepted_breaks() -> set[tuple[str, ...]]:
 
 def lint() -> None:
     """Check the code: ruff (lint and format), mypy (types), import-linter (no import cycle); see pyproject.toml."""
+    development_mode()  # mypy's Django plugin loads the settings
     run(str(PYTHON), "-m", "ruff", "check", ".")
     run(str(PYTHON), "-m", "ruff", "format", "--check", ".")
     run(str(PYTHON), "-m", "mypy")
     run(str(PYTHON), "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()", "--no-logo")
 
 
-COMMANDS: dict[str, Callable[..., None]] = {"serve": serve, "test": test, "buf": buf, "lint": lint}
+def lint_deploy() -> None:
+    """Lint the Dockerfile with hadolint and validate every Kubernetes manifest against the API schemas."""
+    bin_dir = PYTHON.parent
+    run(str(bin_dir / "hadolint"), "Dockerfile")
+    print("hadolint: Dockerfile passes.", flush=True)
+    manifests = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "deploy" / "k8s").glob("*.yaml"))
+    run(str(bin_dir / "kubernetes-validate"), "--strict", "--quiet", *manifests)
+    print(f"kubernetes-validate: {len(manifests)} manifests pass.", flush=True)
+
+
+COMMANDS: dict[str, Callable[..., None]] = {
+    "serve": serve,
+    "test": test,
+    "buf": buf,
+    "lint": lint,
+    "lint-deploy": lint_deploy,
+}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

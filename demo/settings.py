@@ -110,6 +110,9 @@ DATABASES = {
     )
 }
 
+# Behind PgBouncer in transaction mode, server-side cursors (Stream's) must be off.
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DISABLE_SERVER_SIDE_CURSORS", False)
+
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Concurrent writers (the gRPC server's threads) queue for the write lock
     # instead of failing with "database is locked" when a transaction that
