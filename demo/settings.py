@@ -48,7 +48,9 @@ SECRET_KEY = os.environ.get("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 if not DEBUG and SECRET_KEY == DEVELOPMENT_SECRET_KEY:
     raise ImproperlyConfigured(
         "DEBUG is off but SECRET_KEY is the development secret. "
-        "Set the SECRET_KEY environment variable to a long random value."
+        "In production, set the SECRET_KEY environment variable to a long random value "
+        "(deploy/production.env.example lists every variable); in development, set DEBUG=true "
+        "(python3 dev.py serve and python3 dev.py test do)."
     )
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 

@@ -27,7 +27,7 @@ def readme_commands() -> dict[str, list[str]]:
     commands = [shlex.split(line) for line in block.splitlines() if line.startswith(".venv/bin/")]
     by_name = {}
     for command in commands:
-        name = command[0].rsplit("/", 1)[1] if command[0].endswith("gunicorn") else command[2]
+        name = command[2]  # .venv/bin/python manage.py <command>, .venv/bin/python -m gunicorn
         by_name[name] = command
     assert set(by_name) == {"grpcrunserver", "gunicorn", "migrate", "collectstatic"}, by_name
     return by_name
