@@ -229,6 +229,7 @@ GRPC_FRAMEWORK: dict[str, Any] = {
     "REFLECTION": env_bool("GRPC_REFLECTION", False) if os.environ.get("GRPC_REFLECTION") else None,
     # Prometheus metrics on this port (all interfaces); None serves none.
     "METRICS_PORT": env_int("GRPC_METRICS_PORT", 0) or None,
+    "METRICS_ADDRESS": os.environ.get("GRPC_METRICS_ADDRESS", "0.0.0.0"),
     "SERVER_OPTIONS": [
         ("grpc.max_receive_message_length", 4 * 1024 * 1024),
         ("grpc.max_send_message_length", 4 * 1024 * 1024),

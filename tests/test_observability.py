@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -191,3 +192,53 @@ def test_metrics_are_off_unless_configured():
     from grpc_ext.server import load_interceptors
 
     assert not any(type(interceptor).__name__ == "MetricsInterceptor" for interceptor in load_interceptors())
+
+
+def consecutive_free_ports(count: int) -> int:
+    """Return a port ``p`` such that ``p`` .. ``p + count - 1`` are free on 127.0.0.1 now."""
+    for _ in range(50):
+        first = free_port()
+        sockets = []
+        try:
+            for offset in range(count):
+                probe = socket.socket()
+                sockets.append(probe)
+                probe.bind(("127.0.0.1", first + offset))
+            return first
+        except OSError:
+            continue
+        finally:
+            for probe in sockets:
+                probe.close()
+    pytest.fail("no consecutive free ports")
+
+
+def test_each_worker_process_serves_its_own_metrics_port():
+    grpc_port, metrics = free_port(), consecutive_free_ports(2)
+    env = {**os.environ, "GRPC_METRICS_PORT": str(metrics), "GRPC_METRICS_ADDRESS": "127.0.0.1"}
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "grpcrunserver", f"127.0.0.1:{grpc_port}", "--workers", "2", "--grace", "1"],
+        cwd=BASE_DIR,
+        env={**env, "DJANGO_SETTINGS_MODULE": "demo.settings"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            check(channel, wait_for_ready=True, timeout=30)
+        for port in (metrics, metrics + 1):
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    scrape(f"http://127.0.0.1:{port}/metrics")
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert f":{metrics}/metrics" in output and f":{metrics + 1}/metrics" in output
