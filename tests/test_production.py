@@ -195,3 +195,19 @@ def test_two_server_processes_share_one_signup_throttle_through_redis(production
         assert_status(lambda: stub_b.Create(invalid_signup, timeout=10), grpc.StatusCode.RESOURCE_EXHAUSTED)
         assert_status(lambda: stub_a.Create(invalid_signup, timeout=10), grpc.StatusCode.RESOURCE_EXHAUSTED)
     assert any(b"signup" in key for key in redis_db.keys("*")), redis_db.keys("*")
+
+
+def test_with_the_example_environment_plain_http_is_redirected_except_the_probe_path():
+    code = (
+        "from django.test import Client; c = Client(HTTP_HOST='api.example.com');"
+        "r = c.get('/healthz/'); print(r.status_code, r.content.decode());"
+        "r = c.get('/admin/'); print(r.status_code, r['Location']);"
+        "r = c.get('/admin/', HTTP_X_FORWARDED_PROTO='https'); print(r.status_code, r['Strict-Transport-Security'])"
+    )
+    result = run_python(code, **{**example_environment(), "DATABASE_URL": "sqlite://:memory:"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "200 ok",
+        "301 https://api.example.com/admin/",
+        "302 max-age=31536000; includeSubDomains; preload",
+    ]
