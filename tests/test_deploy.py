@@ -113,3 +113,14 @@ def test_every_production_variable_of_the_configmap_is_in_the_example_environmen
 def test_the_dockerfile_and_manifests_lint_clean(command):
     result = subprocess.run(command, cwd=BASE_DIR, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_readme_environment_table_names_every_variable_the_settings_read():
+    settings_source = (BASE_DIR / "demo" / "settings.py").read_text()
+    read = set(re.findall(r'(?:env_bool|env_int|env_list|os\.environ\.get)\(\s*"(\w+)"', settings_source))
+    readme = (BASE_DIR / "README.md").read_text()
+    table = readme.split("### Environment", 1)[1].split("\n### ", 1)[0]
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
+    assert read - documented == set(), "variables the README does not list"
+    example = (BASE_DIR / "deploy" / "production.env.example").read_text()
+    assert {line.split("=", 1)[0] for line in example.splitlines() if line and not line.startswith("#")} <= read
