@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -37,7 +38,7 @@ def split_method(full_method: str) -> tuple[str, str]:
     return service, method
 
 
-def outcome_code(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCode:
+def outcome_code(context: Any, failed: bool) -> grpc.StatusCode:
     """The status the client got: a stream it cancelled (or whose deadline passed) ends without a code."""
     code = context.code()
     if code is None and failed:
