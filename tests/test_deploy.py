@@ -84,6 +84,7 @@ def test_the_grpc_deployment_probes_health_and_covers_the_drain():
     (grpc,) = pod["containers"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert grpc[probe]["grpc"]["port"] == 50051
+    assert grpc["livenessProbe"]["grpc"]["service"] == "liveness"
     (config,) = [doc for doc in manifests() if doc["kind"] == "ConfigMap"]
     pre_stop = int(grpc["lifecycle"]["preStop"]["exec"]["command"][-1])
     drain = float(config["data"]["GRPC_SHUTDOWN_DRAIN_DELAY"]) + float(config["data"]["GRPC_SHUTDOWN_GRACE"])

@@ -82,6 +82,19 @@ def test_health_list_answers_every_service_with_its_status(grpc_channel):
     statuses = {name: status.status for name, status in response.statuses.items()}
     assert statuses[""] == SERVING
     assert statuses["posts.PostController"] == SERVING and statuses["users.UserController"] == SERVING
+    assert statuses["liveness"] == SERVING
+
+
+def test_the_liveness_entry_serves_until_the_server_drains():
+    from grpc_ext.server import build_server
+
+    server = build_server("127.0.0.1:0", max_workers=2, reflection_enabled=False)
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        assert check(channel, "liveness", timeout=10).status == SERVING
+        stopped = server.stop(5)
+        stopped.wait(10)
+    assert server.health._server_status["liveness"] == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def test_grpcrunserver_refuses_to_start_on_a_system_check_error():
