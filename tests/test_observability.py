@@ -115,6 +115,7 @@ def production_server():
         "DEBUG": "false",
         "SECRET_KEY": "observability-test-secret-" + "o" * 40,
         "GRPC_METRICS_PORT": str(metrics),
+        "GRPC_METRICS_ADDRESS": "127.0.0.1",
         "GRPC_REFLECTION": "true",
         "LOG_LEVEL": "WARNING",
     }
