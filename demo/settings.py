@@ -230,21 +230,10 @@ GRPC_FRAMEWORK: dict[str, Any] = {
     # Prometheus metrics on this port (all interfaces); None serves none.
     "METRICS_PORT": env_int("GRPC_METRICS_PORT", 0) or None,
     "METRICS_ADDRESS": os.environ.get("GRPC_METRICS_ADDRESS", "0.0.0.0"),
-    "SERVER_OPTIONS": [
-        ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-        ("grpc.max_send_message_length", 4 * 1024 * 1024),
-        # A client keeps its HTTP/2 connection, and so its server, for good: closing it
-        # after this age (RPCs in flight get the grace) makes clients reconnect and
-        # spread over the servers a scale-up added. Unset (0) keeps connections open.
-        *(
-            [
-                ("grpc.max_connection_age_ms", env_int("GRPC_MAX_CONNECTION_AGE", 0) * 1000),
-                ("grpc.max_connection_age_grace_ms", env_int("GRPC_MAX_CONNECTION_AGE_GRACE", 30) * 1000),
-            ]
-            if env_int("GRPC_MAX_CONNECTION_AGE", 0)
-            else []
-        ),
-    ],
+    # Connections close after this age (GOAWAY; calls in flight get the grace), so that
+    # clients reconnect and spread over the servers a scale-up added.
+    "MAX_CONNECTION_AGE": float(os.environ.get("GRPC_MAX_CONNECTION_AGE") or 300),
+    "MAX_CONNECTION_AGE_GRACE": float(os.environ.get("GRPC_MAX_CONNECTION_AGE_GRACE") or 60),
     "STATIC_PROTOS": ["auth.proto"],
     # Every RPC needs an access token unless its service says otherwise.
     "DEFAULT_AUTHENTICATION_CLASSES": ["grpc_ext.authentication.JWTAuthentication"],

@@ -1,22 +1,21 @@
 """Prometheus metrics per gRPC method and status code, served on a port of their own.
 
 Off unless ``GRPC_FRAMEWORK["METRICS_PORT"]`` is set: then the server puts
-``MetricsInterceptor`` first (so its latency covers the other interceptors)
+``MetricsInterceptor`` before the configured interceptors (its latency covers them)
 and ``grpcrunserver`` serves ``/metrics`` on that port (worker ``i`` of
 ``--workers`` on port + ``i``). Names and labels follow go-grpc-prometheus.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from grpc_ext.interceptors import _wrap_handler
+from grpc_ext.limits import outcome_code, wrap_handler
 from grpc_ext.settings import grpc_ext_settings
 
 logger = logging.getLogger(__name__)
@@ -38,60 +37,58 @@ def split_method(full_method: str) -> tuple[str, str]:
     return service, method
 
 
-def outcome_code(context: Any, failed: bool) -> grpc.StatusCode:
-    """The status the client got: a stream it cancelled (or whose deadline passed) ends without a code."""
-    code = context.code()
-    if code is None and failed:
-        remaining = context.time_remaining()
-        if context.is_active():
-            return grpc.StatusCode.UNKNOWN
-        if remaining is not None and remaining <= 0:
-            return grpc.StatusCode.DEADLINE_EXCEEDED
-        return grpc.StatusCode.CANCELLED
-    return code or grpc.StatusCode.OK
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Count each RPC by method and the code the client got, time it, and gauge those in flight.
 
+    The access log's pattern: the handler is wrapped, so a call counts from
+    the moment it is handled until its last response or its end.
+    """
 
-class MetricsInterceptor(grpc.ServerInterceptor):
-    """Count each RPC by method and code, time it, and gauge those in flight."""
-
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
         if handler is None:
             return handler
         labels = split_method(handler_call_details.method)
         in_flight, seconds = IN_FLIGHT.labels(*labels), HANDLING_SECONDS.labels(*labels)
 
-        def record(context, started: float, failed: bool) -> None:
+        def record(context, started: float, exc: BaseException | None) -> None:
             seconds.observe(time.perf_counter() - started)
-            HANDLED.labels(*labels, outcome_code(context, failed).name).inc()
+            HANDLED.labels(*labels, outcome_code(context, exc).name).inc()
             in_flight.dec()
 
         def wrap_unary(behavior):
-            def measured(request, context):
-                started, failed = time.perf_counter(), True
+            async def measured(request, context):
+                started, error = time.perf_counter(), None
                 in_flight.inc()
                 try:
-                    response = behavior(request, context)
-                    failed = False
-                    return response
+                    return await behavior(request, context)
+                except BaseException as exc:
+                    error = exc
+                    raise
                 finally:
-                    record(context, started, failed)
+                    record(context, started, error)
 
             return measured
 
         def wrap_stream(behavior):
-            def measured(request, context) -> Iterator:
-                started, failed = time.perf_counter(), True
+            if not inspect.isasyncgenfunction(behavior):
+                return wrap_unary(behavior)
+
+            async def measured(request, context):
+                started, error = time.perf_counter(), None
                 in_flight.inc()
                 try:
-                    yield from behavior(request, context)
-                    failed = False
+                    async for response in behavior(request, context):
+                        yield response
+                except BaseException as exc:
+                    error = exc
+                    raise
                 finally:
-                    record(context, started, failed)
+                    record(context, started, error)
 
             return measured
 
-        return _wrap_handler(handler, wrap_unary, wrap_stream)
+        return wrap_handler(handler, wrap_unary, wrap_stream)
 
 
 def metrics_port(worker_index: int = 0) -> int | None:

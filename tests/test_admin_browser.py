@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_server import free_port
+from tests.conftest import free_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

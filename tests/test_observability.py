@@ -22,8 +22,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
 from protos import users_pb2, users_pb2_grpc
+from tests.conftest import free_port
 from tests.helpers import assert_status
-from tests.test_server import InFlightRpc, check, free_port
+from tests.test_server import InFlightRpc, check
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 V1_METHOD = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
