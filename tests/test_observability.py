@@ -86,13 +86,18 @@ def test_health_list_answers_every_service_with_its_status(grpc_channel):
     assert statuses["liveness"] == SERVING
 
 
-def test_the_liveness_entry_serves_until_the_server_drains():
+def test_the_liveness_entry_serves_through_a_database_outage_until_the_server_drains():
     from grpc_ext.server import build_server
 
     server = build_server("127.0.0.1:0", max_workers=2, reflection_enabled=False)
     server.start()
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         assert check(channel, "liveness", timeout=10).status == SERVING
+        # A database outage makes the server unready, not dead.
+        server.report_database(False)
+        assert check(channel, "", timeout=10).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert check(channel, "liveness", timeout=10).status == SERVING
+        server.report_database(True)
         stopped = server.stop(5)
         stopped.wait(10)
     assert server.health._server_status["liveness"] == health_pb2.HealthCheckResponse.NOT_SERVING
