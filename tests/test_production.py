@@ -148,13 +148,8 @@ def production_servers(redis_db):
 
     def start(**env: str) -> str:
         address = f"127.0.0.1:{free_port()}"
-        environment = clean_environment(
-            DJANGO_SETTINGS_MODULE="demo.settings",
-            DEBUG="false",
-            SECRET_KEY="a-production-secret-" + "x" * 40,
-            CACHE_URL=REDIS_URL,
-            **env,
-        )
+        defaults = {"DEBUG": "false", "SECRET_KEY": "a-production-secret-" + "x" * 40, "CACHE_URL": REDIS_URL}
+        environment = clean_environment(DJANGO_SETTINGS_MODULE="demo.settings", **{**defaults, **env})
         if "DATABASE_URL" in os.environ:
             environment["DATABASE_URL"] = os.environ["DATABASE_URL"]
         process = subprocess.Popen(
@@ -212,3 +207,12 @@ def test_with_the_example_environment_plain_http_is_redirected_except_the_probe_
         "301 https://api.example.com/admin/",
         "302 max-age=31536000; includeSubDomains; preload",
     ]
+
+
+def test_an_unreachable_redis_makes_throttled_calls_unavailable_not_internal(production_servers):
+    # Nothing listens on port 1: the throttle cannot count, and says so with a status a client retries.
+    address = production_servers(CACHE_URL="redis://127.0.0.1:1/0")
+    with grpc.insecure_channel(address) as channel:
+        stub = users_pb2_grpc.UserControllerStub(channel)
+        signup = users_pb2.UserCreateRequest(email="", password="")
+        assert_status(lambda: stub.Create(signup, timeout=10), grpc.StatusCode.UNAVAILABLE, details_contain="retry")
