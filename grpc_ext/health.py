@@ -19,20 +19,8 @@ def _list_response(statuses: dict[str, int]) -> health_pb2.HealthListResponse:
     )
 
 
-class HealthServicer(health.HealthServicer):
-    """``Check``, ``Watch`` and ``List``: every service the server reports on, with its status."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._server_status[LIVENESS_SERVICE] = health_pb2.HealthCheckResponse.SERVING
-
-    def List(self, request: health_pb2.HealthListRequest, context) -> health_pb2.HealthListResponse:
-        with self._lock:
-            return _list_response(dict(self._server_status))
-
-
 class AsyncHealthServicer(health.aio.HealthServicer):
-    """The ``grpc.aio`` twin of ``HealthServicer``."""
+    """``Check``, ``Watch`` and ``List`` on ``grpc.aio``: every name the server reports on, with its status."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -57,13 +57,13 @@ def v1_handler(servicer: reflection_pb2_grpc.ServerReflectionServicer) -> grpc.G
 def enable_server_reflection(service_names: list[str], server, *, servicer_class=None) -> list[str]:
     """Serve reflection for ``service_names`` (plus both reflection services) under v1 and v1alpha.
 
-    ``servicer_class`` is grpcio-reflection's servicer by default, its
-    ``reflection.aio.ReflectionServicer`` for a ``grpc.aio`` server. Return the
-    names reflection lists.
+    ``servicer_class`` is grpcio-reflection's ``grpc.aio`` servicer unless
+    given (its synchronous one for a ``grpc.server``). Return the names
+    reflection lists.
     """
     ensure_v1_descriptor()
     names = [*service_names, V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME]
-    servicer = (servicer_class or reflection.ReflectionServicer)(names)
+    servicer = (servicer_class or reflection.aio.ReflectionServicer)(names)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
     server.add_generic_rpc_handlers((v1_handler(servicer),))
     return names

@@ -30,7 +30,6 @@ from django.db import connections
 from django.utils.module_loading import import_string
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from grpc_ext.database_availability import DatabaseMonitor
 from grpc_ext.health import AsyncHealthServicer
@@ -298,11 +297,7 @@ def build_server(
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, recorder)
         if reflection_enabled:
             health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-            enable_server_reflection(
-                [*described_services(service_names), health_name],
-                recorder,
-                servicer_class=reflection.aio.ReflectionServicer,
-            )
+            enable_server_reflection([*described_services(service_names), health_name], recorder)
         try:
             if credentials is None:
                 port = server.add_insecure_port(address)
