@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Set up a local virtualenv and run the project: ``python3 dev.py serve|test|buf``.
+"""Set up a local virtualenv and run the project: ``python3 dev.py serve|test|lint|lint-deploy|buf``.
 
 Needs only Python 3.11+ (and npm for ``buf``). Installs ``requirements-dev.txt``
 into ``.venv`` (again only when the requirements change), then runs inside it.
@@ -56,8 +56,14 @@ def manage(*args: str) -> None:
     run(str(PYTHON), "manage.py", *args)
 
 
+def development_mode() -> None:
+    """Turn DEBUG on for this command and its children: the settings default it to off (production)."""
+    os.environ.setdefault("DEBUG", "true")
+
+
 def serve(address: str = "127.0.0.1:50051") -> None:
-    """Migrate, load the demo data and serve gRPC (SQLite unless DATABASE_URL says otherwise)."""
+    """Migrate, load the demo data and serve gRPC (SQLite unless DATABASE_URL says otherwise), DEBUG on."""
+    development_mode()
     manage("migrate", "--noinput", "-v", "0")
     manage("seeddemo")
     # The server replaces this process, so that Ctrl-C and SIGTERM reach it
@@ -66,8 +72,28 @@ def serve(address: str = "127.0.0.1:50051") -> None:
     os.execv(str(PYTHON), [str(PYTHON), "manage.py", "grpcrunserver", address])
 
 
+def ensure_browser() -> None:
+    """Install Debian's chromium for the admin's browser test, if missing and this is root with apt-get.
+
+    Playwright drives it; Playwright's own browser download is never used.
+    """
+    if shutil.which("chromium"):
+        return
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print("chromium is missing and needs root and apt-get to install: the browser test will skip.", flush=True)
+        return
+    print("Installing chromium (Debian package) for the admin's browser test ...", flush=True)
+    apt = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        if subprocess.run(command, env=apt, stdout=subprocess.DEVNULL).returncode:
+            print(f"{' '.join(command)} failed: the browser test will skip (and fail in CI).", flush=True)
+            return
+
+
 def test(*pytest_args: str) -> None:
-    """Check the generated protos, then run the test suite."""
+    """Check the generated protos, then run the test suite (DEBUG on, as in development)."""
+    development_mode()
+    ensure_browser()
     manage("generateproto", "--check")
     run(str(PYTHON), "-m", "pytest", *pytest_args)
 
@@ -152,13 +178,30 @@ def accepted_breaks() -> set[tuple[str, ...]]:
 
 def lint() -> None:
     """Check the code: ruff (lint and format), mypy (types), import-linter (no import cycle); see pyproject.toml."""
+    development_mode()  # mypy's Django plugin loads the settings
     run(str(PYTHON), "-m", "ruff", "check", ".")
     run(str(PYTHON), "-m", "ruff", "format", "--check", ".")
     run(str(PYTHON), "-m", "mypy")
     run(str(PYTHON), "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()", "--no-logo")
 
 
-COMMANDS: dict[str, Callable[..., None]] = {"serve": serve, "test": test, "buf": buf, "lint": lint}
+def lint_deploy() -> None:
+    """Lint the Dockerfile with hadolint and validate every Kubernetes manifest against the API schemas."""
+    bin_dir = PYTHON.parent
+    run(str(bin_dir / "hadolint"), "Dockerfile")
+    print("hadolint: Dockerfile passes.", flush=True)
+    manifests = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "deploy" / "k8s").glob("*.yaml"))
+    run(str(bin_dir / "kubernetes-validate"), "--strict", "--quiet", *manifests)
+    print(f"kubernetes-validate: {len(manifests)} manifests pass.", flush=True)
+
+
+COMMANDS: dict[str, Callable[..., None]] = {
+    "serve": serve,
+    "test": test,
+    "buf": buf,
+    "lint": lint,
+    "lint-deploy": lint_deploy,
+}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -6,7 +6,13 @@ servers it measures run with the project's own settings (``bench/grpc_settings.p
 adds only a status-counting interceptor; the DRF baseline's are ``bench/drf_settings.py``).
 """
 
-from demo.settings import *  # noqa: F403
-from demo.settings import INSTALLED_APPS
+import os
+
+# The command's own process is a development tool (the servers it measures run
+# with DEBUG off and a secret of their own), so it needs no production secret.
+os.environ.setdefault("DEBUG", "true")
+
+from demo.settings import *  # noqa: E402, F403
+from demo.settings import INSTALLED_APPS  # noqa: E402
 
 INSTALLED_APPS = [*INSTALLED_APPS, "bench"]

@@ -1,8 +1,11 @@
 """Django settings for the demo project, read from the environment.
 
-With no environment set, development just works: DEBUG on, a SQLite file in
-the project, a development secret. With DEBUG off, the development secret is
-refused at start-up.
+DEBUG is off unless the environment turns it on (``python3 dev.py serve`` and
+``python3 dev.py test`` do, for themselves); with DEBUG off, the development
+secret is refused at start-up, so an unconfigured server never accepts tokens
+signed with a key that is in the repository. Without other configuration: a
+SQLite file in the project and a file cache on local disk.
+``deploy/production.env.example`` lists every production variable.
 """
 
 import os
@@ -26,6 +29,12 @@ def env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_int(name: str, default: int) -> int:
+    """Read an integer environment variable."""
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     """Read a comma-separated environment variable."""
     value = os.environ.get(name)
@@ -34,12 +43,14 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-DEBUG = env_bool("DEBUG", True)
+DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 if not DEBUG and SECRET_KEY == DEVELOPMENT_SECRET_KEY:
     raise ImproperlyConfigured(
         "DEBUG is off but SECRET_KEY is the development secret. "
-        "Set the SECRET_KEY environment variable to a long random value."
+        "In production, set the SECRET_KEY environment variable to a long random value "
+        "(deploy/production.env.example lists every variable); in development, set DEBUG=true "
+        "(python3 dev.py serve and python3 dev.py test do)."
     )
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 
@@ -61,6 +72,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves STATIC_ROOT (collected at build time) with far-future caching of the hashed names.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -99,6 +112,9 @@ DATABASES = {
     )
 }
 
+# Behind PgBouncer in transaction mode, server-side cursors (Stream's) must be off.
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DISABLE_SERVER_SIDE_CURSORS", False)
+
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Concurrent writers (the gRPC server's threads) queue for the write lock
     # instead of failing with "database is locked" when a transaction that
@@ -130,19 +146,53 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
-
-# Rate limits count in Django's cache. A memory cache is per process: with
-# several server processes, use a shared cache (Redis, Memcached) instead.
-# Rate-limit counters live in the cache, so it must be shared by every process
-# on the host (grpcrunserver --workers, runserver or gunicorn): a file-based
-# cache needs no server. Several hosts need a shared cache server (Redis, ...).
-CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-        "LOCATION": os.environ.get("CACHE_LOCATION", str(BASE_DIR / "var" / "cache")),
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "var" / "static"))
+# Compressed files with content hashes in their names (cache-busting), made by
+# `manage.py collectstatic`; in DEBUG the files are served from the apps as they are.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
     },
 }
+
+# HTTPS, for the web process (admin and REST). Behind a proxy that ends TLS,
+# SECURE_PROXY_SSL_HEADER names the header it sets, e.g. "HTTP_X_FORWARDED_PROTO,https".
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Probes reach the pods over plain HTTP; they must not be redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz/$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+_proxy_ssl_header = env_list("SECURE_PROXY_SSL_HEADER", [])
+if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
+    raise ImproperlyConfigured("SECURE_PROXY_SSL_HEADER is 'HEADER,value', e.g. 'HTTP_X_FORWARDED_PROTO,https'.")
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) or None
+
+
+def cache_from_url(url: str | None) -> dict:
+    """Return the default cache: Django's Redis backend for ``redis://`` / ``rediss://`` URLs, else a directory.
+
+    Rate-limit counters live in the cache, so every process that serves a
+    client must share it: the file cache (no server needed) is shared by the
+    processes of one host, Redis by every host.
+    """
+    if not url:
+        return {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": os.environ.get("CACHE_LOCATION", str(BASE_DIR / "var" / "cache")),
+        }
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+    raise ImproperlyConfigured(f"CACHE_URL must be a redis:// or rediss:// URL, not {url!r}.")
+
+
+CACHES = {"default": cache_from_url(os.environ.get("CACHE_URL"))}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["grpc_ext.authentication.UserCheckingJWTAuthentication"],
@@ -172,6 +222,18 @@ GRPC_FRAMEWORK: dict[str, Any] = {
     "SERVER_INTERCEPTORS": ["grpc_ext.interceptors.AccessLogInterceptor"],
     "PAGE_SIZE": int(os.environ.get("GRPC_PAGE_SIZE", "50")),
     "MAX_PAGE_SIZE": int(os.environ.get("GRPC_MAX_PAGE_SIZE", "1000")),
+    "MAX_WORKERS": env_int("GRPC_MAX_WORKERS", 10),
+    "SHUTDOWN_GRACE": float(os.environ.get("GRPC_SHUTDOWN_GRACE") or 10),
+    "SHUTDOWN_DRAIN_DELAY": float(os.environ.get("GRPC_SHUTDOWN_DRAIN_DELAY") or 0),
+    # None: reflection on when DEBUG is.
+    "REFLECTION": env_bool("GRPC_REFLECTION", False) if os.environ.get("GRPC_REFLECTION") else None,
+    # Prometheus metrics on this port (all interfaces); None serves none.
+    "METRICS_PORT": env_int("GRPC_METRICS_PORT", 0) or None,
+    "METRICS_ADDRESS": os.environ.get("GRPC_METRICS_ADDRESS", "0.0.0.0"),
+    # Connections close after this age (GOAWAY; calls in flight get the grace), so that
+    # clients reconnect and spread over the servers a scale-up added.
+    "MAX_CONNECTION_AGE": float(os.environ.get("GRPC_MAX_CONNECTION_AGE") or 300),
+    "MAX_CONNECTION_AGE_GRACE": float(os.environ.get("GRPC_MAX_CONNECTION_AGE_GRACE") or 60),
     "STATIC_PROTOS": ["auth.proto"],
     # Every RPC needs an access token unless its service says otherwise.
     "DEFAULT_AUTHENTICATION_CLASSES": ["grpc_ext.authentication.JWTAuthentication"],

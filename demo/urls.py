@@ -1,12 +1,20 @@
 """HTTP routes: the Django admin and the REST perimeter under /api/."""
 
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
 from posts.api import PostDetailView, PostListView
 from users.api import LoginView, LogoutView, SignupView, TokenRefreshView
 
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    """Answer the web process's liveness and readiness probes; touches no database, so an outage restarts nothing."""
+    return HttpResponse("ok", content_type="text/plain")
+
+
 urlpatterns = [
+    path("healthz/", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/users/signup/", SignupView.as_view(), name="signup"),
     path("api/users/login/", LoginView.as_view(), name="login"),

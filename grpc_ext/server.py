@@ -29,11 +29,12 @@ import grpc
 from django.db import connections
 from django.utils.module_loading import import_string
 from google.protobuf import descriptor_pool
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from grpc_ext.database_availability import DatabaseMonitor
+from grpc_ext.health import AsyncHealthServicer
 from grpc_ext.limits import DrainGate, bounded_request
+from grpc_ext.reflection import enable_server_reflection
 from grpc_ext.settings import grpc_ext_settings
 
 logger = logging.getLogger(__name__)
@@ -43,8 +44,14 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def load_interceptors() -> list[grpc.aio.ServerInterceptor]:
-    """Instantiate the interceptors of ``SERVER_INTERCEPTORS`` once, in order (``grpc.aio.ServerInterceptor``)."""
-    return [import_string(path)() for path in grpc_ext_settings.SERVER_INTERCEPTORS or []]
+    """Instantiate the interceptors of ``SERVER_INTERCEPTORS`` once, in order (``grpc.aio.ServerInterceptor``).
+
+    With ``METRICS_PORT`` set, the metrics interceptor comes first.
+    """
+    paths = list(grpc_ext_settings.SERVER_INTERCEPTORS or [])
+    if grpc_ext_settings.METRICS_PORT:
+        paths.insert(0, "grpc_ext.metrics.MetricsInterceptor")
+    return [import_string(path)() for path in paths]
 
 
 def _ms(seconds: float) -> int:
@@ -175,7 +182,7 @@ class GrpcServer:
         runner: EventLoopThread,
         server: grpc.aio.Server,
         port: int,
-        health_servicer: health.aio.HealthServicer,
+        health_servicer: AsyncHealthServicer,
         gate: DrainGate,
         service_names: list[str],
         secure: bool,
@@ -284,15 +291,13 @@ def build_server(
         recorder = _ServiceRecorder(server)
         (handlers_hook or settings.ROOT_HANDLERS_HOOK)(recorder)
         service_names = list(dict.fromkeys(recorder.service_names))
-        health_servicer = health.aio.HealthServicer()
+        health_servicer = AsyncHealthServicer()
         for name in ["", *service_names]:
             await health_servicer.set(name, NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, recorder)
         if reflection_enabled:
             health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-            names = [*described_services(service_names), health_name, reflection.SERVICE_NAME]
-            servicer = reflection.aio.ReflectionServicer(names)
-            reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, recorder)
+            enable_server_reflection([*described_services(service_names), health_name], recorder)
         try:
             if credentials is None:
                 port = server.add_insecure_port(address)

@@ -94,6 +94,9 @@ DEFAULTS = {
     "TLS_CERT": None,
     "TLS_KEY": None,
     "TLS_CLIENT_CA": None,
+    # Port of the Prometheus metrics endpoint (grpc_ext.metrics); None serves no metrics.
+    "METRICS_PORT": None,
+    "METRICS_ADDRESS": "0.0.0.0",
 }
 
 # Interceptors are instantiated by grpc_ext.server, so they stay dotted paths here.

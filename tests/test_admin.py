@@ -70,3 +70,43 @@ def test_post_add_form_creates_the_post_through_the_domain_service(staff_client,
     assert response.status_code == 302, response.content[:500]
     assert calls == [{"owner": admin_user, "title": "From the admin", "description": ""}]
     assert Post.objects.get().title == "From the admin"
+
+
+def test_user_add_form_creates_the_user_through_the_domain_service_with_a_normalized_email(staff_client):
+    from users.models import User
+
+    response = staff_client.post(
+        reverse("admin:users_user_add"),
+        {"email": " New.Person@Example.COM ", "password1": "a-long-passphrase-1", "password2": "a-long-passphrase-1"},
+    )
+    created = User.objects.get(email="new.person@example.com")
+    assert response.status_code == 302 and response["Location"] == reverse("admin:users_user_change", args=[created.pk])
+    assert created.check_password("a-long-passphrase-1")
+    # The same address in other letters is taken: the form says so instead of failing on save.
+    response = staff_client.post(
+        reverse("admin:users_user_add"),
+        {"email": "NEW.person@example.com", "password1": "a-long-passphrase-1", "password2": "a-long-passphrase-1"},
+    )
+    assert response.status_code == 200 and b"already exists" in response.content
+    assert User.objects.filter(email__iexact="new.person@example.com").count() == 1
+
+
+def test_user_change_form_saves_status_and_email(staff_client):
+    user = make_user(email="someone@example.com")
+    data = {"email": "Someone.Else@Example.com", "is_active": "on", "is_verified": "on", "password": user.password}
+    data.update({"date_joined_0": "2026-01-01", "date_joined_1": "00:00:00"})
+    response = staff_client.post(reverse("admin:users_user_change", args=[user.pk]), data)
+    assert response.status_code == 302, response.content[:1000]
+    user.refresh_from_db()
+    assert (user.email, user.is_verified, user.is_staff) == ("someone.else@example.com", True, False)
+
+
+def test_post_owner_autocomplete_finds_users_by_email(staff_client):
+    make_user(email="grace.hopper@example.com")
+    make_user(email="alan@example.com")
+    response = staff_client.get(
+        reverse("admin:autocomplete"),
+        {"app_label": "posts", "model_name": "post", "field_name": "owner", "term": "grace"},
+    )
+    assert response.status_code == 200
+    assert [result["text"] for result in response.json()["results"]] == ["grace.hopper@example.com"]

@@ -18,7 +18,7 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
         cwd=settings.BASE_DIR,
         capture_output=True,
         text=True,
-        env={**clean, "DJANGO_SETTINGS_MODULE": "demo.settings", **env},
+        env={**clean, "DJANGO_SETTINGS_MODULE": "demo.settings", "DEBUG": "true", **env},
     )
 
 

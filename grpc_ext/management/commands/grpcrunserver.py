@@ -3,13 +3,16 @@
 Replaces djangogrpcframework's command, which sets ``requires_system_checks =
 False`` (a TypeError on Django 5.2), passes interceptor classes where grpc
 wants instances, and cannot be stopped cleanly. The server itself is
-assembled by ``grpc_ext.server.build_server``; this command reads flags and
-runs it in one process or several.
+assembled by ``grpc_ext.server.build_server``; this command reads flags, runs
+the system checks (the deployment checks too when DEBUG is off) and refuses to
+start on an error, then runs the server in one process or several, each with
+its metrics endpoint when ``METRICS_PORT`` is set.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 from datetime import datetime
@@ -18,6 +21,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import autoreload
 
+from grpc_ext.metrics import serve_metrics
 from grpc_ext.server import GrpcServer, build_server, check_port_free, serve_in_processes, serve_until_signalled
 from grpc_ext.settings import grpc_ext_settings
 
@@ -67,7 +71,7 @@ class Command(BaseCommand):
             default=None,
             help="PEM CA bundle; require client certificates signed by it (default: TLS_CLIENT_CA).",
         )
-        parser.add_argument("--dev", action="store_true", help="Reload on code change and run the system checks.")
+        parser.add_argument("--dev", action="store_true", help="Reload on code change (one process).")
 
     def handle(self, *args, **options):
         self.address = options["address"]
@@ -86,6 +90,8 @@ class Command(BaseCommand):
             "reuse_port": self.workers > 1,
         }
         self.validate(dev=options["dev"])
+        if not options["dev"]:
+            self.run_system_checks()
         if options["dev"]:
             autoreload.run_with_reloader(self.inner_run, dev=True)
         elif self.workers > 1:
@@ -101,6 +107,22 @@ class Command(BaseCommand):
         if self.workers > 1 and self.address.endswith(":0"):
             raise CommandError("--workers needs a fixed port to share; port 0 would give each process its own.")
 
+    def run_system_checks(self) -> None:
+        """Run every system check, the deployment ones too when DEBUG is off; raise on an error.
+
+        Warnings are printed and do not stop the server.
+        """
+        self.stdout.write("Performing system checks...")
+        self.check(display_num_errors=True, include_deployment_checks=not settings.DEBUG)
+
+    def start_metrics(self, worker_index: int = 0) -> None:
+        try:
+            port = serve_metrics(worker_index)
+        except OSError as exc:
+            raise CommandError(f"Cannot serve metrics: {exc}") from exc
+        if port is not None:
+            self.stdout.write(f"Prometheus metrics at http://{grpc_ext_settings.METRICS_ADDRESS}:{port}/metrics")
+
     def get_server(self) -> GrpcServer:
         """Build the server; turn a taken port or a TLS misconfiguration into a CommandError."""
         try:
@@ -111,10 +133,10 @@ class Command(BaseCommand):
     def inner_run(self, dev: bool) -> None:
         if dev:
             autoreload.raise_last_exception()
-            self.stdout.write("Performing system checks...\n")
-            self.check(display_num_errors=True)
+            self.run_system_checks()
             self.check_migrations()
         server = self.get_server()
+        self.start_metrics()
         quit_command = "CTRL-BREAK" if sys.platform == "win32" else "CONTROL-C"
         self.stdout.write(
             f"{datetime.now():%B %d, %Y - %X}\n"
@@ -140,6 +162,8 @@ class Command(BaseCommand):
         """Serve in a forked child; exit with status 1 on a startup error."""
         try:
             server = self.get_server()
+            # serve_in_processes names its children grpc-worker-<index>.
+            self.start_metrics(int(multiprocessing.current_process().name.rpartition("-")[2]))
         except CommandError as exc:
             self.stderr.write(f"Worker {os.getpid()}: {exc}")
             sys.exit(1)
