@@ -20,7 +20,9 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any, NamedTuple
 
 import grpc
@@ -122,9 +124,56 @@ class CallContext:
                 logger.debug("Could not cancel the query of a cancelled call", exc_info=True)
 
 
+#: The thread pool of each serving event loop (``use_pool``); ``in_pool`` hands calls to it directly.
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Executor] = weakref.WeakKeyDictionary()
+
+
+def use_pool(loop: asyncio.AbstractEventLoop, pool: Executor) -> None:
+    """Make ``pool`` the one ``in_pool`` runs the synchronous half of calls on, for calls served by ``loop``."""
+    loop.set_default_executor(pool)
+    _pools[loop] = pool
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    """Give ``future`` the outcome of its hop (on the event loop), unless the call was cancelled meanwhile."""
+    if future.cancelled():
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
 async def in_pool(call: CallContext, function: Callable, *args: Any) -> Any:
-    """Run ``function(*args)`` on the loop's thread pool; stop its query if the call is cancelled meanwhile."""
-    future = asyncio.get_running_loop().run_in_executor(None, call.run, function, *args)
+    """Run ``function(*args)`` on the loop's thread pool; stop its query if the call is cancelled meanwhile.
+
+    The hop is a bare ``submit`` whose thread hands the outcome back with one
+    ``call_soon_threadsafe``: ``run_in_executor`` chains a second future to the
+    pool's, with callbacks both ways, which costs about a third more per hop
+    (a no-op hop: ~12 against ~18 us of CPU). As with ``run_in_executor``, a
+    hop whose call was cancelled before a thread took it does not run.
+    """
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None:  # a loop this module was not told about: its default executor
+        future = loop.run_in_executor(None, call.run, function, *args)
+    else:
+        future = loop.create_future()
+
+        def hop() -> None:
+            if future.cancelled():
+                return
+            result, error = None, None
+            try:
+                result = call.run(function, *args)
+            except BaseException as exc:  # handed to the awaiting coroutine, as run_in_executor does
+                error = exc
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the loop closed meanwhile: no one awaits the outcome
+                pass
+
+        pool.submit(hop)
     try:
         return await future
     except asyncio.CancelledError:

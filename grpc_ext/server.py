@@ -31,6 +31,7 @@ from django.utils.module_loading import import_string
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from grpc_ext.calls import use_pool
 from grpc_ext.database_availability import DatabaseMonitor
 from grpc_ext.health import AsyncHealthServicer
 from grpc_ext.limits import DrainGate, bounded_request
@@ -143,13 +144,28 @@ def described_services(names: list[str]) -> list[str]:
     return described
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """Return uvloop's event loop where it is installed, asyncio's otherwise.
+
+    Every call crosses the loop several times (grpc's completion queue, the hop
+    to the pool and back), and uvloop's loop costs less per crossing: the
+    plain grpc.aio floor serves 10-20 % more calls per second on it. It is
+    installed on Linux and macOS (``requirements.txt``); Windows keeps asyncio's.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class EventLoopThread:
     """An asyncio event loop running in a thread of its own, with a bounded pool for the synchronous work."""
 
     def __init__(self, max_workers: int):
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self.pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc")
-        self.loop.set_default_executor(self.pool)
+        use_pool(self.loop, self.pool)
         self.thread = threading.Thread(target=self.loop.run_forever, name="grpc-event-loop", daemon=True)
         self.thread.start()
 
