@@ -17,9 +17,11 @@ import decimal
 import io
 import uuid
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import connections, models, router
 
 #: Field types whose values have a plain text form in COPY (relations take their target's type).
@@ -58,7 +60,7 @@ _FORMATTERS: dict[type, Callable[[Any], str]] = {
     str: lambda value: value.translate(_ESCAPES),
     bool: lambda value: "t" if value else "f",
     datetime.datetime: _datetime_text,
-    uuid.UUID: str,
+    uuid.UUID: attrgetter("hex"),  # PostgreSQL reads 32 hex digits as a uuid, a cheaper form than str()
     int: str,
     float: repr,
     decimal.Decimal: str,
@@ -90,6 +92,80 @@ def _copyable(model: type[models.Model]) -> bool:
 ModelT = TypeVar("ModelT", bound=models.Model)
 
 
+class ItemValidationError(ValidationError):
+    """The ``ValidationError`` of one item of a batch, with its position, so a transport can name the item."""
+
+    def __init__(self, index: int, error: ValidationError):
+        super().__init__(error)
+        self.index = index
+
+
+def validate_each(instances: list[ModelT], validate: Callable[[ModelT], Any]) -> None:
+    """Call ``validate`` on every instance; the first ``ValidationError`` is raised as an ``ItemValidationError``."""
+    for index, instance in enumerate(instances):
+        try:
+            validate(instance)
+        except ValidationError as exc:
+            raise ItemValidationError(index, exc) from exc
+
+
+def has_model_rules(model: type[models.Model]) -> bool:
+    """Tell whether ``full_clean`` checks more than each field's own value.
+
+    That is a ``clean()`` of the model, a unique field other than the primary
+    key, ``unique_together``, a ``unique_for_date`` or any ``Meta.constraints``:
+    rules no serializer field runs.
+    """
+    meta = model._meta
+    return (
+        model.clean is not models.Model.clean
+        or bool(meta.constraints or meta.unique_together)
+        or any(
+            (field.unique and not field.primary_key)
+            or field.unique_for_date
+            or field.unique_for_month
+            or field.unique_for_year
+            for field in meta.local_fields
+        )
+    )
+
+
+def new_instances(model: type[ModelT], items: list[dict[str, Any]]) -> list[ModelT]:
+    """Return unsaved instances of ``model`` with the given field values, as ``model(**item)`` would.
+
+    The values are passed positionally (Django's fast path, the one ``from_db``
+    uses): keyword arguments cost a default lookup and a pop per field, more
+    than the insert itself in a batch. An item with a key that is not a
+    concrete field's name falls back to ``model(**item)``.
+    """
+    fields = model._meta.concrete_fields
+    names = {field.name for field in fields}
+    relations: list[Any] = [field for field in fields if field.is_relation]
+    instances = []
+    for item in items:
+        # A related object of another model is refused by ``model(**item)``'s descriptor, as it should be.
+        plain = names.issuperset(item) and all(
+            isinstance(item[field.name], field.related_model) for field in relations if field.name in item
+        )
+        if not plain:
+            instances.append(model(**item))
+            continue
+        values = []
+        for field in fields:
+            if field.name not in item:
+                values.append(field.get_default())
+            elif field.is_relation:
+                values.append(getattr(item[field.name], field.target_field.attname))
+            else:
+                values.append(item[field.name])
+        instance = model(*values)
+        for field in relations:
+            if field.name in item:
+                field.set_cached_value(instance, item[field.name])
+        instances.append(instance)
+    return instances
+
+
 def insert_many(instances: list[ModelT], *, using: str | None = None) -> list[ModelT]:
     """Insert new ``instances`` of one model in one statement; return them, saved."""
     if not instances:
@@ -100,18 +176,18 @@ def insert_many(instances: list[ModelT], *, using: str | None = None) -> list[Mo
     if connection.vendor != "postgresql" or not _copyable(model):
         return model._default_manager.using(alias).bulk_create(instances)
     fields = model._meta.concrete_fields
+    # auto_now(_add) values are set on each instance, as ``save()`` and ``bulk_create`` set them.
+    stamped = [field for field in fields if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)]
+    values_of = attrgetter(*(field.attname for field in fields)) if len(fields) > 1 else None
+    formatters = _FORMATTERS
     try:
         lines = []
         for obj in instances:
-            values = []
-            for field in fields:
-                if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-                    value = field.pre_save(obj, True)
-                else:
-                    value = getattr(obj, field.attname)
-                values.append(copy_text(value))
-            lines.append("\t".join(values))
-    except ValueError:
+            for field in stamped:
+                field.pre_save(obj, True)
+            values = values_of(obj) if values_of is not None else (getattr(obj, fields[0].attname),)
+            lines.append("\t".join(["\\N" if value is None else formatters[type(value)](value) for value in values]))
+    except (KeyError, ValueError):  # a type without a COPY text form here, or a naive datetime
         return model._default_manager.using(alias).bulk_create(instances)
     columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
     sql = f"COPY {connection.ops.quote_name(str(model._meta.db_table))} ({columns}) FROM STDIN"

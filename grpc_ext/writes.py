@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -26,6 +27,7 @@ from rest_framework.fields import get_error_detail
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from grpc_ext import idempotency
+from grpc_ext.bulk import ItemValidationError
 from grpc_ext.exceptions import Aborted, InvalidArgument
 from grpc_ext.mixins import repeated_field, response_class_for
 from grpc_ext.models import ETAG_FIELD
@@ -125,7 +127,16 @@ class BatchCreateModelMixin(_ServiceBase):
         rows = getattr(response, repeated_field(response_class))
         codec = self.get_codec()
         builder = codec.builder if codec is not None else None
-        if builder is not None:
+        if builder is not None and builder.columns is not None and instances:
+            # The row encoder builds each message in place in the response, from the instances' columns.
+            values_of = attrgetter(*builder.columns)
+            builder.fill(
+                (values_of(instance) for instance in instances)
+                if len(builder.columns) > 1
+                else ((values_of(instance),) for instance in instances),
+                rows.add,
+            )
+        elif builder is not None:
             rows.extend(builder.build(instance) for instance in instances)
         else:
             rows.extend(self.get_serializer(instance).message for instance in instances)
@@ -137,7 +148,10 @@ class BatchCreateModelMixin(_ServiceBase):
         validated = [{**attrs, **values} for attrs in serializer.validated_data]
         child = serializer.child
         if hasattr(child, "create_many"):
-            return child.create_many(validated)
+            try:
+                return child.create_many(validated)
+            except ItemValidationError as exc:
+                raise item_errors(exc.index, exc) from exc
         instances = []
         for index, attrs in enumerate(validated):
             try:
