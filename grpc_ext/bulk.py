@@ -116,16 +116,17 @@ def has_model_rules(model: type[models.Model]) -> bool:
     key, ``unique_together``, a ``unique_for_date`` or any ``Meta.constraints``:
     rules no serializer field runs.
     """
-    meta = model._meta
+    fields: list[Any] = list(model._meta.fields)  # parents' fields included, as full_clean checks them
+    metas = [model._meta, *(parent._meta for parent in model._meta.get_parent_list())]
     return (
         model.clean is not models.Model.clean
-        or bool(meta.constraints or meta.unique_together)
+        or any(meta.constraints or meta.unique_together for meta in metas)
         or any(
             (field.unique and not field.primary_key)
             or field.unique_for_date
             or field.unique_for_month
             or field.unique_for_year
-            for field in meta.local_fields
+            for field in fields
         )
     )
 
@@ -138,7 +139,7 @@ def new_instances(model: type[ModelT], items: list[dict[str, Any]]) -> list[Mode
     than the insert itself in a batch. An item with a key that is not a
     concrete field's name falls back to ``model(**item)``.
     """
-    fields = model._meta.concrete_fields
+    fields: list[Any] = list(model._meta.concrete_fields)
     names = {field.name for field in fields}
     relations: list[Any] = [field for field in fields if field.is_relation]
     instances = []
@@ -178,14 +179,15 @@ def insert_many(instances: list[ModelT], *, using: str | None = None) -> list[Mo
     fields = model._meta.concrete_fields
     # auto_now(_add) values are set on each instance, as ``save()`` and ``bulk_create`` set them.
     stamped = [field for field in fields if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)]
-    values_of = attrgetter(*(field.attname for field in fields)) if len(fields) > 1 else None
+    get_values = attrgetter(*(field.attname for field in fields))
+    values_of = get_values if len(fields) > 1 else lambda obj: (get_values(obj),)
     formatters = _FORMATTERS
     try:
         lines = []
         for obj in instances:
             for field in stamped:
                 field.pre_save(obj, True)
-            values = values_of(obj) if values_of is not None else (getattr(obj, fields[0].attname),)
+            values = values_of(obj)
             lines.append("\t".join(["\\N" if value is None else formatters[type(value)](value) for value in values]))
     except (KeyError, ValueError):  # a type without a COPY text form here, or a naive datetime
         return model._default_manager.using(alias).bulk_create(instances)

@@ -29,7 +29,6 @@ import copy
 
 from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
-
 from django.utils.module_loading import import_string
 from django_grpc_framework import proto_serializers
 from google.protobuf import json_format
