@@ -29,6 +29,7 @@ import copy
 
 from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils.functional import cached_property
 from django.utils.module_loading import import_string
 from django_grpc_framework import proto_serializers
 from google.protobuf import json_format
@@ -269,6 +270,23 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
         if has_etag(self.Meta.model):
             kwargs[ETAG_FIELD] = {**kwargs.get(ETAG_FIELD, {}), "read_only": True}
         return kwargs
+
+    @cached_property
+    def _writable_fields(self) -> list[drf_fields.Field]:
+        """List the writable fields once per serializer (DRF walks ``fields`` for each item a batch validates).
+
+        ``fields`` is itself built once per serializer, so the list stays true.
+        """
+        return [field for field in self.fields.values() if not field.read_only]
+
+    def run_validators(self, value) -> None:
+        """Run the serializer's validators, if it has any (a unique-together rule, a declared one).
+
+        DRF first gathers every read-only field's default to pass them; with
+        no validator that is work for nothing, repeated for each item of a batch.
+        """
+        if self.validators:
+            super().run_validators(value)
 
     def model_checked_fields(self) -> frozenset[str]:
         """Name the writable fields whose validation runs every check of their model field's ``clean``.
