@@ -55,7 +55,7 @@ def _datetime_text(value: datetime.datetime) -> str:
     return value.isoformat()
 
 
-#: The COPY text of a value, by its exact type.
+#: The COPY text of a value, by its exact type (``\\N`` is NULL; another type makes the insert a ``bulk_create``).
 _FORMATTERS: dict[type, Callable[[Any], str]] = {
     str: lambda value: value.translate(_ESCAPES),
     bool: lambda value: "t" if value else "f",
@@ -66,16 +66,6 @@ _FORMATTERS: dict[type, Callable[[Any], str]] = {
     decimal.Decimal: str,
     datetime.date: str,
 }
-
-
-def copy_text(value) -> str:
-    """Return ``value`` in COPY's text format (``\\N`` is NULL); ``ValueError`` for a type it has no form for."""
-    if value is None:
-        return "\\N"
-    formatter = _FORMATTERS.get(type(value))
-    if formatter is None:
-        raise ValueError(f"no COPY text form for {type(value).__name__}")
-    return formatter(value)
 
 
 def _copyable(model: type[models.Model]) -> bool:
@@ -112,14 +102,15 @@ def validate_each(instances: list[ModelT], validate: Callable[[ModelT], Any]) ->
 def has_model_rules(model: type[models.Model]) -> bool:
     """Tell whether ``full_clean`` checks more than each field's own value.
 
-    That is a ``clean()`` of the model, a unique field other than the primary
-    key, ``unique_together``, a ``unique_for_date`` or any ``Meta.constraints``:
-    rules no serializer field runs.
+    That is a ``clean()`` (or another validation method) of the model's own, a
+    unique field other than the primary key, ``unique_together``, a
+    ``unique_for_date`` or any ``Meta.constraints``: rules no serializer field runs.
     """
     fields: list[Any] = list(model._meta.fields)  # parents' fields included, as full_clean checks them
     metas = [model._meta, *(parent._meta for parent in model._meta.get_parent_list())]
+    validation = ("full_clean", "clean_fields", "clean", "validate_unique", "validate_constraints")
     return (
-        model.clean is not models.Model.clean
+        any(getattr(model, name) is not getattr(models.Model, name) for name in validation)
         or any(meta.constraints or meta.unique_together for meta in metas)
         or any(
             (field.unique and not field.primary_key)

@@ -289,26 +289,22 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
             super().run_validators(value)
 
     def model_checked_fields(self) -> frozenset[str]:
-        """Name the writable fields whose validation runs every check of their model field's ``clean``.
+        """Name the model fields whose writable serializer field checks what the model field's ``clean`` checks.
 
         These are fields ModelSerializer built from a model field and nothing
         loosened: the model field's validators (a max or min length as DRF's
         own), ``blank`` as ``allow_blank``, ``null`` as ``allow_null``, its
         choices. A bulk write may skip re-checking them (``full_clean(exclude=...)``);
-        a declared field or any other model field is checked again. Computed
-        once per class.
+        a declared field or any other model field is checked again.
         """
-        cls = type(self)
-        if "_model_checked_fields" not in cls.__dict__:
-            model = self.Meta.model
-            cls._model_checked_fields = frozenset(
-                name
-                for name, field in self.fields.items()
-                if not field.read_only
-                and name not in self._declared_fields
-                and checks_as_model_field(field, model_field_of(model, field.source))
-            )
-        return cls._model_checked_fields
+        model = self.Meta.model
+        return frozenset(
+            field.source  # the model field's name, the key of validated data
+            for name, field in self.fields.items()
+            if not field.read_only
+            and name not in self._declared_fields
+            and checks_as_model_field(field, model_field_of(model, field.source))
+        )
 
     def writable_field_names(self) -> list[str]:
         """Name the fields a client may write (the request messages carry exactly these)."""
