@@ -17,9 +17,11 @@ import decimal
 import io
 import uuid
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import connections, models, router
 
 #: Field types whose values have a plain text form in COPY (relations take their target's type).
@@ -53,27 +55,17 @@ def _datetime_text(value: datetime.datetime) -> str:
     return value.isoformat()
 
 
-#: The COPY text of a value, by its exact type.
+#: The COPY text of a value, by its exact type (``\\N`` is NULL; another type makes the insert a ``bulk_create``).
 _FORMATTERS: dict[type, Callable[[Any], str]] = {
     str: lambda value: value.translate(_ESCAPES),
     bool: lambda value: "t" if value else "f",
     datetime.datetime: _datetime_text,
-    uuid.UUID: str,
+    uuid.UUID: attrgetter("hex"),  # PostgreSQL reads 32 hex digits as a uuid, a cheaper form than str()
     int: str,
     float: repr,
     decimal.Decimal: str,
     datetime.date: str,
 }
-
-
-def copy_text(value) -> str:
-    """Return ``value`` in COPY's text format (``\\N`` is NULL); ``ValueError`` for a type it has no form for."""
-    if value is None:
-        return "\\N"
-    formatter = _FORMATTERS.get(type(value))
-    if formatter is None:
-        raise ValueError(f"no COPY text form for {type(value).__name__}")
-    return formatter(value)
 
 
 def _copyable(model: type[models.Model]) -> bool:
@@ -90,6 +82,82 @@ def _copyable(model: type[models.Model]) -> bool:
 ModelT = TypeVar("ModelT", bound=models.Model)
 
 
+class ItemValidationError(ValidationError):
+    """The ``ValidationError`` of one item of a batch, with its position, so a transport can name the item."""
+
+    def __init__(self, index: int, error: ValidationError):
+        super().__init__(error)
+        self.index = index
+
+
+def validate_each(instances: list[ModelT], validate: Callable[[ModelT], Any]) -> None:
+    """Call ``validate`` on every instance; the first ``ValidationError`` is raised as an ``ItemValidationError``."""
+    for index, instance in enumerate(instances):
+        try:
+            validate(instance)
+        except ValidationError as exc:
+            raise ItemValidationError(index, exc) from exc
+
+
+def has_model_rules(model: type[models.Model]) -> bool:
+    """Tell whether ``full_clean`` checks more than each field's own value.
+
+    That is a ``clean()`` (or another validation method) of the model's own, a
+    unique field other than the primary key, ``unique_together``, a
+    ``unique_for_date`` or any ``Meta.constraints``: rules no serializer field runs.
+    """
+    fields: list[Any] = list(model._meta.fields)  # parents' fields included, as full_clean checks them
+    metas = [model._meta, *(parent._meta for parent in model._meta.get_parent_list())]
+    validation = ("full_clean", "clean_fields", "clean", "validate_unique", "validate_constraints")
+    return (
+        any(getattr(model, name) is not getattr(models.Model, name) for name in validation)
+        or any(meta.constraints or meta.unique_together for meta in metas)
+        or any(
+            (field.unique and not field.primary_key)
+            or field.unique_for_date
+            or field.unique_for_month
+            or field.unique_for_year
+            for field in fields
+        )
+    )
+
+
+def new_instances(model: type[ModelT], items: list[dict[str, Any]]) -> list[ModelT]:
+    """Return unsaved instances of ``model`` with the given field values, as ``model(**item)`` would.
+
+    The values are passed positionally (Django's fast path, the one ``from_db``
+    uses): keyword arguments cost a default lookup and a pop per field, more
+    than the insert itself in a batch. An item with a key that is not a
+    concrete field's name falls back to ``model(**item)``.
+    """
+    fields: list[Any] = list(model._meta.concrete_fields)
+    names = {field.name for field in fields}
+    relations: list[Any] = [field for field in fields if field.is_relation]
+    instances = []
+    for item in items:
+        # A related object of another model is refused by ``model(**item)``'s descriptor, as it should be.
+        plain = names.issuperset(item) and all(
+            isinstance(item[field.name], field.related_model) for field in relations if field.name in item
+        )
+        if not plain:
+            instances.append(model(**item))
+            continue
+        values = []
+        for field in fields:
+            if field.name not in item:
+                values.append(field.get_default())
+            elif field.is_relation:
+                values.append(getattr(item[field.name], field.target_field.attname))
+            else:
+                values.append(item[field.name])
+        instance = model(*values)
+        for field in relations:
+            if field.name in item:
+                field.set_cached_value(instance, item[field.name])
+        instances.append(instance)
+    return instances
+
+
 def insert_many(instances: list[ModelT], *, using: str | None = None) -> list[ModelT]:
     """Insert new ``instances`` of one model in one statement; return them, saved."""
     if not instances:
@@ -100,18 +168,19 @@ def insert_many(instances: list[ModelT], *, using: str | None = None) -> list[Mo
     if connection.vendor != "postgresql" or not _copyable(model):
         return model._default_manager.using(alias).bulk_create(instances)
     fields = model._meta.concrete_fields
+    # auto_now(_add) values are set on each instance, as ``save()`` and ``bulk_create`` set them.
+    stamped = [field for field in fields if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)]
+    get_values = attrgetter(*(field.attname for field in fields))
+    values_of = get_values if len(fields) > 1 else lambda obj: (get_values(obj),)
+    formatters = _FORMATTERS
     try:
         lines = []
         for obj in instances:
-            values = []
-            for field in fields:
-                if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-                    value = field.pre_save(obj, True)
-                else:
-                    value = getattr(obj, field.attname)
-                values.append(copy_text(value))
-            lines.append("\t".join(values))
-    except ValueError:
+            for field in stamped:
+                field.pre_save(obj, True)
+            values = values_of(obj)
+            lines.append("\t".join(["\\N" if value is None else formatters[type(value)](value) for value in values]))
+    except (KeyError, ValueError):  # a type without a COPY text form here, or a naive datetime
         return model._default_manager.using(alias).bulk_create(instances)
     columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
     sql = f"COPY {connection.ops.quote_name(str(model._meta.db_table))} ({columns}) FROM STDIN"

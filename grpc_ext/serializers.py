@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import copy
 
+from django.core.exceptions import FieldDoesNotExist
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils.functional import cached_property
 from django.utils.module_loading import import_string
 from django_grpc_framework import proto_serializers
 from google.protobuf import json_format
@@ -68,6 +71,70 @@ def prohibit_null_characters_in_json(value) -> None:
     """Refuse a NUL in a JSON key or string: PostgreSQL's jsonb cannot store one."""
     if contains_null_character(value):
         raise drf_exceptions.ValidationError("Null characters are not allowed.", code="null_characters_not_allowed")
+
+
+#: DRF fields that cannot produce a value a model field counts as blank ('', [], {}, ...).
+NEVER_BLANK_FIELDS = (
+    drf_fields.IntegerField,
+    drf_fields.FloatField,
+    drf_fields.DecimalField,
+    drf_fields.BooleanField,
+    drf_fields.DateTimeField,
+    drf_fields.DateField,
+    drf_fields.UUIDField,
+)
+
+
+def model_field_of(model, source: str):
+    """Return the concrete, non-relation model field named ``source``, or ``None``."""
+    try:
+        field = model._meta.get_field(source)
+    except FieldDoesNotExist:
+        return None
+    return field if getattr(field, "concrete", False) and not field.is_relation else None
+
+
+def runs_validator(field: drf_fields.Field, validator) -> bool:
+    """Tell whether ``field`` runs ``validator``, or one of its type with the same limit (DRF's own length check)."""
+    if validator in field.validators:
+        return True
+    limit = getattr(validator, "limit_value", None)
+    return limit is not None and any(
+        type(own) is type(validator) and getattr(own, "limit_value", None) == limit for own in field.validators
+    )
+
+
+def valid_default(field: drf_fields.Field, model_field) -> bool:
+    """Tell whether ``field`` has a fixed default that ``model_field.clean`` accepts."""
+    default = field.default
+    if default is drf_fields.empty or callable(default):
+        return False
+    try:
+        model_field.clean(default, None)
+    except DjangoValidationError:
+        return False
+    return True
+
+
+def checks_as_model_field(field: drf_fields.Field, model_field) -> bool:
+    """Tell whether a valid value of ``field`` always passes ``model_field.clean`` (see ``model_checked_fields``)."""
+    if model_field is None or not all(runs_validator(field, validator) for validator in model_field.validators):
+        return False
+    if not field.required and not valid_default(field, model_field):
+        return False  # DRF does not validate a default, and an omitted field takes the model's
+    if not model_field.null and field.allow_null:
+        return False
+    if not model_field.blank:
+        never_blank = isinstance(field, NEVER_BLANK_FIELDS) or (
+            isinstance(field, drf_fields.CharField) and not field.allow_blank
+        )
+        if not never_blank:
+            return False
+    if model_field.choices:
+        model_choices = {str(key) for key, _ in model_field.flatchoices}
+        if not isinstance(field, drf_fields.ChoiceField) or not set(map(str, field.choices)) <= model_choices:
+            return False
+    return True
 
 
 def fast_path_enabled() -> bool:
@@ -203,6 +270,41 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
         if has_etag(self.Meta.model):
             kwargs[ETAG_FIELD] = {**kwargs.get(ETAG_FIELD, {}), "read_only": True}
         return kwargs
+
+    @cached_property
+    def _writable_fields(self) -> list[drf_fields.Field]:
+        """List the writable fields once per serializer (DRF walks ``fields`` for each item a batch validates).
+
+        ``fields`` is itself built once per serializer, so the list stays true.
+        """
+        return [field for field in self.fields.values() if not field.read_only]
+
+    def run_validators(self, value) -> None:
+        """Run the serializer's validators, if it has any (a unique-together rule, a declared one).
+
+        DRF first gathers every read-only field's default to pass them; with
+        no validator that is work for nothing, repeated for each item of a batch.
+        """
+        if self.validators:
+            super().run_validators(value)
+
+    def model_checked_fields(self) -> frozenset[str]:
+        """Name the model fields whose writable serializer field checks what the model field's ``clean`` checks.
+
+        These are fields ModelSerializer built from a model field and nothing
+        loosened: the model field's validators (a max or min length as DRF's
+        own), ``blank`` as ``allow_blank``, ``null`` as ``allow_null``, its
+        choices. A bulk write may skip re-checking them (``full_clean(exclude=...)``);
+        a declared field or any other model field is checked again.
+        """
+        model = self.Meta.model
+        return frozenset(
+            field.source  # the model field's name, the key of validated data
+            for name, field in self.fields.items()
+            if not field.read_only
+            and name not in self._declared_fields
+            and checks_as_model_field(field, model_field_of(model, field.source))
+        )
 
     def writable_field_names(self) -> list[str]:
         """Name the fields a client may write (the request messages carry exactly these)."""

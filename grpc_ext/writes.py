@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -26,6 +27,7 @@ from rest_framework.fields import get_error_detail
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from grpc_ext import idempotency
+from grpc_ext.bulk import ItemValidationError
 from grpc_ext.exceptions import Aborted, InvalidArgument
 from grpc_ext.mixins import repeated_field, response_class_for
 from grpc_ext.models import ETAG_FIELD
@@ -49,6 +51,12 @@ def item_errors(index: int, exc: Exception) -> drf_exceptions.ValidationError:
     """Return a validation error of one batch item as an error of ``requests[index]``, codes kept."""
     detail = get_error_detail(exc) if isinstance(exc, DjangoValidationError) else getattr(exc, "detail", str(exc))
     return drf_exceptions.ValidationError({f"requests[{index}]": detail})
+
+
+def row_getter(columns: list[str]) -> Callable[[Any], tuple]:
+    """Return a function that reads ``columns`` of an instance as a tuple (``attrgetter`` of one is a bare value)."""
+    get = attrgetter(*columns)
+    return get if len(columns) > 1 else lambda instance: (get(instance),)
 
 
 def skip_surrogate_checks(serializer) -> None:
@@ -125,7 +133,11 @@ class BatchCreateModelMixin(_ServiceBase):
         rows = getattr(response, repeated_field(response_class))
         codec = self.get_codec()
         builder = codec.builder if codec is not None else None
-        if builder is not None:
+        if builder is not None and builder.columns is not None and instances:
+            # The row encoder builds each message in place in the response, from the instances' columns.
+            values_of = row_getter(builder.columns)
+            builder.fill((values_of(instance) for instance in instances), rows.add)
+        elif builder is not None:
             rows.extend(builder.build(instance) for instance in instances)
         else:
             rows.extend(self.get_serializer(instance).message for instance in instances)
@@ -137,7 +149,10 @@ class BatchCreateModelMixin(_ServiceBase):
         validated = [{**attrs, **values} for attrs in serializer.validated_data]
         child = serializer.child
         if hasattr(child, "create_many"):
-            return child.create_many(validated)
+            try:
+                return child.create_many(validated)
+            except ItemValidationError as exc:
+                raise item_errors(exc.index, exc) from exc
         instances = []
         for index, attrs in enumerate(validated):
             try:

@@ -21,4 +21,4 @@ class PostProtoSerializer(ModelProtoSerializer):
 
     def create_many(self, validated_data_list: list[dict]) -> list[Post]:
         """Create a batch in bulk (BatchCreate)."""
-        return post_create_many(items=validated_data_list)
+        return post_create_many(items=validated_data_list, checked_fields=self.model_checked_fields())

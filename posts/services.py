@@ -7,9 +7,10 @@ rules (ownership, ``full_clean``) stay in one place.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
-from grpc_ext.bulk import insert_many
+from grpc_ext.bulk import has_model_rules, insert_many, new_instances, validate_each
 from posts.models import Post
 from users.models import User
 
@@ -34,13 +35,25 @@ def post_create(*, owner: User, **fields: Any) -> Post:
     return post
 
 
-def post_create_many(*, items: list[dict[str, Any]]) -> list[Post]:
+def post_create_many(*, items: list[dict[str, Any]], checked_fields: Collection[str] = ()) -> list[Post]:
     """Create posts (each the fields of ``post_create``, owner included) in one statement, all or none.
 
-    Every post is validated first; an invalid one raises ``ValidationError``
-    and nothing is written.
+    Every post is validated first; an invalid one raises ``ItemValidationError``
+    (its position in ``items``) and nothing is written. ``checked_fields`` name
+    fields the caller has already run through the model field's own checks (a
+    ``ModelProtoSerializer``'s ``model_checked_fields``): they are not checked
+    twice. When that leaves no field of the items and the model has no rule of
+    its own (``clean()``, unique fields, constraints), ``full_clean`` would
+    only repeat the caller's checks and is skipped; the other values (key,
+    owner, defaults) are the server's, which ``full_clean`` of ``post_create``
+    excludes or a ModelForm would not check either.
     """
-    return insert_many([_validated(Post(**item)) for item in items])
+    posts = new_instances(Post, items)
+    exclude = {*NOT_REVALIDATED, *checked_fields}
+    client_fields = set().union(*items) if items else set()
+    if has_model_rules(Post) or not client_fields <= exclude:
+        validate_each(posts, lambda post: post.full_clean(exclude=exclude))
+    return insert_many(posts)
 
 
 def post_update(post: Post, **fields: Any) -> Post:

@@ -14,14 +14,19 @@ from datetime import timedelta
 import grpc
 import pytest
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rest_framework import serializers
 
+from grpc_ext.bulk import ItemValidationError
 from grpc_ext.models import IdempotencyRecord
+from grpc_ext.serializers import checks_as_model_field
 from posts.models import Post
-from posts.services import post_update
+from posts.serializers import PostProtoSerializer
+from posts.services import post_create_many, post_update
 from protos import posts_pb2, posts_pb2_grpc, users_pb2
 from tests.factories import PASSWORD, make_post, make_user
 from tests.helpers import assert_status, auth_metadata, bad_request_fields, with_metadata
@@ -400,3 +405,49 @@ def test_batch_create_stores_text_exactly_as_sent(posts_stub):
     assert [stored[f"t{index}"] for index in range(len(tricky))] == tricky
     for post in response.posts:
         assert posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=post.id)) == post
+
+
+def test_a_model_rule_still_rejects_a_batch_item_by_its_position(posts_stub, monkeypatch):
+    """BatchCreate skips only the field checks the serializer already ran: a model's own ``clean()`` still runs."""
+
+    def clean(post: Post) -> None:
+        if post.title == "Forbidden":
+            raise DjangoValidationError({"title": "This title is reserved."})
+
+    monkeypatch.setattr(Post, "clean", clean)
+    requests = create_requests(5)
+    requests[2].title = "Forbidden"
+    error = assert_status(
+        lambda: posts_stub.BatchCreate(posts_pb2.PostBatchCreateRequest(requests=requests)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        details_contain="This title is reserved.",
+    )
+    assert bad_request_fields(error) == ["requests[2].title"]
+    assert not Post.objects.exists()
+
+
+def test_bulk_create_checks_fields_no_serializer_checked(user):
+    """Without ``checked_fields`` every field goes through ``full_clean``, and the error names the item."""
+    items = [{"owner": user, "title": "fine"}, {"owner": user, "title": "x" * 101}]
+    with pytest.raises(ItemValidationError) as raised:
+        post_create_many(items=items)
+    assert raised.value.index == 1 and "title" in raised.value.message_dict
+    assert not Post.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "checked"),
+    [
+        (serializers.CharField(max_length=100), True),
+        (serializers.CharField(), False),  # no max_length: the model's would not run
+        (serializers.CharField(max_length=100, allow_blank=True), False),
+        (serializers.CharField(max_length=100, required=False), False),  # an omitted title would be blank
+        (serializers.CharField(max_length=100, allow_null=True), False),
+    ],
+)
+def test_only_fields_that_run_every_model_check_count_as_checked(field, checked):
+    assert checks_as_model_field(field, Post._meta.get_field("title")) is checked
+
+
+def test_the_post_serializer_checks_title_and_description_as_the_model_does():
+    assert PostProtoSerializer().model_checked_fields() == {"title", "description"}
