@@ -739,10 +739,11 @@ class MethodCaller:
     """``client.<label>.<Rpc>``: call it with the request's fields as keywords (or one request message).
 
     ``timeout=`` (seconds) and ``metadata=`` are options of the call, not fields.
-    A server-streaming RPC returns an iterator of its responses.
+    On a ``Client`` it returns the response (an iterator of responses for a
+    server-streaming RPC); on an ``AsyncClient`` a coroutine (an async iterator).
     """
 
-    def __init__(self, client: Client, spec: ServiceSpec, method: RpcMethod):
+    def __init__(self, client: Client | AsyncClient, spec: ServiceSpec, method: RpcMethod):
         self._client, self._spec, self.method = client, spec, method
         self.__name__ = method.name
         self.__doc__ = f"{method.qualified_name}({method.request_class.DESCRIPTOR.full_name})"
@@ -754,10 +755,10 @@ class MethodCaller:
         return invoke(self._spec, self.method, request, timeout=timeout, metadata=metadata)
 
 
-class ServiceClient:
-    """``client.<label>``: the RPCs of one service, plus ``iterate`` (List's pages) and ``stream``."""
+class _ServiceClientBase:
+    """What the synchronous and asynchronous ``client.<label>`` share: the RPCs by name, and requests built for them."""
 
-    def __init__(self, client: Client, spec: ServiceSpec):
+    def __init__(self, client: Client | AsyncClient, spec: ServiceSpec):
         self._client, self.spec = client, spec
         self._methods = {name: MethodCaller(client, spec, method) for name, method in spec.methods.items()}
 
@@ -770,12 +771,24 @@ class ServiceClient:
     def __dir__(self) -> list[str]:
         return [*super().__dir__(), *self._methods]
 
+    def _prepare(self, name: str, args: tuple[Any, ...], fields: dict[str, Any]) -> tuple[RpcMethod, Any, float, Any]:
+        """Return the RPC ``name``, its request built from ``args``/``fields``, and the call's timeout and metadata."""
+        try:
+            method = self.spec.methods[name]
+        except KeyError:
+            raise AttributeError(f"{self.spec.full_name} has no RPC {name!r}") from None
+        timeout, metadata = _Calls.split(fields, self._client.timeout)
+        return method, build_request(self.spec, method, args, fields), timeout, metadata
+
+
+class ServiceClient(_ServiceClientBase):
+    """``client.<label>``: the RPCs of one service, plus ``iterate`` (List's pages) and ``stream``."""
+
+    _client: Client
+
     def iterate(self, *args: Any, **filters: Any) -> Iterator[Any]:
         """Yield every item of every List page, following ``next_page_token`` until it is empty."""
-        method = self._method("List")
-        timeout, metadata = _Calls.split(filters, self._client.timeout)
-        request = build_request(self.spec, method, args, filters)
-        return self._pages(method, request, timeout, metadata)
+        return self._pages(*self._prepare("List", args, filters))
 
     def _pages(self, method: RpcMethod, request: Any, timeout: float, metadata: Any) -> Iterator[Any]:
         item_field = _item_field(method.response_class)
@@ -788,18 +801,10 @@ class ServiceClient:
 
     def stream(self, *args: Any, **fields: Any) -> Iterator[Any]:
         """Yield every item of every message of ``Stream`` (which sends rows in batches)."""
-        method = self._method("Stream")
-        timeout, metadata = _Calls.split(fields, self._client.timeout)
-        request = build_request(self.spec, method, args, fields)
+        method, request, timeout, metadata = self._prepare("Stream", args, fields)
         item_field = _item_field(method.response_class)
         responses = self._client._stream(self.spec, method, request, timeout=timeout, metadata=metadata)
         return (item for response in responses for item in _items(response, item_field))
-
-    def _method(self, name: str) -> RpcMethod:
-        try:
-            return self.spec.methods[name]
-        except KeyError:
-            raise AttributeError(f"{self.spec.full_name} has no RPC {name!r}") from None
 
 
 def _with_page_token(request: Any, token: str) -> Any:
@@ -957,42 +962,14 @@ class AsyncClient(_ClientBase):
             call.cancel()
 
 
-class AsyncMethodCaller:
-    """``client.<label>.<Rpc>`` of an ``AsyncClient``: a coroutine, or an async iterator for a streaming RPC."""
-
-    def __init__(self, client: AsyncClient, spec: ServiceSpec, method: RpcMethod):
-        self._client, self._spec, self.method = client, spec, method
-        self.__name__ = method.name
-
-    def __call__(self, *args: Any, **fields: Any) -> Any:
-        timeout, metadata = _Calls.split(fields, self._client.timeout)
-        request = build_request(self._spec, self.method, args, fields)
-        invoke = self._client._stream if self.method.server_streaming else self._client._unary
-        return invoke(self._spec, self.method, request, timeout=timeout, metadata=metadata)
-
-
-class AsyncServiceClient:
+class AsyncServiceClient(_ServiceClientBase):
     """``client.<label>`` of an ``AsyncClient``."""
 
-    def __init__(self, client: AsyncClient, spec: ServiceSpec):
-        self._client, self.spec = client, spec
-        self._methods = {name: AsyncMethodCaller(client, spec, method) for name, method in spec.methods.items()}
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["_methods"][name]
-        except KeyError:
-            raise AttributeError(f"{self.spec.full_name} has no RPC {name!r}") from None
-
-    def __dir__(self) -> list[str]:
-        return [*super().__dir__(), *self._methods]
+    _client: AsyncClient
 
     def iterate(self, *args: Any, **filters: Any) -> AsyncIterator[Any]:
         """Yield every item of every List page, following ``next_page_token``."""
-        method = self._method("List")
-        timeout, metadata = _Calls.split(filters, self._client.timeout)
-        request = build_request(self.spec, method, args, filters)
-        return self._pages(method, request, timeout, metadata)
+        return self._pages(*self._prepare("List", args, filters))
 
     async def _pages(self, method: RpcMethod, request: Any, timeout: float, metadata: Any) -> AsyncIterator[Any]:
         item_field = _item_field(method.response_class)
@@ -1006,19 +983,10 @@ class AsyncServiceClient:
 
     def stream(self, *args: Any, **fields: Any) -> AsyncIterator[Any]:
         """Yield every item of every message of ``Stream``."""
-        method = self._method("Stream")
-        timeout, metadata = _Calls.split(fields, self._client.timeout)
-        request = build_request(self.spec, method, args, fields)
-        return self._flatten(method, request, timeout, metadata)
+        return self._flatten(*self._prepare("Stream", args, fields))
 
     async def _flatten(self, method: RpcMethod, request: Any, timeout: float, metadata: Any) -> AsyncIterator[Any]:
         item_field = _item_field(method.response_class)
         async for response in self._client._stream(self.spec, method, request, timeout=timeout, metadata=metadata):
             for item in _items(response, item_field):
                 yield item
-
-    def _method(self, name: str) -> RpcMethod:
-        try:
-            return self.spec.methods[name]
-        except KeyError:
-            raise AttributeError(f"{self.spec.full_name} has no RPC {name!r}") from None
