@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-from grpc_ext.limits import outcome_code, wrap_handler
+from grpc_ext.limits import observe_handler, outcome_code
 
 
 class StatusCountInterceptor(grpc.aio.ServerInterceptor):
@@ -24,7 +24,10 @@ class StatusCountInterceptor(grpc.aio.ServerInterceptor):
         directory = os.environ.get("BENCH_STATUS_DIR")
         self.path = Path(directory) / f"{os.getpid()}.json" if directory else None
 
-    def record(self, context, exc: BaseException) -> None:
+    def record(self, context, begun: None, exc: BaseException | None) -> None:
+        """Count, by the code the client got, each call whose handler raised, and write the counts."""
+        if exc is None:
+            return
         self.counts[outcome_code(context, exc).name] += 1
         if self.path is not None:  # replaced whole, so a reader never sees half a file
             partial = self.path.with_suffix(".tmp")
@@ -35,29 +38,7 @@ class StatusCountInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-
-        def wrap_unary(behavior):
-            async def counted(request, context):
-                try:
-                    return await behavior(request, context)
-                except BaseException as exc:
-                    self.record(context, exc)
-                    raise
-
-            return counted
-
-        def wrap_stream(behavior):
-            async def counted(request, context):
-                try:
-                    async for response in behavior(request, context):
-                        yield response
-                except BaseException as exc:
-                    self.record(context, exc)
-                    raise
-
-            return counted
-
-        return wrap_handler(handler, wrap_unary, wrap_stream)
+        return observe_handler(handler, lambda context: None, self.record)
 
 
 def failed_calls(directory: Path) -> int:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 
 import grpc
 
-from grpc_ext.limits import outcome_code, wrap_handler
+from grpc_ext.limits import observe_handler, outcome_code, wrap_handler
 
 access_logger = logging.getLogger("grpc_ext.access")
 
@@ -28,8 +27,12 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = handler_call_details.method
 
-        # The peer is read while the call is alive: grpc.aio's peer() after the call ended may crash.
-        def log(context, peer: str, started: float, exc: BaseException | None) -> None:
+        def begin(context) -> tuple[float, str]:
+            # The peer is read while the call is alive: grpc.aio's peer() after the call ended may crash.
+            return time.perf_counter(), context.peer()
+
+        def log(context, begun: tuple[float, str], exc: BaseException | None) -> None:
+            started, peer = begun
             access_logger.info(
                 "rpc method=%s peer=%s code=%s duration_ms=%.2f",
                 method,
@@ -38,34 +41,4 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
                 (time.perf_counter() - started) * 1000,
             )
 
-        def wrap_unary(behavior):
-            async def logged(request, context):
-                started, peer, error = time.perf_counter(), context.peer(), None
-                try:
-                    return await behavior(request, context)
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    log(context, peer, started, error)
-
-            return logged
-
-        def wrap_stream(behavior):
-            if not inspect.isasyncgenfunction(behavior):
-                return wrap_unary(behavior)
-
-            async def logged(request, context):
-                started, peer, error = time.perf_counter(), context.peer(), None
-                try:
-                    async for response in behavior(request, context):
-                        yield response
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    log(context, peer, started, error)
-
-            return logged
-
-        return wrap_handler(handler, wrap_unary, wrap_stream)
+        return observe_handler(handler, begin, log)

@@ -98,6 +98,50 @@ def wrap_handler(handler: grpc.RpcMethodHandler, wrap_unary: Callable, wrap_stre
     return handler
 
 
+def observe_handler(
+    handler: grpc.RpcMethodHandler,
+    begin: Callable[[Any], Any],
+    end: Callable[[Any, Any, BaseException | None], None],
+) -> grpc.RpcMethodHandler:
+    """Return ``handler`` with ``begin(context)`` called as the call is handled and ``end(context, begun, exc)``
+    when it ends (``begun``: what ``begin`` returned; ``exc``: what the handler raised, ``None`` if it returned).
+
+    The one wrapper of the interceptors that watch calls (access log, metrics), for every kind of method.
+    """
+
+    def wrap_unary(behavior):
+        async def observed(request, context):
+            begun, error = begin(context), None
+            try:
+                return await behavior(request, context)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                end(context, begun, error)
+
+        return observed
+
+    def wrap_stream(behavior):
+        if not inspect.isasyncgenfunction(behavior):
+            return wrap_unary(behavior)
+
+        async def observed(request, context):
+            begun, error = begin(context), None
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                end(context, begun, error)
+
+        return observed
+
+    return wrap_handler(handler, wrap_unary, wrap_stream)
+
+
 #: How much later the server's deadline may run out than the client's, which started before the headers were sent.
 DEADLINE_SKEW = 0.25
 

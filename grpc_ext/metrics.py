@@ -8,14 +8,13 @@ and ``grpcrunserver`` serves ``/metrics`` on that port (worker ``i`` of
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 
 import grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from grpc_ext.limits import outcome_code, wrap_handler
+from grpc_ext.limits import observe_handler, outcome_code
 from grpc_ext.settings import grpc_ext_settings
 
 logger = logging.getLogger(__name__)
@@ -51,44 +50,16 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         labels = split_method(handler_call_details.method)
         in_flight, seconds = IN_FLIGHT.labels(*labels), HANDLING_SECONDS.labels(*labels)
 
+        def begin(context) -> float:
+            in_flight.inc()
+            return time.perf_counter()
+
         def record(context, started: float, exc: BaseException | None) -> None:
             seconds.observe(time.perf_counter() - started)
             HANDLED.labels(*labels, outcome_code(context, exc).name).inc()
             in_flight.dec()
 
-        def wrap_unary(behavior):
-            async def measured(request, context):
-                started, error = time.perf_counter(), None
-                in_flight.inc()
-                try:
-                    return await behavior(request, context)
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    record(context, started, error)
-
-            return measured
-
-        def wrap_stream(behavior):
-            if not inspect.isasyncgenfunction(behavior):
-                return wrap_unary(behavior)
-
-            async def measured(request, context):
-                started, error = time.perf_counter(), None
-                in_flight.inc()
-                try:
-                    async for response in behavior(request, context):
-                        yield response
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    record(context, started, error)
-
-            return measured
-
-        return wrap_handler(handler, wrap_unary, wrap_stream)
+        return observe_handler(handler, begin, record)
 
 
 def metrics_port(worker_index: int = 0) -> int | None:
