@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 import weakref
@@ -218,7 +219,9 @@ def prepare_database(call: CallContext) -> None:
     connection checked less than ``DB_HEALTH_CHECK_INTERVAL`` seconds ago is
     not checked again; one that raised an error is always checked (Django's
     ``errors_occurred``). A call without a deadline costs no round trip unless
-    the connection still has the timeout of an earlier call to undo.
+    the connection still has the timeout of an earlier call to undo, and a
+    call whose deadline is close to the previous call's none either
+    (``timeout_fits``).
     """
     # health_check_enabled/_done: Django's own attributes, set when a connection opens (not in the stubs).
     database: Any = connections["default"]
@@ -240,7 +243,27 @@ def prepare_database(call: CallContext) -> None:
         state = connection_state(database)
         if state is None:
             return
-    if state.statement_timeout_ms != wanted:
+    if not timeout_fits(state.statement_timeout_ms, wanted):
+        timeout = math.ceil(wanted * STATEMENT_TIMEOUT_HEADROOM)
         with database.cursor() as cursor:
-            cursor.execute("SELECT set_config('statement_timeout', %s, false)", [str(wanted)])
-        state.statement_timeout_ms = wanted
+            cursor.execute("SELECT set_config('statement_timeout', %s, false)", [str(timeout)])
+        state.statement_timeout_ms = timeout
+
+
+#: A statement timeout is set this much above the remaining deadline, so that the next calls with
+#: about the same deadline (a client's usual timeout) find it already set: no round trip for them.
+STATEMENT_TIMEOUT_HEADROOM = 1.25
+
+
+def timeout_fits(current_ms: int, wanted_ms: int) -> bool:
+    """Tell whether a connection's statement timeout may serve a call whose remaining deadline is ``wanted_ms``.
+
+    ``0`` (no deadline) needs no timeout. Otherwise the timeout must not be
+    shorter than the deadline (a query the client still waits for would be
+    stopped) and at most about twice as long: the call is cancelled at its
+    deadline anyway, which stops its query (``CallContext.cancel``); the
+    timeout is the backstop for a query that cancellation cannot reach.
+    """
+    if not wanted_ms:
+        return current_ms == 0
+    return wanted_ms <= current_ms <= 2 * wanted_ms + 100

@@ -202,6 +202,43 @@ def test_postgresql_statement_timeout_follows_the_deadline(posts_stub, post, mon
         grpc_request_finished.disconnect(on_finished)
 
 
+class DeadlineOnly:
+    """What ``prepare_database`` reads of a call: its remaining deadline."""
+
+    def __init__(self, remaining: float | None):
+        self.remaining = remaining
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="statement_timeout is PostgreSQL's")
+def test_calls_with_about_the_same_deadline_set_the_statement_timeout_once(db):
+    """A client's usual deadline costs one ``set_config`` per connection, not a round trip per call."""
+    from django.test.utils import CaptureQueriesContext
+
+    from grpc_ext.calls import prepare_database
+
+    def timeout_sets(*remaining: float | None) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            for seconds in remaining:
+                prepare_database(DeadlineOnly(seconds))
+        return sum("statement_timeout" in query["sql"] for query in queries.captured_queries)
+
+    def current_timeout_ms() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT setting FROM pg_settings WHERE name = 'statement_timeout'")  # in ms
+            return int(cursor.fetchone()[0])
+
+    assert timeout_sets(10.0, 9.99, 10.0, 9.5) == 1
+    assert 10_000 <= current_timeout_ms() <= 13_000
+    assert timeout_sets(0.5) == 1  # a much shorter deadline: the timeout comes down with it
+    assert 500 <= current_timeout_ms() <= 700
+    assert timeout_sets(20.0) == 1  # a longer one: a query the client still waits for is not stopped
+    assert timeout_sets(None) == 1  # no deadline: no timeout
+    assert current_timeout_ms() == 0
+
+
 # The access log
 
 
