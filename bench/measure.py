@@ -44,6 +44,9 @@ def http_headers(server: Server) -> tuple[tuple[str, str], ...]:
 
 # gRPC (the project's server and the plain-grpcio floor) -----------------------------------
 
+#: Every gRPC call carries a deadline, as the project's client sends one with every call (its default 10 s).
+DEADLINE = ("grpc-timeout", "10S")
+
 
 def grpc_unary(
     server: Server,
@@ -62,7 +65,8 @@ def grpc_unary(
             call = getattr(posts_pb2_grpc.PostControllerStub(channel), method)
             metadata = server.auth_metadata()
             return check(
-                loadgen.python_calls(lambda: call(request, metadata=metadata), requests=quick_calls), f"gRPC {method}"
+                loadgen.python_calls(lambda: call(request, metadata=metadata, timeout=10), requests=quick_calls),
+                f"gRPC {method}",
             )
     failed_before = server.failed_calls()
     run = loadgen.h2load(
@@ -71,7 +75,7 @@ def grpc_unary(
         connections=connections,
         streams=streams,
         duration=duration,
-        headers=http_headers(server),
+        headers=(*http_headers(server), DEADLINE),
     )
     return check(run, f"{server.name} {method}", server, failed_before)
 
@@ -135,7 +139,8 @@ def grpc_stream(server: Server, rows: int, *, quick: bool) -> tuple[Run, int]:
     if quick:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = posts_pb2_grpc.PostControllerStub(channel)
-            received = streamed_rows(stub.Stream(posts_pb2.PostStreamRequest(), metadata=server.auth_metadata()))
+            responses = stub.Stream(posts_pb2.PostStreamRequest(), metadata=server.auth_metadata(), timeout=60)
+            received = streamed_rows(responses)
         if received != rows:
             raise Failure(f"{server.name} Stream sent {received} rows, expected {rows}")
         seconds = time.perf_counter() - started
@@ -148,7 +153,7 @@ def grpc_stream(server: Server, rows: int, *, quick: bool) -> tuple[Run, int]:
                 connections=1,
                 streams=1,
                 requests=1,
-                headers=http_headers(server),
+                headers=(*http_headers(server), DEADLINE),
             ),
             f"{server.name} Stream",
             server,
