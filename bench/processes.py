@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import secrets
 import socket
 import subprocess
@@ -52,6 +53,71 @@ def proc_status_kb(pid: int, key: str) -> int:
 def children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """Return the CPU time (user + system, every thread) the processes have used, from /proc."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def database_server_pids() -> list[int]:
+    """Return the pids of PostgreSQL's processes on this machine (none for SQLite, which runs in the servers)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().split(" (", 1)[1].startswith("postgres)"):
+                pids.append(int(stat.parent.name))
+        except (OSError, IndexError):
+            continue
+    return pids
+
+
+@dataclass
+class CpuShare:
+    """How many cores each party used while a server was loaded: its processes, the database, the load generator."""
+
+    server: float = 0.0
+    database: float = 0.0
+    load_generator: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.server + self.database + self.load_generator
+
+
+class CpuMeter:
+    """Measure, around a load run, the cores the server, PostgreSQL and the load generator (a child) used."""
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.share = CpuShare()
+
+    def _sample(self) -> tuple[float, float, float, float]:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)  # h2load, once waited for
+        return (
+            time.monotonic(),
+            cpu_seconds(self.server.serving_pids()),
+            cpu_seconds(database_server_pids()),
+            children.ru_utime + children.ru_stime,
+        )
+
+    def __enter__(self) -> CpuShare:
+        self._start = self._sample()
+        return self.share
+
+    def __exit__(self, *exc_info) -> None:
+        end = self._sample()
+        wall = end[0] - self._start[0]
+        self.share.server, self.share.database, self.share.load_generator = (
+            (end[index] - self._start[index]) / wall for index in (1, 2, 3)
+        )
 
 
 @dataclass

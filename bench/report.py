@@ -118,6 +118,26 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
     return out
 
 
+def two_process_ceiling(results: dict, cores: int | None) -> str | None:
+    """Explain the most two processes can reach here: the cores over what one process's Retrieve load took.
+
+    One loaded server process (held to about one core by the GIL), the
+    database and the load generator share the machine; two processes can at
+    best fill every core with the same work per call.
+    """
+    used = results["grpc"].get("retrieve_cores")
+    if not used or not cores or "retrieve_rps_2" not in results["grpc"]:  # --quick: no h2load, no second process
+        return None
+    total = used["server"] + used["database"] + used["load_generator"]
+    if not total:
+        return None
+    return (
+        f"two processes can reach at most {cores / total:.2f}× one on this machine: one process's Retrieve load "
+        f"took {total:.2f} of its {cores} cores (server {used['server']:.2f}, PostgreSQL {used['database']:.2f}, "
+        f"load generator {used['load_generator']:.2f})"
+    )
+
+
 def save_json(path: Path, document: dict) -> None:
     path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
 
