@@ -24,6 +24,7 @@ from grpc_ext.codec import MessageCodec
 from grpc_ext.exceptions import InvalidArgument, excerpt, excerpts
 from grpc_ext.filters import filter_list_request, get_list_filters, get_ordering_fields, parse_order_by
 from grpc_ext.pagination import KeysetPagination
+from grpc_ext.serializers import skip_surrogate_checks
 from grpc_ext.settings import grpc_ext_settings
 
 if TYPE_CHECKING:
@@ -42,6 +43,13 @@ def model_default(serializer, name: str):
 
 
 class CreateModelMixin(framework_mixins.CreateModelMixin):
+    def Create(self, request, context):
+        serializer = self.get_serializer(message=request)
+        skip_surrogate_checks(serializer)  # a protobuf string cannot hold one
+        serializer.is_valid(raise_exception=True)
+        self.perform_create(serializer)
+        return serializer.message
+
     def perform_create(self, serializer):
         """Save the new object in one transaction, so a failure writes nothing.
 

@@ -24,13 +24,13 @@ from django.db import transaction
 from google.protobuf.message import Message
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.fields import get_error_detail
-from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from grpc_ext import idempotency
 from grpc_ext.bulk import ItemValidationError
 from grpc_ext.exceptions import Aborted, InvalidArgument
 from grpc_ext.mixins import repeated_field, response_class_for
 from grpc_ext.models import ETAG_FIELD
+from grpc_ext.serializers import skip_surrogate_checks
 from grpc_ext.settings import grpc_ext_settings
 
 if TYPE_CHECKING:
@@ -57,19 +57,6 @@ def row_getter(columns: list[str]) -> Callable[[Any], tuple]:
     """Return a function that reads ``columns`` of an instance as a tuple (``attrgetter`` of one is a bare value)."""
     get = attrgetter(*columns)
     return get if len(columns) > 1 else lambda instance: (get(instance),)
-
-
-def skip_surrogate_checks(serializer) -> None:
-    """Drop DRF's lone-surrogate check from the fields of a serializer that reads protobuf requests.
-
-    A proto ``string`` is UTF-8 on the wire and protobuf refuses to parse one
-    that is not, so a decoded request cannot hold a surrogate; the check
-    scans every character of every string, a tenth of a batch's time.
-    """
-    for field in getattr(serializer, "fields", {}).values():
-        validators = field.validators
-        if any(isinstance(validator, ProhibitSurrogateCharactersValidator) for validator in validators):
-            field.validators = [v for v in validators if not isinstance(v, ProhibitSurrogateCharactersValidator)]
 
 
 class BatchCreateModelMixin(_ServiceBase):
