@@ -298,6 +298,22 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
             return super().update(instance, validated_data)
         return update_function(instance, **validated_data)
 
+    @classmethod
+    def writes_through_service(cls, action: str) -> bool:
+        """Tell whether ``save()`` for ``action`` (``"create"``, ``"update"``) only calls ``Meta.<action>_function``.
+
+        A domain service owns its transaction: it writes one statement,
+        atomic by itself, or wraps its writes in ``transaction.atomic``
+        (``users.services``). The service mixins then open none around it
+        (``grpc_ext.mixins.write_transaction``). A ``create``, ``update`` or
+        ``save`` overridden here may write more, so it does not count.
+        """
+        return (
+            getattr(cls.Meta, f"{action}_function", None) is not None
+            and getattr(cls, action) is getattr(ModelProtoSerializer, action)
+            and cls.save is BaseSerializer.save
+        )
+
     def message_to_data(self, message: Message) -> dict:
         """Read a request into DRF's input; INVALID_ARGUMENT for a value JSON cannot hold (a year-10000 Timestamp)."""
         try:
