@@ -1,6 +1,7 @@
 """RPC handlers the framework lacks or gets wrong, one per mixin, as in DRF.
 
-The framework's Create and Destroy mixins are used with transactional hooks; its
+The framework's Create and Destroy mixins are used with transactional hooks
+(a domain service owns its transaction: ``write_transaction``); its
 List (a server stream of every row) becomes ``Stream`` (batches of rows), and
 ``List`` returns one page (AIP-132). ``PartialUpdate`` takes a field mask
 (AIP-134). Every action gets its serializer from ``get_serializer`` and its
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import FieldDoesNotExist
@@ -24,6 +26,7 @@ from grpc_ext.codec import MessageCodec
 from grpc_ext.exceptions import InvalidArgument, excerpt, excerpts
 from grpc_ext.filters import filter_list_request, get_list_filters, get_ordering_fields, parse_order_by
 from grpc_ext.pagination import KeysetPagination
+from grpc_ext.serializers import skip_surrogate_checks
 from grpc_ext.settings import grpc_ext_settings
 
 if TYPE_CHECKING:
@@ -41,16 +44,42 @@ def model_default(serializer, name: str):
         return None
 
 
-class CreateModelMixin(framework_mixins.CreateModelMixin):
-    def perform_create(self, serializer):
-        """Save the new object in one transaction, so a failure writes nothing.
+def write_transaction(serializer, action: str) -> AbstractContextManager:
+    """Return what a save of ``serializer`` for ``action`` (``"create"``, ``"update"``) runs in: all of it or nothing.
 
-        ``savepoint=False``: inside a caller's transaction (a retry-safe
-        Create) a savepoint would cost two round trips and protect nothing,
-        since an error fails the whole call.
+    Domain services own their transactions: a serializer whose save only calls
+    ``Meta.<action>_function`` (``writes_through_service``) is saved as it is,
+    since the service writes one statement, atomic by itself, or wraps its
+    writes in ``transaction.atomic``. Opening one here as well would cost
+    ``BEGIN`` and ``COMMIT``, two more round trips than the write itself on
+    PostgreSQL. Any other save (ModelSerializer's own: the row, then its
+    many-to-many) runs in a transaction. ``savepoint=False``: inside a
+    caller's transaction (a retry-safe Create) a savepoint would cost two
+    round trips and protect nothing, since an error fails the whole call.
+    """
+    writes_through_service = getattr(serializer, "writes_through_service", None)
+    if writes_through_service is not None and writes_through_service(action):
+        return nullcontext()
+    return transaction.atomic(savepoint=False)
+
+
+class CreateModelMixin(framework_mixins.CreateModelMixin):
+    def Create(self, request, context):
+        serializer = self.get_serializer(message=request)
+        skip_surrogate_checks(serializer)  # a protobuf string cannot hold one
+        serializer.is_valid(raise_exception=True)
+        self.perform_create(serializer)
+        return serializer.message
+
+    def perform_create(self, serializer):
+        """Save the new object, in a transaction unless a domain service owns it (``write_transaction``).
+
+        An override that writes more than ``serializer.save()`` wraps its
+        writes in ``transaction.atomic`` itself.
         """
-        with transaction.atomic(savepoint=False):
-            serializer.save(**self.get_create_values())
+        values = self.get_create_values()
+        with write_transaction(serializer, "create"):
+            serializer.save(**values)
 
     def get_create_values(self) -> dict:
         """Return values every created object gets besides the request's (the caller as owner)."""
@@ -82,8 +111,11 @@ class UpdateHooksMixin(_ServiceBase):
         return data
 
     def perform_update(self, serializer):
-        """Save the changed fields in one transaction, so a failure writes nothing (Update and PartialUpdate)."""
-        with transaction.atomic(savepoint=False):
+        """Save the changed fields (Update and PartialUpdate), in a transaction unless a domain service owns it.
+
+        See ``write_transaction``; an override that writes more wraps its writes in ``transaction.atomic``.
+        """
+        with write_transaction(serializer, "update"):
             serializer.save()
 
 

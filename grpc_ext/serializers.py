@@ -17,7 +17,8 @@ protos type them.
 Messages are encoded and requests decoded by the class's codec
 (``get_codec``, ``grpc_ext.codec``): ``.message`` is built straight from the
 instance by converters compiled once per class, requests are read into a dict
-without JSON, and ``get_fields()`` is built once per class and copied. The
+without JSON, and ``get_fields()`` is built once per class and cloned
+(``FieldPrototype``). The
 reference path (DRF ``.data`` + ``json_format``) stays available as
 ``reference_message`` and is what a serializer that cannot be compiled uses;
 ``GRPC_FRAMEWORK["FAST_PATH"] = False`` turns the fast path off everywhere.
@@ -26,17 +27,21 @@ reference path (DRF ``.data`` + ``json_format``) stays available as
 from __future__ import annotations
 
 import copy
+import decimal
+import types
+from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.utils.functional import cached_property
+from django.utils.functional import Promise, cached_property
 from django.utils.module_loading import import_string
 from django_grpc_framework import proto_serializers
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import fields as drf_fields
-from rest_framework.serializers import LIST_SERIALIZER_KWARGS, LIST_SERIALIZER_KWARGS_REMOVE
+from rest_framework.serializers import LIST_SERIALIZER_KWARGS, LIST_SERIALIZER_KWARGS_REMOVE, BaseSerializer
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from grpc_ext.codec import MessageCodec
 from grpc_ext.exceptions import InvalidArgument
@@ -141,6 +146,107 @@ def fast_path_enabled() -> bool:
     return grpc_ext_settings.FAST_PATH
 
 
+#: Attribute values a field's clone shares with its prototype: immutable, or a class or function (a default).
+SHARED_VALUES = (
+    type(None),
+    bool,
+    int,
+    float,
+    str,
+    bytes,
+    decimal.Decimal,
+    Promise,
+    type,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+)
+#: DRF's record of a field's constructor arguments (for ``repr`` and ``deepcopy``): read, never changed.
+CONSTRUCTOR_RECORD = frozenset({"_args", "_kwargs"})
+#: Containers a clone copies one level deep.
+CONTAINERS = (dict, list, set)
+
+
+def is_plain_container(value) -> bool:
+    """Tell whether ``value`` is a dict, list or set of immutable values (error messages, style, choices)."""
+    if type(value) not in CONTAINERS:
+        return False
+    items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+    return all(isinstance(item, SHARED_VALUES) for item in items)
+
+
+def is_validator_list(name: str, value) -> bool:
+    """Tell whether ``value`` is a field's own list of validators, which DRF shares between copies."""
+    return (
+        name == "_validators"
+        and type(value) is list
+        and not any(isinstance(item, drf_fields.Field | BaseSerializer) for item in value)
+    )
+
+
+class FieldPrototype:
+    """A serializer field built once per class, from which each serializer gets its own field (``clone``).
+
+    DRF deep-copies declared fields by calling ``__init__`` again with the
+    original arguments, a large part of a Create's CPU for a handful of
+    fields. A clone is the prototype's state in a new object of its class:
+    ``bind()`` then sets ``parent`` and ``field_name`` on the clone only, and
+    containers (error messages, style, the validator list) are copied one level,
+    so a serializer that changes its field's ``required``, ``validators`` or
+    ``error_messages`` changes no other. Immutable values and validators are
+    shared, as DRF's own copy shares the validators it was given. A field whose
+    state holds anything else (a nested serializer, a ``ListField``'s child, a
+    ``ManyRelatedField``'s child relation, a queryset, a default object) is
+    deep-copied as DRF copies it.
+    """
+
+    def __init__(self, field: drf_fields.Field):
+        self.field = field
+        self.containers: tuple[str, ...] | None = self.plan(field)
+        self.state = dict(vars(field))
+
+    @staticmethod
+    def plan(field: drf_fields.Field) -> tuple[str, ...] | None:
+        """Return the attributes a clone copies (its containers), or ``None`` if the field is deep-copied."""
+        if isinstance(field, BaseSerializer) or any("__slots__" in vars(cls) for cls in type(field).__mro__[:-1]):
+            return None
+        containers = []
+        for name, value in vars(field).items():
+            if name in CONSTRUCTOR_RECORD or isinstance(value, SHARED_VALUES):
+                continue
+            if not (is_plain_container(value) or is_validator_list(name, value)):
+                return None
+            containers.append(name)
+        return tuple(containers)
+
+    def clone(self) -> Any:
+        """Return a new field equal to the prototype, unbound, sharing only immutable state with it."""
+        if self.containers is None:
+            return copy.deepcopy(self.field)
+        field = object.__new__(type(self.field))
+        state = self.state.copy()
+        for name in self.containers:
+            state[name] = state[name].copy()
+        field.__dict__ = state
+        return field
+
+
+def skip_surrogate_checks(serializer) -> None:
+    """Drop DRF's lone-surrogate check from the writable fields of a serializer that reads a protobuf request.
+
+    A proto ``string`` is UTF-8 on the wire and protobuf refuses to parse one
+    that is not, so a decoded request cannot hold a surrogate; the check
+    scans every character of every string (a tenth of a batch's time). The
+    fields are the serializer's own clones: the REST API, whose JSON can hold
+    a lone surrogate, keeps the check.
+    """
+    for field in getattr(serializer, "fields", {}).values():
+        if field.read_only:
+            continue  # never validated
+        validators = field.validators
+        if any(isinstance(validator, ProhibitSurrogateCharactersValidator) for validator in validators):
+            field.validators = [v for v in validators if not isinstance(v, ProhibitSurrogateCharactersValidator)]
+
+
 class ListProtoSerializer(proto_serializers.ListProtoSerializer):
     @property
     def message(self) -> list[Message]:
@@ -192,6 +298,22 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
             return super().update(instance, validated_data)
         return update_function(instance, **validated_data)
 
+    @classmethod
+    def writes_through_service(cls, action: str) -> bool:
+        """Tell whether ``save()`` for ``action`` (``"create"``, ``"update"``) only calls ``Meta.<action>_function``.
+
+        A domain service owns its transaction: it writes one statement,
+        atomic by itself, or wraps its writes in ``transaction.atomic``
+        (``users.services``). The service mixins then open none around it
+        (``grpc_ext.mixins.write_transaction``). A ``create``, ``update`` or
+        ``save`` overridden here may write more, so it does not count.
+        """
+        return (
+            getattr(cls.Meta, f"{action}_function", None) is not None
+            and getattr(cls, action) is getattr(ModelProtoSerializer, action)
+            and cls.save is BaseSerializer.save
+        )
+
     def message_to_data(self, message: Message) -> dict:
         """Read a request into DRF's input; INVALID_ARGUMENT for a value JSON cannot hold (a year-10000 Timestamp)."""
         try:
@@ -233,7 +355,7 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
         return codec
 
     def get_fields(self):
-        """Return the fields, built once per class and deep-copied, as DRF copies declared fields.
+        """Return the fields, built once per class; each serializer gets its own clones (``FieldPrototype``).
 
         ``ModelSerializer.get_fields`` inspects the model on every call, which
         costs more than the RPC's query. Set ``cache_fields = False`` on a
@@ -242,9 +364,11 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
         cls = type(self)
         if not cls.cache_fields or not fast_path_enabled():
             return super().get_fields()
-        if "_prototype_fields" not in cls.__dict__:
-            cls._prototype_fields = super().get_fields()
-        return copy.deepcopy(cls._prototype_fields)
+        prototypes = cls.__dict__.get("_prototype_fields")
+        if prototypes is None:
+            prototypes = {name: FieldPrototype(field) for name, field in super().get_fields().items()}
+            cls._prototype_fields = prototypes
+        return {name: prototype.clone() for name, prototype in prototypes.items()}
 
     def data_to_message(self, data) -> Message:
         return json_format.ParseDict(data, self.get_proto_class()(), ignore_unknown_fields=True)
@@ -278,6 +402,28 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
         ``fields`` is itself built once per serializer, so the list stays true.
         """
         return [field for field in self.fields.values() if not field.read_only]
+
+    def get_validators(self):
+        """Return the serializer's validators; the default ones (unique together, unique for date) built once per class.
+
+        DRF derives them from the model and the fields on every serializer,
+        which costs more than checking them. They are the same for every
+        serializer of a class whose fields are built once per class
+        (``cache_fields``, ``get_fields`` not overridden), and, like the
+        validators a ``Meta.validators`` declares, they hold no state of a call.
+        """
+        cls = type(self)
+        if (
+            getattr(self.Meta, "validators", None) is not None
+            or not cls.cache_fields
+            or not fast_path_enabled()
+            or cls.get_fields is not ModelProtoSerializer.get_fields
+        ):
+            return super().get_validators()
+        validators = cls.__dict__.get("_default_validators")
+        if validators is None:
+            validators = cls._default_validators = tuple(super().get_validators())
+        return list(validators)
 
     def run_validators(self, value) -> None:
         """Run the serializer's validators, if it has any (a unique-together rule, a declared one).

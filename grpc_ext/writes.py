@@ -15,7 +15,7 @@ Each is one mixin over the plain handlers of ``grpc_ext.mixins``:
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -24,13 +24,13 @@ from django.db import transaction
 from google.protobuf.message import Message
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.fields import get_error_detail
-from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from grpc_ext import idempotency
 from grpc_ext.bulk import ItemValidationError
 from grpc_ext.exceptions import Aborted, InvalidArgument
 from grpc_ext.mixins import repeated_field, response_class_for
 from grpc_ext.models import ETAG_FIELD
+from grpc_ext.serializers import skip_surrogate_checks
 from grpc_ext.settings import grpc_ext_settings
 
 if TYPE_CHECKING:
@@ -59,24 +59,12 @@ def row_getter(columns: list[str]) -> Callable[[Any], tuple]:
     return get if len(columns) > 1 else lambda instance: (get(instance),)
 
 
-def skip_surrogate_checks(serializer) -> None:
-    """Drop DRF's lone-surrogate check from the fields of a serializer that reads protobuf requests.
-
-    A proto ``string`` is UTF-8 on the wire and protobuf refuses to parse one
-    that is not, so a decoded request cannot hold a surrogate; the check
-    scans every character of every string, a tenth of a batch's time.
-    """
-    for field in getattr(serializer, "fields", {}).values():
-        validators = field.validators
-        if any(isinstance(validator, ProhibitSurrogateCharactersValidator) for validator in validators):
-            field.validators = [v for v in validators if not isinstance(v, ProhibitSurrogateCharactersValidator)]
-
-
 class BatchCreateModelMixin(_ServiceBase):
     """``BatchCreate`` (AIP-233): create every item in one transaction, answered in request order.
 
     A serializer may define ``create_many(validated_data_list)`` to write the
-    items in bulk; otherwise each item is saved as ``Create`` saves it. The
+    items in bulk, in a transaction of its own (``batch_transaction``);
+    otherwise each item is saved as ``Create`` saves it, all in one transaction. The
     service's ``perform_batch_create`` passes the same extra values as
     ``perform_create`` (an owner): ``get_create_values``.
     """
@@ -126,7 +114,7 @@ class BatchCreateModelMixin(_ServiceBase):
             errors = serializer.errors
             by_item = errors.items() if isinstance(errors, dict) else enumerate(errors)
             raise drf_exceptions.ValidationError({f"requests[{index}]": error for index, error in by_item if error})
-        with transaction.atomic(savepoint=False):  # inside a retry-safe call's transaction, no savepoint
+        with self.batch_transaction(serializer):
             instances = self.perform_batch_create(serializer)
         response_class = response_class_for(self.get_serializer_class(), "BatchCreateResponse")
         response = response_class()
@@ -142,6 +130,20 @@ class BatchCreateModelMixin(_ServiceBase):
         else:
             rows.extend(self.get_serializer(instance).message for instance in instances)
         return response
+
+    def batch_transaction(self, serializer) -> AbstractContextManager:
+        """Return what the batch's write runs in, so that it writes every item or none.
+
+        ``create_many`` owns its transaction, as a domain service does (one
+        statement, or ``transaction.atomic``): nothing is opened around it.
+        One ``create`` per item (or an overridden ``perform_batch_create``)
+        runs in one transaction; ``savepoint=False`` inside a retry-safe call's.
+        """
+        if hasattr(serializer.child, "create_many") and (
+            type(self).perform_batch_create is BatchCreateModelMixin.perform_batch_create
+        ):
+            return nullcontext()
+        return transaction.atomic(savepoint=False)
 
     def perform_batch_create(self, serializer) -> list:
         """Create every item: in bulk if the serializer has ``create_many``, else one ``save`` per item."""

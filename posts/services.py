@@ -27,7 +27,9 @@ def _validated(post: Post) -> Post:
 # No transaction of their own: each validates without a query, then writes one statement,
 # atomic by itself. Inside a caller's transaction an atomic block would add a savepoint
 # (two round trips), and savepoint=False would leave the caller's transaction unusable
-# after a validation error.
+# after a validation error. The transports open none around them either (a domain service
+# owns its transaction: grpc_ext.mixins.write_transaction), so a service that comes to
+# write twice wraps its writes in transaction.atomic, as users.services does.
 def post_create(*, owner: User, **fields: Any) -> Post:
     """Create a post owned by ``owner`` after validating its fields."""
     post = _validated(Post(owner=owner, **fields))

@@ -9,7 +9,8 @@ import uuid
 
 import grpc
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models.signals import post_save
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -23,6 +24,7 @@ from grpc_ext.exceptions import (
     to_grpc_error,
     to_status_proto,
 )
+from grpc_ext.serializers import ModelProtoSerializer
 from grpc_ext.signals import grpc_request_started
 from posts.models import Post
 from protos import auth_pb2, posts_pb2, users_pb2
@@ -179,15 +181,45 @@ def test_unexpected_error_in_a_stream_is_internal_too(posts_stub, monkeypatch):
     assert_status(lambda: list(posts_stub.Stream(posts_pb2.PostStreamRequest())), grpc.StatusCode.INTERNAL)
 
 
-def test_failed_create_writes_nothing_even_after_a_partial_save(posts_stub, user, monkeypatch):
-    """A failure after the row was saved rolls the whole write back."""
+def test_a_failed_create_of_a_domain_service_with_its_own_transaction_writes_nothing(posts_stub, user, monkeypatch):
+    """A domain service owns its transaction: one that writes, then fails, leaves nothing behind."""
     import posts.serializers
 
+    @transaction.atomic
     def create_then_fail(**fields):
         make_post(**fields)
         raise RuntimeError("failure after the insert")
 
     monkeypatch.setattr(posts.serializers.PostProtoSerializer.Meta, "create_function", create_then_fail)
+    assert_status(lambda: posts_stub.Create(posts_pb2.PostCreateRequest(title="Half")), grpc.StatusCode.INTERNAL)
+    assert not Post.objects.exists()
+
+
+def test_a_failed_create_without_a_domain_service_writes_nothing_even_after_its_insert(posts_stub, user, monkeypatch):
+    """ModelSerializer's own create (a row, then its many-to-many) runs in the handler's transaction."""
+    import posts.serializers
+
+    def fail_after_insert(sender, **kwargs):
+        raise RuntimeError("failure after the insert")
+
+    monkeypatch.setattr(posts.serializers.PostProtoSerializer.Meta, "create_function", None)
+    post_save.connect(fail_after_insert, sender=Post)
+    try:
+        assert_status(lambda: posts_stub.Create(posts_pb2.PostCreateRequest(title="Half")), grpc.StatusCode.INTERNAL)
+    finally:
+        post_save.disconnect(fail_after_insert, sender=Post)
+    assert not Post.objects.exists()
+
+
+def test_a_failed_create_of_an_overridden_serializer_create_writes_nothing(posts_stub, user, monkeypatch):
+    """A serializer's ``create`` that does more than call the domain service is wrapped in a transaction."""
+    import posts.serializers
+
+    def create_then_fail(self, validated_data):
+        ModelProtoSerializer.create(self, validated_data)
+        raise RuntimeError("failure after the domain service")
+
+    monkeypatch.setattr(posts.serializers.PostProtoSerializer, "create", create_then_fail)
     assert_status(lambda: posts_stub.Create(posts_pb2.PostCreateRequest(title="Half")), grpc.StatusCode.INTERNAL)
     assert not Post.objects.exists()
 
