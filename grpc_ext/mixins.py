@@ -1,7 +1,7 @@
 """RPC handlers the framework lacks or gets wrong, one per mixin, as in DRF.
 
 The framework's Create and Destroy mixins are used with transactional hooks
-(a domain service owns its transaction: ``write_transaction``); its
+(none around a domain function atomic by itself: ``write_transaction``); its
 List (a server stream of every row) becomes ``Stream`` (batches of rows), and
 ``List`` returns one page (AIP-132). ``PartialUpdate`` takes a field mask
 (AIP-134). Every action gets its serializer from ``get_serializer`` and its
@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import FieldDoesNotExist
-from django.db import transaction
+from django.db import router, transaction
 from django_grpc_framework import generics as framework_generics
 from django_grpc_framework import mixins as framework_mixins
 from google.protobuf.message import Message
@@ -45,22 +45,25 @@ def model_default(serializer, name: str):
 
 
 def write_transaction(serializer, action: str) -> AbstractContextManager:
-    """Return what a save of ``serializer`` for ``action`` (``"create"``, ``"update"``) runs in: all of it or nothing.
+    """Return what a save for ``action`` (``"create"``, ``"update"``) runs in, so that a failure writes nothing.
 
-    Domain services own their transactions: a serializer whose save only calls
-    ``Meta.<action>_function`` (``writes_through_service``) is saved as it is,
-    since the service writes one statement, atomic by itself, or wraps its
-    writes in ``transaction.atomic``. Opening one here as well would cost
-    ``BEGIN`` and ``COMMIT``, two more round trips than the write itself on
-    PostgreSQL. Any other save (ModelSerializer's own: the row, then its
-    many-to-many) runs in a transaction. ``savepoint=False``: inside a
-    caller's transaction (a retry-safe Create) a savepoint would cost two
-    round trips and protect nothing, since an error fails the whole call.
+    A transaction (``savepoint=False``: inside a caller's, a retry-safe
+    Create's, a savepoint would cost two round trips and protect nothing),
+    unless the save only calls a domain function that says it is atomic by
+    itself, as a Django view opts out of ``ATOMIC_REQUESTS``: with
+    ``@transaction.non_atomic_requests`` (``posts.services.post_create``
+    writes one statement; ``users.services`` wraps its writes in
+    ``transaction.atomic``). On PostgreSQL such a Create is one round trip,
+    not three (``BEGIN``, ``INSERT``, ``COMMIT``). A function that does not
+    say so, ModelSerializer's own save (the row, then its many-to-many) and an
+    overridden ``create``/``update``/``save`` run in the handler's transaction.
     """
-    writes_through_service = getattr(serializer, "writes_through_service", None)
-    if writes_through_service is not None and writes_through_service(action):
+    database = router.db_for_write(serializer.Meta.model)
+    service_function = getattr(serializer, "service_function", None)
+    function = service_function(action) if service_function is not None else None
+    if function is not None and database in getattr(function, "_non_atomic_requests", ()):
         return nullcontext()
-    return transaction.atomic(savepoint=False)
+    return transaction.atomic(using=database, savepoint=False)
 
 
 class CreateModelMixin(framework_mixins.CreateModelMixin):
@@ -72,7 +75,7 @@ class CreateModelMixin(framework_mixins.CreateModelMixin):
         return serializer.message
 
     def perform_create(self, serializer):
-        """Save the new object, in a transaction unless a domain service owns it (``write_transaction``).
+        """Save the new object, in a transaction unless its domain function is atomic by itself (``write_transaction``).
 
         An override that writes more than ``serializer.save()`` wraps its
         writes in ``transaction.atomic`` itself.
@@ -111,7 +114,7 @@ class UpdateHooksMixin(_ServiceBase):
         return data
 
     def perform_update(self, serializer):
-        """Save the changed fields (Update and PartialUpdate), in a transaction unless a domain service owns it.
+        """Save the changed fields (Update and PartialUpdate), in a transaction unless its domain function is atomic.
 
         See ``write_transaction``; an override that writes more wraps its writes in ``transaction.atomic``.
         """

@@ -299,20 +299,16 @@ class ModelProtoSerializer(proto_serializers.ModelProtoSerializer):
         return update_function(instance, **validated_data)
 
     @classmethod
-    def writes_through_service(cls, action: str) -> bool:
-        """Tell whether ``save()`` for ``action`` (``"create"``, ``"update"``) only calls ``Meta.<action>_function``.
+    def service_function(cls, action: str):
+        """Return ``Meta.<action>_function`` (``"create"``, ``"update"``) if ``save()`` only calls it, else ``None``.
 
-        A domain service owns its transaction: it writes one statement,
-        atomic by itself, or wraps its writes in ``transaction.atomic``
-        (``users.services``). The service mixins then open none around it
-        (``grpc_ext.mixins.write_transaction``). A ``create``, ``update`` or
-        ``save`` overridden here may write more, so it does not count.
+        A ``create``, ``update`` or ``save`` overridden here may write more
+        than the domain function (``grpc_ext.mixins.write_transaction``).
         """
-        return (
-            getattr(cls.Meta, f"{action}_function", None) is not None
-            and getattr(cls, action) is getattr(ModelProtoSerializer, action)
-            and cls.save is BaseSerializer.save
-        )
+        function = getattr(cls.Meta, f"{action}_function", None)
+        if function is None or getattr(cls, action) is not getattr(ModelProtoSerializer, action):
+            return None
+        return function if cls.save is BaseSerializer.save else None
 
     def message_to_data(self, message: Message) -> dict:
         """Read a request into DRF's input; INVALID_ARGUMENT for a value JSON cannot hold (a year-10000 Timestamp)."""

@@ -15,7 +15,7 @@ Each is one mixin over the plain handlers of ``grpc_ext.mixins``:
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -63,8 +63,8 @@ class BatchCreateModelMixin(_ServiceBase):
     """``BatchCreate`` (AIP-233): create every item in one transaction, answered in request order.
 
     A serializer may define ``create_many(validated_data_list)`` to write the
-    items in bulk, in a transaction of its own (``batch_transaction``);
-    otherwise each item is saved as ``Create`` saves it, all in one transaction. The
+    items in bulk; otherwise each item is saved as ``Create`` saves it. Either
+    way the batch is one transaction. The
     service's ``perform_batch_create`` passes the same extra values as
     ``perform_create`` (an owner): ``get_create_values``.
     """
@@ -114,7 +114,7 @@ class BatchCreateModelMixin(_ServiceBase):
             errors = serializer.errors
             by_item = errors.items() if isinstance(errors, dict) else enumerate(errors)
             raise drf_exceptions.ValidationError({f"requests[{index}]": error for index, error in by_item if error})
-        with self.batch_transaction(serializer):
+        with transaction.atomic(savepoint=False):  # inside a retry-safe call's transaction, no savepoint
             instances = self.perform_batch_create(serializer)
         response_class = response_class_for(self.get_serializer_class(), "BatchCreateResponse")
         response = response_class()
@@ -130,20 +130,6 @@ class BatchCreateModelMixin(_ServiceBase):
         else:
             rows.extend(self.get_serializer(instance).message for instance in instances)
         return response
-
-    def batch_transaction(self, serializer) -> AbstractContextManager:
-        """Return what the batch's write runs in, so that it writes every item or none.
-
-        ``create_many`` owns its transaction, as a domain service does (one
-        statement, or ``transaction.atomic``): nothing is opened around it.
-        One ``create`` per item (or an overridden ``perform_batch_create``)
-        runs in one transaction; ``savepoint=False`` inside a retry-safe call's.
-        """
-        if hasattr(serializer.child, "create_many") and (
-            type(self).perform_batch_create is BatchCreateModelMixin.perform_batch_create
-        ):
-            return nullcontext()
-        return transaction.atomic(savepoint=False)
 
     def perform_batch_create(self, serializer) -> list:
         """Create every item: in bulk if the serializer has ``create_many``, else one ``save`` per item."""

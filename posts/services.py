@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+from django.db import transaction
+
 from grpc_ext.bulk import has_model_rules, insert_many, new_instances, validate_each
 from posts.models import Post
 from users.models import User
@@ -25,11 +27,13 @@ def _validated(post: Post) -> Post:
 
 
 # No transaction of their own: each validates without a query, then writes one statement,
-# atomic by itself. Inside a caller's transaction an atomic block would add a savepoint
-# (two round trips), and savepoint=False would leave the caller's transaction unusable
-# after a validation error. The transports open none around them either (a domain service
-# owns its transaction: grpc_ext.mixins.write_transaction), so a service that comes to
-# write twice wraps its writes in transaction.atomic, as users.services does.
+# atomic by itself, and says so (@transaction.non_atomic_requests, as a Django view opts out of
+# ATOMIC_REQUESTS): the RPC handler then opens none around it either, and a Create is one
+# round trip (grpc_ext.mixins.write_transaction). Inside a caller's transaction an atomic block
+# would add a savepoint (two round trips), and savepoint=False would leave the caller's
+# transaction unusable after a validation error. A service that comes to write twice drops
+# the marker or wraps its writes in transaction.atomic, as users.services does.
+@transaction.non_atomic_requests
 def post_create(*, owner: User, **fields: Any) -> Post:
     """Create a post owned by ``owner`` after validating its fields."""
     post = _validated(Post(owner=owner, **fields))
@@ -58,6 +62,7 @@ def post_create_many(*, items: list[dict[str, Any]], checked_fields: Collection[
     return insert_many(posts)
 
 
+@transaction.non_atomic_requests
 def post_update(post: Post, **fields: Any) -> Post:
     """Change the given fields of ``post`` after validating them."""
     for name, value in fields.items():

@@ -69,6 +69,7 @@ class KnownUserLogoutSerializer(TokenBlacklistSerializer):
         return super().validate(attrs)
 
 
+@transaction.non_atomic_requests  # atomic by itself: the RPC handler opens no transaction around it
 @sensitive_variables("password")
 @transaction.atomic
 def user_create(*, email: str, password: str, **extra_fields) -> User:
@@ -81,6 +82,7 @@ def user_create(*, email: str, password: str, **extra_fields) -> User:
     return user
 
 
+@transaction.non_atomic_requests  # atomic by itself: the RPC handler opens no transaction around it
 @sensitive_variables("password")
 @transaction.atomic
 def user_update(user: User, *, password: str | None = None, **fields) -> User:
