@@ -13,13 +13,12 @@ import os
 from collections import Counter
 from pathlib import Path
 
-import grpc
-
-from grpc_ext.limits import observe_handler, outcome_code
+from grpc_ext.limits import ObservingInterceptor, outcome_code
 
 
-class StatusCountInterceptor(grpc.aio.ServerInterceptor):
+class StatusCountInterceptor(ObservingInterceptor):
     def __init__(self) -> None:
+        super().__init__()
         self.counts: Counter[str] = Counter()
         directory = os.environ.get("BENCH_STATUS_DIR")
         self.path = Path(directory) / f"{os.getpid()}.json" if directory else None
@@ -34,11 +33,8 @@ class StatusCountInterceptor(grpc.aio.ServerInterceptor):
             partial.write_text(json.dumps(self.counts))
             os.replace(partial, self.path)
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return observe_handler(handler, lambda context: None, self.record)
+    def observers(self, method: str):
+        return (lambda context: None), self.record
 
 
 def failed_calls(directory: Path) -> int:

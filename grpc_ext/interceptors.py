@@ -5,28 +5,24 @@ from __future__ import annotations
 import logging
 import time
 
-import grpc
-
-from grpc_ext.limits import observe_handler, outcome_code, wrap_handler
+from grpc_ext.limits import ObservingInterceptor, outcome_code, wrap_handler
 
 access_logger = logging.getLogger("grpc_ext.access")
 
 __all__ = ["AccessLogInterceptor", "wrap_handler"]
 
 
-class AccessLogInterceptor(grpc.aio.ServerInterceptor):
+class AccessLogInterceptor(ObservingInterceptor):
     """Log one line per RPC: ``method=... peer=... code=... duration_ms=...``.
 
     The code is the one the client got: a call the client cancelled is
     CANCELLED, one whose deadline passed DEADLINE_EXCEEDED, never OK.
     """
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or not access_logger.isEnabledFor(logging.INFO):
-            return handler
-        method = handler_call_details.method
+    def observing(self) -> bool:
+        return access_logger.isEnabledFor(logging.INFO)
 
+    def observers(self, method: str):
         def begin(context) -> tuple[float, str]:
             # The peer is read while the call is alive: grpc.aio's peer() after the call ended may crash.
             return time.perf_counter(), context.peer()
@@ -41,4 +37,4 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
                 (time.perf_counter() - started) * 1000,
             )
 
-        return observe_handler(handler, begin, log)
+        return begin, log

@@ -142,6 +142,35 @@ def observe_handler(
     return wrap_handler(handler, wrap_unary, wrap_stream)
 
 
+class ObservingInterceptor(grpc.aio.ServerInterceptor):
+    """An interceptor that watches every call of a method with the ``begin`` and ``end`` of ``observers(method)``.
+
+    The watched handler (``observe_handler``) is built once per method, not
+    for each call. Subclasses: the access log, the metrics.
+    """
+
+    def __init__(self) -> None:
+        self._observed: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def observers(self, method: str) -> tuple[Callable[[Any], Any], Callable[[Any, Any, BaseException | None], None]]:
+        """Return ``begin(context)`` and ``end(context, begun, exc)`` for the calls of ``method``."""
+        raise NotImplementedError
+
+    def observing(self) -> bool:
+        """Tell whether calls are watched now (the access log: while its logger is on)."""
+        return True
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or not self.observing():
+            return handler
+        method = handler_call_details.method
+        cached = self._observed.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._observed[method] = (handler, observe_handler(handler, *self.observers(method)))
+        return cached[1]
+
+
 #: How much later the server's deadline may run out than the client's, which started before the headers were sent.
 DEADLINE_SKEW = 0.25
 

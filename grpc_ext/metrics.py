@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 import time
 
-import grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from grpc_ext.limits import observe_handler, outcome_code
+from grpc_ext.limits import ObservingInterceptor, outcome_code
 from grpc_ext.settings import grpc_ext_settings
 
 logger = logging.getLogger(__name__)
@@ -36,18 +35,15 @@ def split_method(full_method: str) -> tuple[str, str]:
     return service, method
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(ObservingInterceptor):
     """Count each RPC by method and the code the client got, time it, and gauge those in flight.
 
     The access log's pattern: the handler is wrapped, so a call counts from
     the moment it is handled until its last response or its end.
     """
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        labels = split_method(handler_call_details.method)
+    def observers(self, method: str):
+        labels = split_method(method)
         in_flight, seconds = IN_FLIGHT.labels(*labels), HANDLING_SECONDS.labels(*labels)
 
         def begin(context) -> float:
@@ -59,7 +55,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             HANDLED.labels(*labels, outcome_code(context, exc).name).inc()
             in_flight.dec()
 
-        return observe_handler(handler, begin, record)
+        return begin, record
 
 
 def metrics_port(worker_index: int = 0) -> int | None:
