@@ -7,6 +7,7 @@ understands, and raises ``AuthenticationFailed`` when they are bad.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Any
@@ -144,6 +145,12 @@ class UserCheckingJWTAuthentication(SimpleJWTAuthentication):
             raise InvalidToken("Token contained no recognizable user identification.") from None
 
 
+@functools.cache
+def simplejwt_authentication() -> UserCheckingJWTAuthentication:
+    """Return the one simplejwt authenticator every call shares: it keeps no state but the user model."""
+    return UserCheckingJWTAuthentication()
+
+
 class JWTAuthentication(BaseAuthentication):
     """Accept ``authorization: Bearer <access token>`` metadata, checked by simplejwt.
 
@@ -156,7 +163,7 @@ class JWTAuthentication(BaseAuthentication):
     metadata_key = "authorization"
 
     def __init__(self) -> None:
-        self.jwt = UserCheckingJWTAuthentication()
+        self.jwt = simplejwt_authentication()
 
     def authenticate(self, service) -> tuple[Any, Any] | None:
         header = get_metadata(service.context, self.metadata_key)
