@@ -181,30 +181,19 @@ def test_unexpected_error_in_a_stream_is_internal_too(posts_stub, monkeypatch):
     assert_status(lambda: list(posts_stub.Stream(posts_pb2.PostStreamRequest())), grpc.StatusCode.INTERNAL)
 
 
-def test_failed_create_writes_nothing_even_after_a_partial_save(posts_stub, user, monkeypatch):
+@pytest.mark.parametrize("own_transaction", [False, True], ids=["the-handlers", "its-own"])
+def test_failed_create_writes_nothing_even_after_a_partial_save(posts_stub, user, monkeypatch, own_transaction):
     """A failure after the row was saved rolls the whole write back: a domain function runs in the
-    handler's transaction unless it says it is atomic by itself (``non_atomic_requests``)."""
+    handler's transaction unless it says it is atomic by itself (``non_atomic_requests``), as one
+    that owns its transaction does."""
     import posts.serializers
 
     def create_then_fail(**fields):
         make_post(**fields)
         raise RuntimeError("failure after the insert")
 
-    monkeypatch.setattr(posts.serializers.PostProtoSerializer.Meta, "create_function", create_then_fail)
-    assert_status(lambda: posts_stub.Create(posts_pb2.PostCreateRequest(title="Half")), grpc.StatusCode.INTERNAL)
-    assert not Post.objects.exists()
-
-
-def test_a_failed_create_of_a_domain_service_with_its_own_transaction_writes_nothing(posts_stub, user, monkeypatch):
-    """A domain function that owns its transaction (and says so) leaves nothing behind when it fails."""
-    import posts.serializers
-
-    @transaction.non_atomic_requests
-    @transaction.atomic
-    def create_then_fail(**fields):
-        make_post(**fields)
-        raise RuntimeError("failure after the insert")
-
+    if own_transaction:
+        create_then_fail = transaction.non_atomic_requests(transaction.atomic(create_then_fail))
     monkeypatch.setattr(posts.serializers.PostProtoSerializer.Meta, "create_function", create_then_fail)
     assert_status(lambda: posts_stub.Create(posts_pb2.PostCreateRequest(title="Half")), grpc.StatusCode.INTERNAL)
     assert not Post.objects.exists()
