@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from operator import attrgetter
+from itertools import repeat
+from operator import attrgetter, is_
 from typing import Any
 
 from django.core.validators import MaxLengthValidator, MinLengthValidator, ProhibitNullCharactersValidator
@@ -166,6 +167,7 @@ class MessageBuilder:
         #: (proto field, converter) per column, in ``columns`` order.
         self.named_converters = [(name, convert) for name, _, convert in steps]
         self.fill = compile_fill(self.named_converters)
+        self._fill_converted = compile_fill([(name, identity) for name, _ in self.named_converters])
         #: Fill functions compiled for other per-column converters (``grpc_ext.rows``).
         self.fill_cache: dict[tuple, Callable] = {}
 
@@ -204,6 +206,18 @@ class MessageBuilder:
         build = self.build
         return [build(instance) for instance in instances]
 
+    def fill_columns(self, columns: list[list[Any]], make: Callable) -> list:
+        """``fill`` from columns (the values of each of ``self.columns``, one list per column, rows in order).
+
+        Each column is converted at once, and a value every row shares (a
+        batch's owner, its time stamp) only once: a batch's response is built
+        from the values of the instances just written.
+        """
+        converted = [
+            convert_column(convert, values) for (_, convert), values in zip(self.named_converters, columns, strict=True)
+        ]
+        return self._fill_converted(zip(*converted, strict=True), make)
+
     def build_rows(self, rows: Iterable[tuple]) -> list[Message]:
         """Return a message per ``values_list(*self.columns)`` row (extra trailing values are ignored)."""
         return self.fill(rows, self.proto_class)
@@ -227,6 +241,16 @@ def compile_fill(named_converters: list[tuple[str, Callable]]) -> Callable[[Iter
     namespace = {f"convert_{index}": convert for index, (_, convert) in enumerate(named_converters)}
     exec(compile(source, "<grpc_ext.fastpath.fill>", "exec"), namespace)
     return namespace["fill"]
+
+
+def convert_column(convert: Callable, values: list[Any]) -> list[Any]:
+    """Return ``convert`` of each value (``None`` stays ``None``), called once if every value is the same object."""
+    first = values[0] if values else None
+    if all(map(is_, values, repeat(first))):
+        return [None if first is None else convert(first)] * len(values)
+    if any(map(is_, values, repeat(None))):
+        return [None if value is None else convert(value) for value in values]
+    return values if convert is identity else list(map(convert, values))
 
 
 class DictReader:
