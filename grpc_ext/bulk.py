@@ -7,7 +7,8 @@ streams the rows as text and is several times faster. It is used when the
 keys are made in Python (a UUID default, not a sequence, since COPY returns
 nothing) and every column has a type whose text form is plain; otherwise, and
 on other databases, this is ``bulk_create``. Like ``bulk_create`` it sends no
-signals and calls no ``save()``.
+signals and calls no ``save()``; unlike it, it reads the clock once for the
+``auto_now``/``auto_now_add`` fields of all the rows (``pre_save_columns``).
 """
 
 from __future__ import annotations
