@@ -18,9 +18,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from operator import attrgetter
+from itertools import repeat
+from operator import attrgetter, is_
 from typing import Any
 
+from django.core.validators import MaxLengthValidator, MinLengthValidator, ProhibitNullCharactersValidator
 from django.db.models import Model
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -165,6 +167,7 @@ class MessageBuilder:
         #: (proto field, converter) per column, in ``columns`` order.
         self.named_converters = [(name, convert) for name, _, convert in steps]
         self.fill = compile_fill(self.named_converters)
+        self._fill_converted = compile_fill([(name, identity) for name, _ in self.named_converters])
         #: Fill functions compiled for other per-column converters (``grpc_ext.rows``).
         self.fill_cache: dict[tuple, Callable] = {}
 
@@ -203,6 +206,18 @@ class MessageBuilder:
         build = self.build
         return [build(instance) for instance in instances]
 
+    def fill_columns(self, columns: list[list[Any]], make: Callable) -> list:
+        """``fill`` from columns (the values of each of ``self.columns``, one list per column, rows in order).
+
+        Each column is converted at once, and a value every row shares (a
+        batch's owner, its time stamp) only once: a batch's response is built
+        from the values of the instances just written.
+        """
+        converted = [
+            convert_column(convert, values) for (_, convert), values in zip(self.named_converters, columns, strict=True)
+        ]
+        return self._fill_converted(zip(*converted, strict=True), make)
+
     def build_rows(self, rows: Iterable[tuple]) -> list[Message]:
         """Return a message per ``values_list(*self.columns)`` row (extra trailing values are ignored)."""
         return self.fill(rows, self.proto_class)
@@ -226,6 +241,16 @@ def compile_fill(named_converters: list[tuple[str, Callable]]) -> Callable[[Iter
     namespace = {f"convert_{index}": convert for index, (_, convert) in enumerate(named_converters)}
     exec(compile(source, "<grpc_ext.fastpath.fill>", "exec"), namespace)
     return namespace["fill"]
+
+
+def convert_column(convert: Callable, values: list[Any]) -> list[Any]:
+    """Return ``convert`` of each value (``None`` stays ``None``), called once if every value is the same object."""
+    first = values[0] if values else None
+    if all(map(is_, values, repeat(first))):
+        return [None if first is None else convert(first)] * len(values)
+    if any(map(is_, values, repeat(None))):
+        return [None if value is None else convert(value) for value in values]
+    return values if convert is identity else list(map(convert, values))
 
 
 class DictReader:
@@ -308,3 +333,87 @@ def read_message(message: Message) -> dict:
     if reader is None:
         reader = _readers[descriptor] = DictReader(descriptor)
     return reader.read(message)
+
+
+#: A plain string field's checks: (key, source, trim_whitespace, allow_blank, shortest, longest, refuses NUL).
+StringCheck = tuple[str, str, bool, bool, int, float, bool]
+
+
+def string_check(serializer: serializers.Serializer, field: drf_fields.Field) -> StringCheck | None:
+    """Return what DRF checks of a valid value of a plain ``CharField``, or ``None`` if it checks anything else.
+
+    Plain: a ``CharField`` itself (no subclass), with a one-attribute source,
+    no ``validate_<field>`` method, and only the validators ``CharField``
+    makes: the maximum and minimum length and the NUL check (the
+    lone-surrogate check is dropped for protobuf requests).
+    """
+    name = str(field.field_name)
+    if type(field) is not drf_fields.CharField or len(field.source_attrs) != 1:
+        return None
+    if getattr(serializer, f"validate_{name}", None) is not None:
+        return None
+    shortest, longest, refuses_nul = 0, float("inf"), False
+    for validator in field.validators:
+        limit = getattr(validator, "limit_value", None)
+        if type(validator) is MaxLengthValidator and type(limit) is int:
+            longest = min(longest, limit)
+        elif type(validator) is MinLengthValidator and type(limit) is int:
+            shortest = max(shortest, limit)
+        elif type(validator) is ProhibitNullCharactersValidator:
+            refuses_nul = True
+        else:
+            return None
+    return name, field.source_attrs[0], field.trim_whitespace, field.allow_blank, shortest, longest, refuses_nul
+
+
+def compile_item_validation(
+    serializer: serializers.Serializer, quiet_run_validators: Iterable[Callable] = ()
+) -> Callable[[Any], dict | None] | None:
+    """Compile ``accept(data)``: the value ``serializer.run_validation(data)`` returns for a valid item, else ``None``.
+
+    For a serializer whose validation is DRF's own walk of its writable
+    fields, each a plain ``CharField`` (``string_check``), and with no
+    serializer-level validator or ``validate()`` (``quiet_run_validators``:
+    ``run_validators`` overrides that do nothing without validators). ``accept`` only accepts: an
+    item it does not find valid (a missing, null or non-string value, a blank,
+    too long or too short one, a NUL) gets ``None``, and the caller runs DRF's
+    own validation on it, whose errors (messages, codes, fields) are the only
+    ones a client sees. A valid item is what DRF returns: its strings,
+    whitespace trimmed as the field says, under their sources.
+    """
+    cls = type(serializer)
+    base = serializers.Serializer
+    if (
+        cls.run_validation is not base.run_validation
+        or cls.to_internal_value is not base.to_internal_value
+        or cls.validate is not base.validate
+        or serializer.validators
+        or (cls.run_validators is not base.run_validators and cls.run_validators not in quiet_run_validators)
+    ):
+        return None
+    checks = []
+    for field in serializer._writable_fields:
+        check = string_check(serializer, field)
+        if check is None:
+            return None
+        checks.append(check)
+
+    def accept(data: Any) -> dict | None:
+        if type(data) is not dict:
+            return None
+        validated = {}
+        for name, source, trim, allow_blank, shortest, longest, refuses_nul in checks:
+            value = data.get(name)
+            if type(value) is not str:
+                return None  # missing (a default, or required), null, or another type: DRF decides
+            if trim:
+                value = value.strip()
+            if not value:
+                if not allow_blank:
+                    return None
+            elif not shortest <= len(value) <= longest or (refuses_nul and "\x00" in value):
+                return None
+            validated[source] = value
+        return validated
+
+    return accept

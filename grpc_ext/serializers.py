@@ -43,6 +43,7 @@ from rest_framework import fields as drf_fields
 from rest_framework.serializers import LIST_SERIALIZER_KWARGS, LIST_SERIALIZER_KWARGS_REMOVE, BaseSerializer
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
+from grpc_ext import fastpath
 from grpc_ext.codec import MessageCodec
 from grpc_ext.exceptions import InvalidArgument
 from grpc_ext.models import ETAG_FIELD, has_etag
@@ -248,6 +249,27 @@ def skip_surrogate_checks(serializer) -> None:
 
 
 class ListProtoSerializer(proto_serializers.ListProtoSerializer):
+    def run_child_validation(self, data):
+        """Validate one item: a valid one by the child's compiled check, any other by DRF (its errors).
+
+        The check is compiled once per list serializer (once per batch), after
+        its child's fields are final (``skip_surrogate_checks``), and only for
+        a child that validates as DRF's ``Serializer`` does
+        (``fastpath.compile_item_validation``).
+        """
+        accept = self._accept_item
+        if accept is not None:
+            validated = accept(data)
+            if validated is not None:
+                return validated
+        return super().run_child_validation(data)
+
+    @cached_property
+    def _accept_item(self):
+        if not fast_path_enabled() or type(self).run_child_validation is not ListProtoSerializer.run_child_validation:
+            return None
+        return fastpath.compile_item_validation(self.child, (ModelProtoSerializer.run_validators,))
+
     @property
     def message(self) -> list[Message]:
         """Return the list of messages, encoded by the child's codec."""

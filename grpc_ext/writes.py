@@ -53,12 +53,6 @@ def item_errors(index: int, exc: Exception) -> drf_exceptions.ValidationError:
     return drf_exceptions.ValidationError({f"requests[{index}]": detail})
 
 
-def row_getter(columns: list[str]) -> Callable[[Any], tuple]:
-    """Return a function that reads ``columns`` of an instance as a tuple (``attrgetter`` of one is a bare value)."""
-    get = attrgetter(*columns)
-    return get if len(columns) > 1 else lambda instance: (get(instance),)
-
-
 class BatchCreateModelMixin(_ServiceBase):
     """``BatchCreate`` (AIP-233): create every item in one transaction, answered in request order.
 
@@ -123,8 +117,7 @@ class BatchCreateModelMixin(_ServiceBase):
         builder = codec.builder if codec is not None else None
         if builder is not None and builder.columns is not None and instances:
             # The row encoder builds each message in place in the response, from the instances' columns.
-            values_of = row_getter(builder.columns)
-            builder.fill((values_of(instance) for instance in instances), rows.add)
+            builder.fill_columns([list(map(attrgetter(column), instances)) for column in builder.columns], rows.add)
         elif builder is not None:
             rows.extend(builder.build(instance) for instance in instances)
         else:

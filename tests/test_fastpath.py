@@ -25,7 +25,7 @@ from grpc_ext.fastpath import read_message
 from grpc_ext.protogen import ProtoContract, compile_protos
 from grpc_ext.protojson import message_to_dict
 from grpc_ext.rows import uuid_text
-from grpc_ext.serializers import ModelProtoSerializer
+from grpc_ext.serializers import ModelProtoSerializer, skip_surrogate_checks
 from posts.models import Post
 from posts.serializers import PostProtoSerializer
 from protos import posts_pb2, users_pb2
@@ -276,6 +276,59 @@ def test_requests_read_into_the_same_dict_as_message_to_dict(everything_pb2, cas
     message = REQUESTS[case](everything_pb2)
 
     assert read_message(message) == message_to_dict(message)
+
+
+#: Batch items and whether the compiled check accepts them (otherwise DRF validates them, errors and all).
+BATCH_ITEMS = [
+    ({"title": "Fine", "description": "x"}, True),
+    ({"title": "  padded\t", "description": " \n "}, True),
+    ({"title": "x" * 100, "description": "y" * 10_000}, True),
+    ({"title": "ok", "description": "", "unknown": 1}, True),
+    ({"title": "", "description": ""}, False),
+    ({"title": "   ", "description": "d"}, False),
+    ({"title": "x" * 101, "description": ""}, False),
+    ({"title": "ok", "description": "y" * 10_001}, False),
+    ({"title": "nul\x00", "description": ""}, False),
+    ({"title": "ok", "description": "nul\x00"}, False),
+    ({"title": "ok"}, False),  # the default: DRF's
+    ({"description": "no title"}, False),
+    ({"title": None, "description": ""}, False),
+    ({"title": 5, "description": ""}, False),
+    ("not a dict", False),
+]
+
+
+def test_batch_items_validate_as_drf_validates_them():
+    """The compiled check accepts plain valid items; every item validates to DRF's value or DRF's errors."""
+    items = [item for item, _ in BATCH_ITEMS]
+    fast = PostProtoSerializer(data=items, many=True)
+    reference = serializers.ListSerializer(child=PostProtoSerializer(), data=items)
+    for serializer in (fast, reference):
+        skip_surrogate_checks(serializer.child)
+    accept = fast._accept_item
+
+    assert accept is not None
+    assert [accept(item) is not None for item in items] == [accepted for _, accepted in BATCH_ITEMS]
+    assert not fast.is_valid() and not reference.is_valid()
+    assert fast.errors == reference.errors
+    valid = [item for item, accepted in BATCH_ITEMS if accepted] + [{"title": "ok"}]
+    fast, reference = (
+        PostProtoSerializer(data=valid, many=True),
+        serializers.ListSerializer(child=PostProtoSerializer(), data=valid),
+    )
+    assert fast.is_valid() and reference.is_valid()
+    assert fast.validated_data == reference.validated_data
+
+
+def test_a_field_method_keeps_drf_validation_for_batch_items():
+    class ShoutedTitles(PostProtoSerializer):
+        def validate_title(self, value):
+            return value.upper()
+
+    serializer = ShoutedTitles(data=[{"title": "quiet", "description": ""}], many=True)
+
+    assert serializer._accept_item is None
+    assert serializer.is_valid() and serializer.validated_data[0]["title"] == "QUIET"
 
 
 def stream_and_pages(stub, request_class, list_request_class) -> tuple[list[bytes], list[bytes]]:

@@ -17,11 +17,12 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.management import call_command
 from django.db import connection
+from django.db.models.signals import post_init
 from django.utils import timezone
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rest_framework import serializers
 
-from grpc_ext.bulk import ItemValidationError
+from grpc_ext.bulk import ItemValidationError, new_instances
 from grpc_ext.models import IdempotencyRecord
 from grpc_ext.serializers import checks_as_model_field
 from posts.models import Post
@@ -433,6 +434,45 @@ def test_bulk_create_checks_fields_no_serializer_checked(user):
         post_create_many(items=items)
     assert raised.value.index == 1 and "title" in raised.value.message_dict
     assert not Post.objects.exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY; bulk_create stamps each row as Django does")
+def test_batch_create_stamps_every_row_of_a_batch_with_one_time(posts_stub):
+    """A batch is one statement in one transaction: its rows share one ``created`` and ``updated`` time."""
+    response = posts_stub.BatchCreate(posts_pb2.PostBatchCreateRequest(requests=create_requests(3)))
+
+    stamps = {(stamp.seconds, stamp.nanos) for post in response.posts for stamp in (post.created, post.updated)}
+    assert len(stamps) == 1
+    stored = set(Post.objects.values_list("created", "updated"))
+    assert len(stored) == 1 and len(set(stored.pop())) == 1
+
+
+def test_new_instances_builds_what_the_model_constructor_builds(user, django_assert_num_queries):
+    [built] = new_instances(Post, [{"owner": user, "title": "Built"}])
+    expected = Post(owner=user, title="Built", id=built.id, etag=built.etag)
+
+    assert vars(built).keys() == vars(expected).keys()
+    assert {k: v for k, v in vars(built).items() if k != "_state"} == {
+        k: v for k, v in vars(expected).items() if k != "_state"
+    }
+    assert built._state.adding and built._state.db is None
+    with django_assert_num_queries(0):
+        assert built.owner is user
+
+
+def test_new_instances_sends_post_init_to_a_listening_receiver(user):
+    """Instances are made without ``Model.__init__`` only when nothing would see the difference."""
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(instance.title)
+
+    post_init.connect(receiver, sender=Post)
+    try:
+        posts = new_instances(Post, [{"owner": user, "title": "a"}, {"owner": user, "title": "b"}])
+    finally:
+        post_init.disconnect(receiver, sender=Post)
+    assert seen == ["a", "b"] and [post.owner for post in posts] == [user, user]
 
 
 @pytest.mark.parametrize(
