@@ -112,18 +112,28 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
         ("Create ≥ 0.4× the insert floor", ratio(grpc.get("create_rps"), floor.get("create_rps")), 0.4),
         ("BatchCreate of 1,000 ≥ 20,000 rows/s", grpc.get("batch_create_rows_per_s"), 20_000),
     ]
-    out = [(name, fmt(value), value is not None and value >= goal) for name, value, goal in checks]
+    out = [(name, shown(value, goal), value is not None and value >= goal) for name, value, goal in checks]
     growth = grpc.get("stream_rss_growth_mb")
     out.append(("Stream RSS growth ≤ 10 MB", fmt(growth), growth is not None and growth <= 10))
     return out
 
 
+def shown(value: float | None, goal: float) -> str:
+    """Format ``value``, with the digits that tell it from ``goal`` when both would print the same."""
+    text = fmt(value)
+    if value is not None and value < goal and text == fmt(goal):
+        return f"{value:.4f}"
+    return text
+
+
 def two_process_ceiling(results: dict, cores: int | None) -> str | None:
-    """Explain the most two processes can reach here: the cores over what one process's Retrieve load took.
+    """Estimate what two processes can reach here: the cores over what one process's Retrieve load took.
 
     One loaded server process (held to about one core by the GIL), the
-    database and the load generator share the machine; two processes can at
-    best fill every core with the same work per call.
+    database and the load generator share the machine; at the one-process
+    run's CPU per call, two processes fill every core at this rate. An
+    estimate: a run whose CPU per call differs (a noisy neighbour in the
+    one-process run) lands on either side of it.
     """
     used = results["grpc"].get("retrieve_cores")
     if not used or not cores or "retrieve_rps_2" not in results["grpc"]:  # --quick: no h2load, no second process
@@ -132,9 +142,9 @@ def two_process_ceiling(results: dict, cores: int | None) -> str | None:
     if not total:
         return None
     return (
-        f"two processes can reach at most {cores / total:.2f}× one on this machine: one process's Retrieve load "
-        f"took {total:.2f} of its {cores} cores (server {used['server']:.2f}, PostgreSQL {used['database']:.2f}, "
-        f"load generator {used['load_generator']:.2f})"
+        f"estimate: at the one-process run's CPU per call, two processes fill this machine at {cores / total:.2f}× "
+        f"one; that run took {total:.2f} of its {cores} cores (server {used['server']:.2f}, "
+        f"PostgreSQL {used['database']:.2f}, load generator {used['load_generator']:.2f})"
     )
 
 
