@@ -195,20 +195,20 @@ def _fixed_default(field: Any) -> bool:
     return not field.has_db_default()
 
 
-def _same_object(values: list[Any]) -> bool:
-    """Tell whether every value is the first one (the same object, not an equal one)."""
-    return all(map(is_, values, repeat(values[0])))
+def same_object(values: list[Any]) -> bool:
+    """Tell whether every value is the first one (the same object, not an equal one): a value a batch shares."""
+    return not values or all(map(is_, values, repeat(values[0])))
 
 
 def _all_instances(values: list[Any], model: Any) -> bool:
-    if _same_object(values):
+    if same_object(values):
         return isinstance(values[0], model)
     return all(map(isinstance, values, repeat(model)))
 
 
 def _shared_map(function: Callable[[Any], Any], values: list[Any]) -> list[Any]:
     """Return ``function`` of each value, called once if every value is the same object."""
-    if _same_object(values):
+    if same_object(values):
         return [function(values[0])] * len(values)
     return list(map(function, values))
 
@@ -295,7 +295,7 @@ _COLUMN_FORMATTERS: dict[type, Callable[[list[Any]], list[str]]] = {
 
 def column_texts(values: list[Any]) -> Iterable[str]:
     """Return the COPY text of each value of a column; one value shared by every row is formatted once."""
-    if _same_object(values):
+    if same_object(values):
         return repeat(_value_text(values[0]), len(values))
     kinds = set(map(type, values))
     if len(kinds) == 1:

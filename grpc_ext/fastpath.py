@@ -32,6 +32,7 @@ from rest_framework import ISO_8601, serializers
 from rest_framework import fields as drf_fields
 from rest_framework.settings import api_settings
 
+from grpc_ext.bulk import same_object
 from grpc_ext.protojson import JSON_MESSAGE_TYPES, integral_numbers, message_to_dict
 from grpc_ext.relations import StringPrimaryKeyRelatedField
 
@@ -245,8 +246,8 @@ def compile_fill(named_converters: list[tuple[str, Callable]]) -> Callable[[Iter
 
 def convert_column(convert: Callable, values: list[Any]) -> list[Any]:
     """Return ``convert`` of each value (``None`` stays ``None``), called once if every value is the same object."""
-    first = values[0] if values else None
-    if all(map(is_, values, repeat(first))):
+    if same_object(values):
+        first = values[0] if values else None
         return [None if first is None else convert(first)] * len(values)
     if any(map(is_, values, repeat(None))):
         return [None if value is None else convert(value) for value in values]
