@@ -20,6 +20,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db import router, transaction
 from django_grpc_framework import generics as framework_generics
 from django_grpc_framework import mixins as framework_mixins
+from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
 from grpc_ext.codec import MessageCodec
@@ -66,19 +67,32 @@ def write_transaction(serializer, action: str) -> AbstractContextManager:
     return transaction.atomic(using=database, savepoint=False)
 
 
+def hook_transaction(service, hook: str, model) -> AbstractContextManager:
+    """Return what a call of the service's write ``hook`` runs in: a transaction when a subclass overrides it.
+
+    The framework's own hooks choose their transaction (``write_transaction``).
+    An override usually writes more than the save it extends
+    (``super().perform_update(serializer)``, then another write): both run in
+    one transaction, so a failure of the second leaves nothing of the first.
+    """
+    if getattr(type(service), hook) is OWN_WRITE_HOOKS.get(hook):
+        return nullcontext()
+    return transaction.atomic(using=router.db_for_write(model), savepoint=False)
+
+
 class CreateModelMixin(framework_mixins.CreateModelMixin):
     def Create(self, request, context):
         serializer = self.get_serializer(message=request)
         skip_surrogate_checks(serializer)  # a protobuf string cannot hold one
         serializer.is_valid(raise_exception=True)
-        self.perform_create(serializer)
+        with hook_transaction(self, "perform_create", serializer.Meta.model):
+            self.perform_create(serializer)
         return serializer.message
 
     def perform_create(self, serializer):
         """Save the new object, in a transaction unless its domain function is atomic by itself (``write_transaction``).
 
-        An override that writes more than ``serializer.save()`` wraps its
-        writes in ``transaction.atomic`` itself.
+        An override runs in one transaction as a whole (``hook_transaction``).
         """
         values = self.get_create_values()
         with write_transaction(serializer, "create"):
@@ -97,7 +111,8 @@ class UpdateHooksMixin(_ServiceBase):
         instance = self.get_object()
         serializer = self.get_serializer(instance, data=self.get_replacement_data(request))
         serializer.is_valid(raise_exception=True)
-        self.perform_update(serializer)
+        with hook_transaction(self, "perform_update", serializer.Meta.model):
+            self.perform_update(serializer)
         return serializer.message
 
     def get_replacement_data(self, request) -> dict:
@@ -116,7 +131,7 @@ class UpdateHooksMixin(_ServiceBase):
     def perform_update(self, serializer):
         """Save the changed fields (Update and PartialUpdate), in a transaction unless its domain function is atomic.
 
-        See ``write_transaction``; an override that writes more wraps its writes in ``transaction.atomic``.
+        See ``write_transaction``; an override runs in one transaction as a whole (``hook_transaction``).
         """
         with write_transaction(serializer, "update"):
             serializer.save()
@@ -130,6 +145,12 @@ class UpdateModelMixin(UpdateHooksMixin, framework_mixins.UpdateModelMixin):
 
 
 class DestroyModelMixin(framework_mixins.DestroyModelMixin):
+    def Destroy(self, request, context):
+        instance = self.get_object()
+        with hook_transaction(self, "perform_destroy", type(instance)):
+            self.perform_destroy(instance)
+        return empty_pb2.Empty()
+
     def perform_destroy(self, instance):
         with transaction.atomic(savepoint=False):
             instance.delete()
@@ -336,7 +357,8 @@ class PartialUpdateModelMixin(UpdateHooksMixin):
         partial = {path: data[path] if path in data else model_default(serializer, path) for path in paths}
         serializer = self.get_serializer(instance, data=partial, partial=True)
         serializer.is_valid(raise_exception=True)
-        self.perform_update(serializer)
+        with hook_transaction(self, "perform_update", serializer.Meta.model):
+            self.perform_update(serializer)
         return serializer.message
 
     def get_update_paths(self, request, writable: list[str]) -> list[str]:
@@ -351,3 +373,11 @@ class PartialUpdateModelMixin(UpdateHooksMixin):
                 field_errors={"update_mask": [f"Not a writable field: {excerpt(path)}." for path in unknown[:5]]},
             )
         return paths
+
+
+#: The write hooks whose transaction the framework chooses itself; an override of one runs in a transaction.
+OWN_WRITE_HOOKS = {
+    "perform_create": CreateModelMixin.perform_create,
+    "perform_update": UpdateHooksMixin.perform_update,
+    "perform_destroy": DestroyModelMixin.perform_destroy,
+}

@@ -6,6 +6,7 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
+from grpc_ext.exceptions import Aborted
 from grpc_ext.server import serve_in_background
 from posts.models import Post
 from posts.serializers import PostProtoSerializer
@@ -83,3 +84,65 @@ def test_partial_update_saves_through_perform_update_as_update_does(hooked_stub,
     hooked_stub.Update(posts_pb2.PostUpdateRequest(id=str(post.id), title="again"))
     post.refresh_from_db()
     assert (post.title, post.description) == ("again", "saved by perform_update (Update)")
+
+
+class SecondWriteFailsPostService(PostService):
+    """Each write hook does what the framework's does, then a second write that fails."""
+
+    def fail_after(self, instance) -> None:
+        Post.objects.filter(pk=instance.pk).update(description="second write")
+        raise Aborted("The second write failed.")
+
+    def perform_create(self, serializer):
+        super().perform_create(serializer)
+        self.fail_after(serializer.instance)
+
+    def perform_update(self, serializer):
+        super().perform_update(serializer)
+        self.fail_after(serializer.instance)
+
+    def perform_destroy(self, instance):
+        pk = instance.pk
+        super().perform_destroy(instance)
+        Post.objects.filter(pk=pk).update(description="second write")
+        raise Aborted("The second write failed.")
+
+
+@pytest.fixture(scope="module")
+def failing_address(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        server = serve_in_background(
+            handlers_hook=lambda server: posts_pb2_grpc.add_PostControllerServicer_to_server(
+                SecondWriteFailsPostService.as_servicer(), server
+            ),
+            max_workers=2,
+        )
+        yield f"127.0.0.1:{server.port}"
+        server.stop(None).wait()
+
+
+@pytest.fixture
+def failing_stub(failing_address, user):
+    with grpc.insecure_channel(failing_address) as channel:
+        yield posts_pb2_grpc.PostControllerStub(with_metadata(channel, user))
+
+
+def test_an_overridden_write_hook_that_fails_after_saving_leaves_nothing_written(failing_stub, user):
+    # post_create and post_update are atomic by themselves (one statement), so the framework's
+    # own hooks open no transaction; an override still runs in one as a whole.
+    post = make_post(owner=user, title="kept", description="as it was")
+    mask = field_mask_pb2.FieldMask(paths=["title"])
+    calls = {
+        "Create": lambda: failing_stub.Create(posts_pb2.PostCreateRequest(title="never")),
+        "Update": lambda: failing_stub.Update(posts_pb2.PostUpdateRequest(id=str(post.id), title="never")),
+        "PartialUpdate": lambda: failing_stub.PartialUpdate(
+            posts_pb2.PostPartialUpdateRequest(id=str(post.id), title="never", update_mask=mask)
+        ),
+        "Destroy": lambda: failing_stub.Destroy(posts_pb2.PostDestroyRequest(id=str(post.id))),
+    }
+    for action, call in calls.items():
+        with pytest.raises(grpc.RpcError) as error:
+            call()
+        assert error.value.code() == grpc.StatusCode.ABORTED, action
+        assert error.value.details() == "The second write failed.", action
+        assert list(Post.objects.values_list("title", "description")) == [("kept", "as it was")], action
