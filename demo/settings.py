@@ -129,6 +129,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", int(os.environ.get("DB_CONNECT_TIMEOUT", "5"))
     )
+    # A connection whose network goes silent (a host gone, a partition) is dropped by the kernel after
+    # about this many seconds, freeing the thread that waits on it (the call fails UNAVAILABLE), instead
+    # of the hours of the kernel's defaults: TCP keepalives while waiting for an answer, and a bound on
+    # how long sent data may stay unacknowledged.
+    DB_TCP_TIMEOUT = int(os.environ.get("DB_TCP_TIMEOUT", "30"))
+    if DB_TCP_TIMEOUT > 0:
+        for option, value in {
+            "keepalives": 1,
+            "keepalives_idle": max(1, DB_TCP_TIMEOUT // 3),
+            "keepalives_interval": max(1, DB_TCP_TIMEOUT // 9),
+            "keepalives_count": 3,
+            "tcp_user_timeout": DB_TCP_TIMEOUT * 1000,
+        }.items():
+            DATABASES["default"]["OPTIONS"].setdefault(option, value)
 
 AUTH_USER_MODEL = "users.User"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

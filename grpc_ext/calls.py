@@ -23,7 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import grpc
@@ -109,8 +109,18 @@ class CallContext:
                 self._database = None
 
     def cancel(self) -> None:
-        """Mark the call cancelled and stop the query it is running, if any (called from the event loop)."""
+        """Mark the call cancelled and stop the query it is running, if any (called from the event loop).
+
+        The query is stopped from a thread of its own (``query_cancellers``):
+        stopping a PostgreSQL query means talking to the database server,
+        which a silent network can make wait for minutes.
+        """
         self.cancelled = True
+        if self._database is not None:
+            query_cancellers.submit(self._cancel_query)
+
+    def _cancel_query(self) -> None:
+        # Under the lock, the query is still this call's: ``run`` clears it only after the function returned.
         with self._lock:
             wrapper = self._database
             raw = wrapper.connection if wrapper is not None else None
@@ -118,11 +128,35 @@ class CallContext:
                 return
             try:
                 if wrapper.vendor == "postgresql":
-                    raw.cancel()
+                    cancel_postgresql_query(wrapper, raw.info.backend_pid)
                 elif wrapper.vendor == "sqlite":
                     raw.interrupt()
-            except Exception:  # the query may have ended meanwhile
+            except Exception:  # the query may have ended meanwhile, or the database is unreachable
                 logger.debug("Could not cancel the query of a cancelled call", exc_info=True)
+
+
+#: The threads that stop the queries of cancelled calls: a silent network can hold one for as long as
+#: ``DB_CONNECT_TIMEOUT``, which must hold neither the event loop nor a thread of the pool that serves calls.
+query_cancellers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="query-cancel")
+
+
+def cancel_postgresql_query(wrapper, backend_pid: int) -> None:
+    """Stop what the PostgreSQL backend ``backend_pid`` runs, with ``pg_cancel_backend`` on a connection of its own.
+
+    Not the driver's own cancel request: psycopg2 sends it holding the GIL,
+    so a database that stops answering would freeze every thread of the
+    process, the event loop included, until the kernel gives up (minutes).
+    The connection is opened with the database's ``connect_timeout`` and
+    waits with the GIL released; it is closed at once, so that no
+    connection is left open between cancels (they are rare).
+    """
+    connection = wrapper.get_new_connection(wrapper.get_connection_params())
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_cancel_backend(%s)", [backend_pid])
+    finally:
+        connection.close()
 
 
 #: The thread pool of each serving event loop (``use_pool``); ``in_pool`` hands calls to it directly.

@@ -12,7 +12,9 @@ class TcpProxy:
     ``cut()`` drops every open connection and answers new ones by closing them
     at once, as a database server that is down or restarting does;
     ``hang()`` accepts new connections and never answers them, as a network
-    that drops packets does; ``restore()`` closes those and forwards again.
+    that drops packets does; ``silence()`` does that and also drops what the
+    open connections send either way; ``restore()`` closes the held
+    connections and forwards again.
     """
 
     def __init__(self, upstream: tuple[str, int]):
@@ -21,6 +23,7 @@ class TcpProxy:
         self.port: int = self._listener.getsockname()[1]
         self._cut = threading.Event()
         self._hang = threading.Event()
+        self._silent = threading.Event()
         self._held: list[socket.socket] = []
         self._closed = threading.Event()
         self._open: set[socket.socket] = set()
@@ -37,9 +40,14 @@ class TcpProxy:
     def hang(self) -> None:
         self._hang.set()
 
+    def silence(self) -> None:
+        self._hang.set()
+        self._silent.set()
+
     def restore(self) -> None:
         self._cut.clear()
         self._hang.clear()
+        self._silent.clear()
         with self._lock:
             held, self._held = self._held, []
         for sock in held:
@@ -78,7 +86,8 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if not self._silent.is_set():
+                    sink.sendall(data)
         except OSError:
             pass
         finally:

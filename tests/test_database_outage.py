@@ -55,6 +55,8 @@ class Outage:
     env: dict[str, str]
     #: Make new connections wait forever (PostgreSQL only).
     hang: Callable[[], None] | None = None
+    #: As ``hang``, and drop what open connections send (PostgreSQL only).
+    silence: Callable[[], None] | None = None
 
 
 @pytest.fixture
@@ -65,7 +67,7 @@ def outage(post, tmp_path) -> Iterator[Outage]:
         proxy = TcpProxy((settings["HOST"] or "127.0.0.1", int(settings["PORT"] or 5432)))
         user = settings["USER"] or "postgres"
         url = f"postgres://{user}@127.0.0.1:{proxy.port}/{settings['NAME']}"
-        yield Outage(url, proxy.cut, proxy.restore, {}, hang=proxy.hang)
+        yield Outage(url, proxy.cut, proxy.restore, {}, hang=proxy.hang, silence=proxy.silence)
         proxy.close()
     elif connection.vendor == "sqlite":
         # The test database is in memory; the server gets a copy in a file.
@@ -231,3 +233,35 @@ def test_a_database_that_stops_answering_is_not_serving_and_unavailable_after_th
         )
         outage.restore()
         wait_for_health(channel, SERVING)
+
+
+@pytest.mark.server_env(TEST_DATABASE_PROBE_INTERVAL="300")
+def test_calls_whose_queries_the_network_swallows_end_at_their_deadline_and_the_server_keeps_answering(
+    outage, database_server, user, post
+):
+    """The query is sent, then nothing comes back (nor does the cancel request): the loop never waits on it."""
+    if outage.silence is None:
+        pytest.skip("a local SQLite file cannot stop answering the way a network does")
+    address, process = database_server
+    with grpc.insecure_channel(address) as channel:
+        posts = posts_pb2_grpc.PostControllerStub(channel)
+        request = posts_pb2.PostRetrieveRequest(id=str(post.id))
+        assert posts.Retrieve(request, metadata=auth_metadata(user), timeout=10).title == post.title
+        outage.silence()
+        for _ in range(3):
+            started = time.monotonic()
+            assert_status(
+                lambda: posts.Retrieve(request, metadata=auth_metadata(user), timeout=1),
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            )
+            assert time.monotonic() - started < 3
+        # Health is answered from the event loop: no cancel request to the silent database holds it.
+        started = time.monotonic()
+        statuses = [health(channel, name) for name in HEALTH_NAMES]
+        assert time.monotonic() - started < 2, statuses
+        assert set(statuses) <= {SERVING, NOT_SERVING}
+        # The swallowed queries never return: end their connections, as a network that comes back resets them.
+        outage.cut()
+        outage.restore()
+        wait_for_health(channel, SERVING)
+        assert posts.Retrieve(request, metadata=auth_metadata(user), timeout=10).title == post.title

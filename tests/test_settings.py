@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from django.conf import settings
 
 PRINT_DATABASE = "import django; django.setup(); from django.conf import settings as s; print(s.DATABASES['default'])"
@@ -45,3 +46,22 @@ def test_no_environment_means_a_sqlite_file_in_the_project():
     result = run_python(PRINT_DATABASE)
     assert "'ENGINE': 'django.db.backends.sqlite3'" in result.stdout
     assert str(settings.BASE_DIR / "db.sqlite3") in result.stdout
+
+
+def test_postgresql_connections_are_dropped_by_the_kernel_when_their_network_goes_silent():
+    """DB_TCP_TIMEOUT reaches libpq: keepalives while a query waits, a bound on unacknowledged data."""
+    code = (
+        "import django; django.setup(); from django.db import connection; connection.ensure_connection(); "
+        "p = connection.connection.info.dsn_parameters; "
+        "print(p['keepalives'], p['keepalives_idle'], p['keepalives_interval'], p['keepalives_count'], "
+        "p['tcp_user_timeout'])"
+    )
+    result = run_python(code, DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres", DB_TCP_TIMEOUT="9")
+    if "could not connect" in result.stderr or "Connection refused" in result.stderr:
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "3", "1", "3", "9000"]
+
+    off = run_python(PRINT_DATABASE, DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres", DB_TCP_TIMEOUT="0")
+    assert off.returncode == 0, off.stderr
+    assert "keepalives" not in off.stdout and "tcp_user_timeout" not in off.stdout
