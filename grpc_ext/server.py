@@ -68,6 +68,7 @@ def server_options(*, reuse_port: bool) -> list[tuple[str, object]]:
     """
     settings = grpc_ext_settings
     limits = {
+        "grpc.server_handshake_timeout_ms": _ms(settings.HANDSHAKE_TIMEOUT),
         "grpc.max_concurrent_streams": settings.MAX_CONCURRENT_STREAMS,
         "grpc.keepalive_time_ms": _ms(settings.KEEPALIVE_TIME),
         "grpc.keepalive_timeout_ms": _ms(settings.KEEPALIVE_TIMEOUT),
@@ -81,6 +82,29 @@ def server_options(*, reuse_port: bool) -> list[tuple[str, object]]:
         limits[name] = value
     limits["grpc.so_reuseport"] = 1 if reuse_port else 0
     return list(limits.items())
+
+
+def raise_open_files_limit() -> int | None:
+    """Raise this process's soft limit of open files to its hard limit; return the limit (``None``: unknown).
+
+    Every connection is a file: under the common soft limit of 1,024, a
+    thousand clients that connect and say nothing leave no descriptor for the
+    next connection, Health/Check included. The hard limit is what the
+    operator allows; servers that expect many connections take it (Go's
+    runtime does the same at start).
+    """
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            logger.warning("Cannot raise the open files limit from %d to %d", soft, hard)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def server_credentials(
@@ -299,6 +323,7 @@ def build_server(
         tls_client_ca if tls_client_ca is not None else settings.TLS_CLIENT_CA,
     )
     interceptors = load_interceptors()
+    raise_open_files_limit()
     runner = EventLoopThread(max_workers or settings.MAX_WORKERS)
 
     async def assemble() -> GrpcServer:

@@ -64,6 +64,9 @@ DEFAULTS = {
     "MAX_WORKERS": 10,
     # Seconds a call's request message may take to arrive after its headers; then DEADLINE_EXCEEDED.
     "REQUEST_TIMEOUT": 10.0,
+    # Seconds a new connection may take to complete its handshake (TLS, the HTTP/2 preface and
+    # settings); then it is closed. A client that connects and says nothing holds a socket that long.
+    "HANDSHAKE_TIMEOUT": 10.0,
     # Concurrent calls (HTTP/2 streams) one connection may have open.
     "MAX_CONCURRENT_STREAMS": 100,
     # The server pings a connection after this many seconds without activity, and closes

@@ -57,7 +57,7 @@ def run_server():
     """
     processes = []
 
-    def start(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    def start(*args: str, env: dict | None = None, open_files: int | None = None) -> tuple[subprocess.Popen, str]:
         address = f"127.0.0.1:{free_port()}"
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.server_settings", "LOG_LEVEL": "INFO", **(env or {})}
         process = subprocess.Popen(
@@ -67,6 +67,7 @@ def run_server():
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=(lambda: limit_open_files(open_files)) if open_files else None,
         )
         processes.append(process)
         with grpc.insecure_channel(address) as channel:
@@ -78,6 +79,13 @@ def run_server():
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def limit_open_files(soft: int) -> None:
+    """Lower the soft limit of open files (in a child before it runs the server), as many systems start it."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
 
 @pytest.fixture(scope="session")

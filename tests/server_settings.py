@@ -13,4 +13,6 @@ GRPC_FRAMEWORK = {
     ],
     # A test may probe the database less often, to see what the RPCs' own failures do.
     "DATABASE_PROBE_INTERVAL": float(os.environ.get("TEST_DATABASE_PROBE_INTERVAL", "1")),
+    # A test may give connections less time to complete their handshake.
+    "HANDSHAKE_TIMEOUT": float(os.environ.get("TEST_HANDSHAKE_TIMEOUT", "10")),
 }

@@ -9,9 +9,12 @@ second (a liveness bound, not a speed measurement).
 from __future__ import annotations
 
 import logging
+import resource
 import signal
+import socket
 import sqlite3
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -137,6 +140,37 @@ def test_stalled_clients_do_not_starve_several_worker_processes(run_server, serv
             assert_still_answering(address)
     finally:
         close_all(opened)
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def test_a_thousand_silent_connections_leave_room_for_more(run_server, served_database):
+    """Clients that connect and say nothing cannot use up the descriptors, under a soft limit of 1,024."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the hard limit of open files here is {hard}")
+    process, address = run_server(env=served_database.env, open_files=1024)
+    host, port = address.rsplit(":", 1)
+    silent = [socket.create_connection((host, int(port))) for _ in range(1500)]
+    try:
+        for _ in range(3):
+            assert_still_answering(address)
+    finally:
+        for sock in silent:
+            sock.close()
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def test_a_connection_that_never_completes_its_handshake_is_closed(run_server, served_database):
+    process, address = run_server(env={**served_database.env, "TEST_HANDSHAKE_TIMEOUT": "0.5"})
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as silent:
+        silent.settimeout(10)
+        started = time.monotonic()
+        while silent.recv(1024):  # the server's own preface (SETTINGS), then the close
+            pass
+        assert time.monotonic() - started < 5
     process.terminate()
     process.wait(timeout=20)
 
