@@ -235,7 +235,6 @@ def test_a_database_that_stops_answering_is_not_serving_and_unavailable_after_th
         wait_for_health(channel, SERVING)
 
 
-@pytest.mark.server_env(TEST_DATABASE_PROBE_INTERVAL="300")
 def test_calls_whose_queries_the_network_swallows_end_at_their_deadline_and_the_server_keeps_answering(
     outage, database_server, user, post
 ):
