@@ -48,17 +48,36 @@ class IdempotencyKeyReused(exceptions.APIException):
     default_code = "idempotency_key_reused"
 
 
-def idempotent_response(request, handle: Callable[[], Response]) -> Response:
-    """Return ``handle()``'s response, or the one remembered for the request's ``Idempotency-Key``."""
+def idempotency_key(request) -> tuple[str, str] | None:
+    """Return the request's record id and fingerprint; ``None`` without an ``Idempotency-Key``."""
     key = request.headers.get(IDEMPOTENCY_HEADER, "")
     if not key:
-        return handle()
+        return None
     if len(key) > idempotency.MAX_KEY_LENGTH or not key.isprintable():
         raise exceptions.ValidationError(
             {IDEMPOTENCY_HEADER: [f"At most {idempotency.MAX_KEY_LENGTH} printable characters."]}
         )
     body = json.dumps(request.data, sort_keys=True, cls=JSONEncoder).encode()
-    digest = idempotency.fingerprint(f"REST {request.method} {request.path}", body)
+    return f"rest:{key}", idempotency.fingerprint(f"REST {request.method} {request.path}", body)
+
+
+def remembered_response(request) -> bytes | None:
+    """Return what was remembered for the request's ``Idempotency-Key``; 422 for a key used with another body."""
+    key = idempotency_key(request)
+    if key is None:
+        return None
+    try:
+        return idempotency.remembered(idempotency.caller_scope(request.user), *key, IDEMPOTENCY_HEADER)
+    except idempotency.KeyReused:
+        raise IdempotencyKeyReused() from None
+
+
+def idempotent_response(request, handle: Callable[[], Response]) -> Response:
+    """Return ``handle()``'s response, or the one remembered for the request's ``Idempotency-Key``."""
+    key = idempotency_key(request)
+    if key is None:
+        return handle()
+    record_id, digest = key
 
     def write() -> bytes:
         response = handle()
@@ -69,7 +88,7 @@ def idempotent_response(request, handle: Callable[[], Response]) -> Response:
     try:
         payload = idempotency.run_once(
             caller=idempotency.caller_scope(request.user),
-            request_id=f"rest:{key}",
+            request_id=record_id,
             digest=digest,
             write=write,
             field=IDEMPOTENCY_HEADER,
@@ -80,7 +99,20 @@ def idempotent_response(request, handle: Callable[[], Response]) -> Response:
     return Response(remembered["data"], status=remembered["status"])
 
 
-class IdempotentCreateMixin(_ViewBase):
+class UncountedRetriesMixin(_ViewBase):
+    """A retry of a remembered ``POST`` (same ``Idempotency-Key``) is answered, not counted against rate limits.
+
+    It writes nothing; were it counted, a tight rate (signups) would refuse a
+    client whose first response was lost the very object it created.
+    """
+
+    def check_throttles(self, request):
+        if request.method == "POST" and remembered_response(request) is not None:
+            return
+        super().check_throttles(request)
+
+
+class IdempotentCreateMixin(UncountedRetriesMixin):
     """``POST`` of a DRF ``CreateModelMixin`` view honours ``Idempotency-Key``."""
 
     def create(self, request, *args, **kwargs):

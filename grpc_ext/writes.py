@@ -156,16 +156,35 @@ class IdempotentCreateMixin(_ServiceBase):
     def BatchCreate(self, request, context):
         return self.run_idempotent(request, lambda: super(IdempotentCreateMixin, self).BatchCreate(request, context))
 
-    def run_idempotent(self, request: Message, handle: Callable[[], Message]) -> Message:
+    def idempotency_key(self, request: Message) -> tuple[str, str] | None:
+        """Return the request's id and the fingerprint of the rest of it; ``None`` without a ``request_id``."""
         raw_id = getattr(request, REQUEST_ID_FIELD, "")
         if not raw_id:
-            return handle()
+            return None
         request_id = idempotency.parse_request_id(raw_id)
         unkeyed = type(request)()
         unkeyed.CopyFrom(request)
         unkeyed.ClearField(REQUEST_ID_FIELD)
         operation = f"{type(request).DESCRIPTOR.full_name}"
-        digest = idempotency.fingerprint(operation, unkeyed.SerializeToString(deterministic=True))
+        return request_id, idempotency.fingerprint(operation, unkeyed.SerializeToString(deterministic=True))
+
+    def check_throttles(self) -> None:
+        """Answer a retry of a remembered request without counting it: it writes nothing.
+
+        A client whose Create timed out retries until it gets an answer; were
+        the retries counted, a tight rate (signups) would refuse it the very
+        object it created.
+        """
+        key = self.idempotency_key(self.request)
+        if key is not None and idempotency.remembered(idempotency.caller_scope(self.user), *key, REQUEST_ID_FIELD):
+            return
+        super().check_throttles()
+
+    def run_idempotent(self, request: Message, handle: Callable[[], Message]) -> Message:
+        key = self.idempotency_key(request)
+        if key is None:
+            return handle()
+        request_id, digest = key
         response_class: list[type[Message]] = []
 
         def write() -> bytes:

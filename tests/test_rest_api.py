@@ -259,6 +259,21 @@ def test_a_signup_retried_with_its_idempotency_key_signs_up_once(client, db):
     assert User.objects.count() == 1
 
 
+def test_signup_retries_with_their_idempotency_key_do_not_count_against_the_rate(client, db, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"signup": "1/hour"}}
+    body = {"email": "retry@example.com", "password": PASSWORD}
+    first = client.post("/api/users/signup/", body, format="json", HTTP_IDEMPOTENCY_KEY="signup-2")
+    for _ in range(3):
+        again = client.post("/api/users/signup/", body, format="json", HTTP_IDEMPOTENCY_KEY="signup-2")
+        assert again.status_code == 201 and again.data["id"] == first.data["id"]
+    other = {"email": "other@example.com", "password": PASSWORD}
+    assert client.post("/api/users/signup/", other, format="json", HTTP_IDEMPOTENCY_KEY="signup-3").status_code == 429
+    # The same key with another body is still refused as such, before any rate is counted.
+    reused = client.post("/api/users/signup/", other, format="json", HTTP_IDEMPOTENCY_KEY="signup-2")
+    assert reused.status_code == 422
+    assert User.objects.count() == 1
+
+
 def test_etag_and_if_match_on_a_post(author):
     client = as_user(author)
     post = make_post(owner=author)

@@ -232,6 +232,29 @@ def test_a_retried_signup_returns_the_same_user_and_concurrent_ones_sign_up_once
     assert User.objects.count() == 1
 
 
+def test_retries_of_a_remembered_signup_are_answered_without_counting_against_the_rate(anon_users_stub, settings):
+    """A retry writes nothing, so it spends no rate limit: a client whose signup timed out always gets its user."""
+    rates = {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "signup": "2/hour"}
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
+    request = users_pb2.UserCreateRequest(email="retry@example.com", password=PASSWORD, request_id=str(uuid.uuid4()))
+    first = anon_users_stub.Create(request)
+    for _ in range(5):
+        assert anon_users_stub.Create(request).id == first.id
+    batch = users_pb2.UserBatchCreateRequest(
+        requests=[users_pb2.UserCreateRequest(email="batch@example.com", password=PASSWORD)],
+        request_id=str(uuid.uuid4()),
+    )
+    batch_first = anon_users_stub.BatchCreate(batch)
+    for _ in range(3):
+        assert anon_users_stub.BatchCreate(batch).users[0].id == batch_first.users[0].id
+    # New signups still count: the rate (2) is spent by the two that wrote.
+    assert_status(
+        lambda: anon_users_stub.Create(users_pb2.UserCreateRequest(email="new@example.com", password=PASSWORD)),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    )
+    assert User.objects.count() == 2
+
+
 def test_a_signup_retry_with_another_password_does_not_get_the_user(anon_users_stub):
     request_id = str(uuid.uuid4())
     anon_users_stub.Create(users_pb2.UserCreateRequest(email="a@example.com", password=PASSWORD, request_id=request_id))

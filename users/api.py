@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
-from grpc_ext.rest import idempotent_response, with_etag
+from grpc_ext.rest import UncountedRetriesMixin, idempotent_response, with_etag
 from users.serializers import UserProtoSerializer
 from users.services import auth_login, auth_logout, auth_refresh
 from users.throttling import LoginThrottle, SignupThrottle
@@ -46,7 +46,7 @@ class OpenView(APIView):
         return serializer.validated_data
 
 
-class SignupView(OpenView):
+class SignupView(UncountedRetriesMixin, OpenView):
     throttle_classes = [SignupThrottle]
 
     def post(self, request):
