@@ -252,10 +252,12 @@ def prepare_database(call: CallContext) -> None:
     asks Django to check a persistent connection before its next query. A
     connection checked less than ``DB_HEALTH_CHECK_INTERVAL`` seconds ago is
     not checked again; one that raised an error is always checked (Django's
-    ``errors_occurred``). A call without a deadline costs no round trip unless
-    the connection still has the timeout of an earlier call to undo, and a
-    call whose deadline is close to the previous call's none either
-    (``timeout_fits``).
+    ``errors_occurred``). No statement runs longer than ``QUERY_TIMEOUT``
+    seconds, whatever the call's deadline, or without one: a client that sends
+    none cannot hold a thread for as long as its query would run. A call
+    whose deadline is close to the previous call's costs no round trip
+    (``timeout_fits``), nor do calls without one once their connection has
+    the limit.
     """
     # health_check_enabled/_done: Django's own attributes, set when a connection opens (not in the stubs).
     database: Any = connections["default"]
@@ -270,6 +272,9 @@ def prepare_database(call: CallContext) -> None:
         return
     remaining = call.time_remaining()
     wanted = max(1, int(remaining * 1000)) if remaining is not None else 0
+    limit = int(grpc_ext_settings.QUERY_TIMEOUT * 1000) if grpc_ext_settings.QUERY_TIMEOUT else 0
+    if limit and (not wanted or wanted > limit):
+        wanted = limit
     if state is None:
         if not wanted:
             return
@@ -277,8 +282,10 @@ def prepare_database(call: CallContext) -> None:
         state = connection_state(database)
         if state is None:
             return
-    if not timeout_fits(state.statement_timeout_ms, wanted):
+    if not timeout_fits(state.statement_timeout_ms, wanted, limit):
         timeout = math.ceil(wanted * STATEMENT_TIMEOUT_HEADROOM)
+        if limit:
+            timeout = min(timeout, limit)
         with database.cursor() as cursor:
             cursor.execute("SELECT set_config('statement_timeout', %s, false)", [str(timeout)])
         state.statement_timeout_ms = timeout
@@ -289,15 +296,17 @@ def prepare_database(call: CallContext) -> None:
 STATEMENT_TIMEOUT_HEADROOM = 1.25
 
 
-def timeout_fits(current_ms: int, wanted_ms: int) -> bool:
+def timeout_fits(current_ms: int, wanted_ms: int, limit_ms: int = 0) -> bool:
     """Tell whether a connection's statement timeout may serve a call whose remaining deadline is ``wanted_ms``.
 
-    ``0`` (no deadline) needs no timeout. Otherwise the timeout must not be
-    shorter than the deadline (a query the client still waits for would be
-    stopped) and at most about twice as long: the call is cancelled at its
+    ``0`` (no deadline, no limit) needs no timeout. Otherwise the timeout must
+    not be shorter than the deadline (a query the client still waits for would
+    be stopped) and at most about twice as long: the call is cancelled at its
     deadline anyway, which stops its query (``CallContext.cancel``); the
-    timeout is the backstop for a query that cancellation cannot reach.
+    timeout is the backstop for a query that cancellation cannot reach. It is
+    never longer than ``limit_ms`` (``QUERY_TIMEOUT``), when there is one.
     """
     if not wanted_ms:
         return current_ms == 0
-    return wanted_ms <= current_ms <= 2 * wanted_ms + 100
+    longest = min(2 * wanted_ms + 100, limit_ms) if limit_ms else 2 * wanted_ms + 100
+    return wanted_ms <= current_ms <= longest

@@ -276,7 +276,10 @@ def to_grpc_error(exc: Exception) -> GrpcError | None:
     if isinstance(exc, drf_exceptions.Throttled):
         return ResourceExhausted(str(exc.detail), retry_after=getattr(exc, "wait", None))
     if is_query_canceled(exc):
-        return DeadlineExceeded("The query was cancelled: the call's deadline passed or the client went away.")
+        return DeadlineExceeded(
+            "The query was cancelled: it outran the call's deadline or the server's limit on a query's time, "
+            "or the client went away."
+        )
     if isinstance(exc, IntegrityError):
         return AlreadyExists("The object conflicts with one that already exists.")
     if is_database_unavailable(exc):

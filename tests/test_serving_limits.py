@@ -269,8 +269,30 @@ def test_calls_with_about_the_same_deadline_set_the_statement_timeout_once(db):
     assert timeout_sets(0.5) == 1  # a much shorter deadline: the timeout comes down with it
     assert 500 <= current_timeout_ms() <= 700
     assert timeout_sets(20.0) == 1  # a longer one: a query the client still waits for is not stopped
-    assert timeout_sets(None) == 1  # no deadline: no timeout
-    assert current_timeout_ms() == 0
+    assert timeout_sets(None) == 1  # no deadline: QUERY_TIMEOUT (30 s)
+    assert current_timeout_ms() == 30_000
+    assert timeout_sets(None, None, 3600.0) == 0  # nor a deadline past it: the limit is already set
+    assert timeout_sets(10.0) == 1
+    assert timeout_sets(25.0) == 1
+    assert current_timeout_ms() == 30_000  # 25 s and a quarter of headroom, but never past the limit
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="statement_timeout is PostgreSQL's")
+def test_a_call_without_a_deadline_runs_no_statement_longer_than_query_timeout(posts_stub, post, monkeypatch, settings):
+    """A client that sends no deadline cannot hold a thread for as long as its query would run."""
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "QUERY_TIMEOUT": 0.3}
+
+    def slow_queryset(self):
+        return post_list().annotate(slow=RawSQL("SELECT 1 FROM pg_sleep(5)", []))
+
+    monkeypatch.setattr(PostService, "get_queryset", slow_queryset)
+    monkeypatch.setattr(PostService, "prepared_lookup", False)
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as error:
+        posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)))
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "limit on a query's time" in error.value.details()
+    assert time.monotonic() - started < 3
 
 
 # The access log
