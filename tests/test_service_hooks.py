@@ -41,21 +41,29 @@ class HookedPostService(PostService):
 
 
 @pytest.fixture(scope="module")
-def hooked_address(django_db_setup, django_db_blocker):
-    with django_db_blocker.unblock():
-        server = serve_in_background(
-            handlers_hook=lambda server: posts_pb2_grpc.add_PostControllerServicer_to_server(
-                HookedPostService.as_servicer(), server
-            ),
-            max_workers=2,
-        )
-        yield f"127.0.0.1:{server.port}"
+def serve_posts(django_db_setup, django_db_blocker):
+    """Return ``address(service_class)``: the address of a server of that PostController (one per class and module)."""
+    servers = {}
+
+    def address(service_class) -> str:
+        if service_class not in servers:
+            with django_db_blocker.unblock():
+                servers[service_class] = serve_in_background(
+                    handlers_hook=lambda server: posts_pb2_grpc.add_PostControllerServicer_to_server(
+                        service_class.as_servicer(), server
+                    ),
+                    max_workers=2,
+                )
+        return f"127.0.0.1:{servers[service_class].port}"
+
+    yield address
+    for server in servers.values():
         server.stop(None).wait()
 
 
 @pytest.fixture
-def hooked_stub(hooked_address, user):
-    with grpc.insecure_channel(hooked_address) as channel:
+def hooked_stub(serve_posts, user):
+    with grpc.insecure_channel(serve_posts(HookedPostService)) as channel:
         yield posts_pb2_grpc.PostControllerStub(with_metadata(channel, user))
 
 
@@ -108,22 +116,9 @@ class SecondWriteFailsPostService(PostService):
         raise Aborted("The second write failed.")
 
 
-@pytest.fixture(scope="module")
-def failing_address(django_db_setup, django_db_blocker):
-    with django_db_blocker.unblock():
-        server = serve_in_background(
-            handlers_hook=lambda server: posts_pb2_grpc.add_PostControllerServicer_to_server(
-                SecondWriteFailsPostService.as_servicer(), server
-            ),
-            max_workers=2,
-        )
-        yield f"127.0.0.1:{server.port}"
-        server.stop(None).wait()
-
-
 @pytest.fixture
-def failing_stub(failing_address, user):
-    with grpc.insecure_channel(failing_address) as channel:
+def failing_stub(serve_posts, user):
+    with grpc.insecure_channel(serve_posts(SecondWriteFailsPostService)) as channel:
         yield posts_pb2_grpc.PostControllerStub(with_metadata(channel, user))
 
 
