@@ -223,18 +223,12 @@ def start(
 
 
 def start_grpc(database_url: str, processes: int, token: str) -> Server:
-    """Start ``grpcrunserver --workers processes`` (the processes share the port with SO_REUSEPORT)."""
+    """Start ``grpcrunserver --workers processes`` (the processes share the port with SO_REUSEPORT).
+
+    Each process has the product's default pool (``MAX_WORKERS``, 10 threads).
+    """
     port = free_port()
-    command = [
-        sys.executable,
-        "manage.py",
-        "grpcrunserver",
-        f"127.0.0.1:{port}",
-        "--max-workers",
-        "16",
-        "--workers",
-        str(processes),
-    ]
+    command = [sys.executable, "manage.py", "grpcrunserver", f"127.0.0.1:{port}", "--workers", str(processes)]
     status_dir = Path(tempfile.mkdtemp(prefix="bench-status-"))
     env = {
         **server_env(database_url),
