@@ -148,7 +148,8 @@ def cancel_postgresql_query(wrapper, backend_pid: int) -> None:
     process, the event loop included, until the kernel gives up (minutes).
     The connection is opened with the database's ``connect_timeout`` and
     waits with the GIL released; it is closed at once, so that no
-    connection is left open between cancels (they are rare).
+    connection is left open between cancels (they are rare). Behind
+    PgBouncer the pid names no backend: the statement timeout stops the query.
     """
     connection = wrapper.get_new_connection(wrapper.get_connection_params())
     try:
