@@ -60,14 +60,16 @@ def run_server():
     def start(*args: str, env: dict | None = None, open_files: int | None = None) -> tuple[subprocess.Popen, str]:
         address = f"127.0.0.1:{free_port()}"
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.server_settings", "LOG_LEVEL": "INFO", **(env or {})}
+        command = [sys.executable, "manage.py", "grpcrunserver", address, *args]
+        if open_files:
+            command = [sys.executable, "-c", LIMIT_OPEN_FILES_AND_EXEC, str(open_files), *command]
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "grpcrunserver", address, *args],
+            command,
             cwd=BASE_DIR,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            preexec_fn=(lambda: limit_open_files(open_files)) if open_files else None,
         )
         processes.append(process)
         with grpc.insecure_channel(address) as channel:
@@ -81,11 +83,14 @@ def run_server():
             process.wait()
 
 
-def limit_open_files(soft: int) -> None:
-    """Lower the soft limit of open files (in a child before it runs the server), as many systems start it."""
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+#: ``python -c`` this, SOFT, COMMAND...: lower the soft limit of open files, as many systems start
+#: processes, then become COMMAND (same pid). Not a ``preexec_fn``: that runs Python in a child forked
+#: from a process with grpc threads, which can deadlock.
+LIMIT_OPEN_FILES_AND_EXEC = (
+    "import os, resource, sys; "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
 
 
 @pytest.fixture(scope="session")
