@@ -87,31 +87,52 @@ def remembered(caller: str, request_id: str, digest: str, field: str) -> bytes |
     return bytes(record[1])
 
 
-def run_once(
-    *, caller: str, request_id: str, digest: str, write: Callable[[], bytes], field: str = "request_id"
-) -> bytes:
-    """Run ``write`` (which returns the response's bytes) once per ``(caller, request_id)``.
+class KeyedRequest:
+    """A request with an idempotency key: its caller, id and fingerprint, and its record, looked up once.
 
-    ``write`` runs in one transaction with the insertion of its record. If it
-    fails because a concurrent copy of the request won (its record is then
-    committed), the winner's response is returned.
+    The rate limits of a call ask whether it is a retry (``remembered``)
+    before its handler runs it (``run_once``): one lookup serves both.
     """
-    response = remembered(caller, request_id, digest, field)
-    if response is not None:
+
+    def __init__(self, *, caller: str, request_id: str, digest: str, field: str = "request_id"):
+        self.caller, self.request_id, self.digest, self.field = caller, request_id, digest, field
+        self._looked_up = False
+        self._remembered: bytes | None = None
+
+    def remembered(self) -> bytes | None:
+        """Return the response remembered for this request (``None``: none yet); ``KeyReused`` as ``remembered``."""
+        if not self._looked_up:
+            self._remembered = remembered(self.caller, self.request_id, self.digest, self.field)
+            self._looked_up = True
+        return self._remembered
+
+    def run_once(self, write: Callable[[], bytes]) -> bytes:
+        """Run ``write`` (which returns the response's bytes) once per ``(caller, request_id)``.
+
+        ``write`` runs in one transaction with the insertion of its record. If it
+        fails because a concurrent copy of the request won (its record is then
+        committed), the winner's response is returned.
+        """
+        response = self.remembered()
+        if response is not None:
+            return response
+        try:
+            with transaction.atomic():
+                response = write()
+                IdempotencyRecord.objects.create(
+                    caller=self.caller,
+                    request_id=self.request_id,
+                    fingerprint=self.digest,
+                    response=response,
+                    created=timezone.now(),
+                )
+        except Exception:
+            # A concurrent copy may have committed first; its response is the answer.
+            response = remembered(self.caller, self.request_id, self.digest, self.field)
+            if response is None:
+                raise
+            logger.info("Request %s of %s answered with a concurrent copy's response", self.request_id, self.caller)
         return response
-    try:
-        with transaction.atomic():
-            response = write()
-            IdempotencyRecord.objects.create(
-                caller=caller, request_id=request_id, fingerprint=digest, response=response, created=timezone.now()
-            )
-    except Exception:
-        # A concurrent copy may have committed first; its response is the answer.
-        response = remembered(caller, request_id, digest, field)
-        if response is None:
-            raise
-        logger.info("Request %s of %s answered with the response of a concurrent copy", request_id, caller)
-    return response
 
 
 def clear_expired(ttl: float | None = None) -> int:

@@ -48,36 +48,48 @@ class IdempotencyKeyReused(exceptions.APIException):
     default_code = "idempotency_key_reused"
 
 
-def idempotency_key(request) -> tuple[str, str] | None:
-    """Return the request's record id and fingerprint; ``None`` without an ``Idempotency-Key``."""
+def keyed_request(request) -> idempotency.KeyedRequest | None:
+    """Return the request with its record id and fingerprint; ``None`` without an ``Idempotency-Key``.
+
+    Built once per request (the rate limits and the view both ask), looking its record up once.
+    """
+    cached = getattr(request, "_grpc_ext_keyed_request", None)
+    if cached is not None:
+        return cached[0]
+    keyed = None
     key = request.headers.get(IDEMPOTENCY_HEADER, "")
-    if not key:
-        return None
-    if len(key) > idempotency.MAX_KEY_LENGTH or not key.isprintable():
-        raise exceptions.ValidationError(
-            {IDEMPOTENCY_HEADER: [f"At most {idempotency.MAX_KEY_LENGTH} printable characters."]}
+    if key:
+        if len(key) > idempotency.MAX_KEY_LENGTH or not key.isprintable():
+            raise exceptions.ValidationError(
+                {IDEMPOTENCY_HEADER: [f"At most {idempotency.MAX_KEY_LENGTH} printable characters."]}
+            )
+        body = json.dumps(request.data, sort_keys=True, cls=JSONEncoder).encode()
+        keyed = idempotency.KeyedRequest(
+            caller=idempotency.caller_scope(request.user),
+            request_id=f"rest:{key}",
+            digest=idempotency.fingerprint(f"REST {request.method} {request.path}", body),
+            field=IDEMPOTENCY_HEADER,
         )
-    body = json.dumps(request.data, sort_keys=True, cls=JSONEncoder).encode()
-    return f"rest:{key}", idempotency.fingerprint(f"REST {request.method} {request.path}", body)
+    request._grpc_ext_keyed_request = (keyed,)
+    return keyed
 
 
 def remembered_response(request) -> bytes | None:
     """Return what was remembered for the request's ``Idempotency-Key``; 422 for a key used with another body."""
-    key = idempotency_key(request)
-    if key is None:
+    keyed = keyed_request(request)
+    if keyed is None:
         return None
     try:
-        return idempotency.remembered(idempotency.caller_scope(request.user), *key, IDEMPOTENCY_HEADER)
+        return keyed.remembered()
     except idempotency.KeyReused:
         raise IdempotencyKeyReused() from None
 
 
 def idempotent_response(request, handle: Callable[[], Response]) -> Response:
     """Return ``handle()``'s response, or the one remembered for the request's ``Idempotency-Key``."""
-    key = idempotency_key(request)
-    if key is None:
+    keyed = keyed_request(request)
+    if keyed is None:
         return handle()
-    record_id, digest = key
 
     def write() -> bytes:
         response = handle()
@@ -86,13 +98,7 @@ def idempotent_response(request, handle: Callable[[], Response]) -> Response:
         return json.dumps({"status": response.status_code, "data": response.data}, cls=JSONEncoder).encode()
 
     try:
-        payload = idempotency.run_once(
-            caller=idempotency.caller_scope(request.user),
-            request_id=record_id,
-            digest=digest,
-            write=write,
-            field=IDEMPOTENCY_HEADER,
-        )
+        payload = keyed.run_once(write)
     except idempotency.KeyReused:
         raise IdempotencyKeyReused() from None
     remembered = json.loads(payload)

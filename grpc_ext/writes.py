@@ -156,17 +156,29 @@ class IdempotentCreateMixin(_ServiceBase):
     def BatchCreate(self, request, context):
         return self.run_idempotent(request, lambda: super(IdempotentCreateMixin, self).BatchCreate(request, context))
 
-    def idempotency_key(self, request: Message) -> tuple[str, str] | None:
-        """Return the request's id and the fingerprint of the rest of it; ``None`` without a ``request_id``."""
+    def keyed_request(self, request: Message) -> idempotency.KeyedRequest | None:
+        """Return the request with its id and the fingerprint of the rest of it; ``None`` without a ``request_id``.
+
+        Built once per call (the rate limits and the handler both ask), looking its record up once.
+        """
+        cached = getattr(self, "_keyed_request", None)
+        if cached is not None and cached[0] is request:
+            return cached[1]
+        keyed = None
         raw_id = getattr(request, REQUEST_ID_FIELD, "")
-        if not raw_id:
-            return None
-        request_id = idempotency.parse_request_id(raw_id)
-        unkeyed = type(request)()
-        unkeyed.CopyFrom(request)
-        unkeyed.ClearField(REQUEST_ID_FIELD)
-        operation = f"{type(request).DESCRIPTOR.full_name}"
-        return request_id, idempotency.fingerprint(operation, unkeyed.SerializeToString(deterministic=True))
+        if raw_id:
+            request_id = idempotency.parse_request_id(raw_id)
+            unkeyed = type(request)()
+            unkeyed.CopyFrom(request)
+            unkeyed.ClearField(REQUEST_ID_FIELD)
+            operation = f"{type(request).DESCRIPTOR.full_name}"
+            keyed = idempotency.KeyedRequest(
+                caller=idempotency.caller_scope(self.user),
+                request_id=request_id,
+                digest=idempotency.fingerprint(operation, unkeyed.SerializeToString(deterministic=True)),
+            )
+        self._keyed_request = (request, keyed)
+        return keyed
 
     def check_throttles(self) -> None:
         """Answer a retry of a remembered request without counting it: it writes nothing.
@@ -175,16 +187,15 @@ class IdempotentCreateMixin(_ServiceBase):
         the retries counted, a tight rate (signups) would refuse it the very
         object it created.
         """
-        key = self.idempotency_key(self.request)
-        if key is not None and idempotency.remembered(idempotency.caller_scope(self.user), *key, REQUEST_ID_FIELD):
+        keyed = self.keyed_request(self.request)
+        if keyed is not None and keyed.remembered() is not None:
             return
         super().check_throttles()
 
     def run_idempotent(self, request: Message, handle: Callable[[], Message]) -> Message:
-        key = self.idempotency_key(request)
-        if key is None:
+        keyed = self.keyed_request(request)
+        if keyed is None:
             return handle()
-        request_id, digest = key
         response_class: list[type[Message]] = []
 
         def write() -> bytes:
@@ -192,9 +203,7 @@ class IdempotentCreateMixin(_ServiceBase):
             response_class.append(type(response))
             return response.SerializeToString()
 
-        payload = idempotency.run_once(
-            caller=idempotency.caller_scope(self.user), request_id=request_id, digest=digest, write=write
-        )
+        payload = keyed.run_once(write)
         return (response_class[0] if response_class else self.idempotent_response_class()).FromString(payload)
 
     def idempotent_response_class(self) -> type[Message]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 from django.db import connection
@@ -71,3 +72,14 @@ def test_create_runs_one_insert_and_nothing_else(posts_stub, post, queries_per_r
     posts_stub.Create(posts_pb2.PostCreateRequest(title="Counted"))
     statements = [sql.split()[0].upper() for sql in queries_per_rpc[-1]]
     assert statements == ["INSERT"], queries_per_rpc[-1]
+
+
+def test_a_create_with_a_request_id_looks_its_record_up_once(posts_stub, post, queries_per_rpc):
+    """The rate limits ask whether it is a retry, then the handler runs it: one lookup of the record serves both."""
+    posts_stub.Create(posts_pb2.PostCreateRequest(title="warm-up"))  # the caller's token and user are cached
+    request = posts_pb2.PostCreateRequest(title="Counted", request_id=str(uuid.uuid4()))
+    posts_stub.Create(request)
+    lookups = [sql for sql in queries_per_rpc[-1] if sql.startswith("SELECT") and "idempotencyrecord" in sql]
+    assert len(lookups) == 1, queries_per_rpc[-1]
+    posts_stub.Create(request)  # a retry: answered from the record, found by one lookup
+    assert [sql.split()[0] for sql in queries_per_rpc[-1]] == ["SELECT"], queries_per_rpc[-1]
