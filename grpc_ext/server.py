@@ -84,8 +84,8 @@ def server_options(*, reuse_port: bool) -> list[tuple[str, object]]:
     return list(limits.items())
 
 
-def raise_open_files_limit() -> int | None:
-    """Raise this process's soft limit of open files to its hard limit; return the limit (``None``: unknown).
+def raise_open_files_limit() -> None:
+    """Raise this process's soft limit of open files to its hard limit.
 
     Every connection is a file: under the common soft limit of 1,024, a
     thousand clients that connect and say nothing leave no descriptor for the
@@ -96,15 +96,13 @@ def raise_open_files_limit() -> int | None:
     try:
         import resource
     except ImportError:  # Windows
-        return None
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
         except (ValueError, OSError):
             logger.warning("Cannot raise the open files limit from %d to %d", soft, hard)
-    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def server_credentials(

@@ -63,7 +63,7 @@ DEFAULTS = {
     # requests and writes responses); --max-workers overrides it.
     "MAX_WORKERS": 10,
     # Longest a statement of a call may run on PostgreSQL (statement_timeout), whatever the call's
-    # deadline, or without one; then the call fails UNAVAILABLE. 0 or None: only the deadline bounds it.
+    # deadline, or without one; then the call fails DEADLINE_EXCEEDED. 0 or None: only the deadline bounds it.
     "QUERY_TIMEOUT": 30.0,
     # Seconds a call's request message may take to arrive after its headers; then DEADLINE_EXCEEDED.
     "REQUEST_TIMEOUT": 10.0,
