@@ -202,7 +202,12 @@ def cache_from_url(url: str | None) -> dict:
             "LOCATION": os.environ.get("CACHE_LOCATION", str(BASE_DIR / "var" / "cache")),
         }
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+        return {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": url,
+            # Keys of several deployments (or test runs) sharing one Redis database stay apart.
+            "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", ""),
+        }
     raise ImproperlyConfigured(f"CACHE_URL must be a redis:// or rediss:// URL, not {url!r}.")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import grpc
@@ -18,13 +19,15 @@ from tests.test_server import check
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 EXAMPLE_ENV = BASE_DIR / "deploy" / "production.env.example"
-# Database 13 of the Redis on 127.0.0.1:6379 belongs to these tests.
-REDIS_URL = "redis://127.0.0.1:6379/13"
+# The Redis these tests share their cache through: TEST_REDIS_URL, database 13 of 127.0.0.1:6379 unless
+# it says otherwise. Nothing is flushed: each test's keys carry a prefix of their own and are deleted after it.
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 CONFIGURATION = {
     "DEBUG",
     "SECRET_KEY",
     "DATABASE_URL",
     "CACHE_URL",
+    "CACHE_KEY_PREFIX",
     "ALLOWED_HOSTS",
     "DJANGO_SETTINGS_MODULE",
     "SIGNUP_RATE",
@@ -71,14 +74,16 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def redis_db():
-    """Redis database 13, emptied before and after the test."""
+    """The test Redis, with a key prefix of this test's own (``CACHE_KEY_PREFIX``); its keys are deleted after it."""
     client = redis.Redis.from_url(REDIS_URL)
     try:
-        client.flushdb()
+        client.ping()
     except redis.ConnectionError as exc:
-        pytest.fail(f"Redis on 127.0.0.1:6379 is needed: {exc}")
+        pytest.fail(f"Redis at {REDIS_URL} (TEST_REDIS_URL) is needed: {exc}")
+    client.prefix = f"test-{uuid.uuid4().hex}"
     yield client
-    client.flushdb()
+    for key in client.scan_iter(f"{client.prefix}:*"):
+        client.delete(key)
     client.close()
 
 
@@ -98,6 +103,7 @@ def test_the_example_environment_passes_every_deploy_check(redis_db):
         **example_environment(),
         "DATABASE_URL": os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
         "CACHE_URL": REDIS_URL,
+        "CACHE_KEY_PREFIX": redis_db.prefix,
     }
     result = manage("check", "--deploy", "--fail-level", "WARNING", **env)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -143,12 +149,17 @@ def test_cache_url_selects_djangos_redis_backend_and_the_file_cache_is_the_defau
 
 @pytest.fixture
 def production_servers(redis_db):
-    """Start ``grpcrunserver`` processes configured for production, sharing Redis database 13 as their cache."""
+    """Start ``grpcrunserver`` processes configured for production, sharing the test Redis as their cache."""
     processes = []
 
     def start(**env: str) -> str:
         address = f"127.0.0.1:{free_port()}"
-        defaults = {"DEBUG": "false", "SECRET_KEY": "a-production-secret-" + "x" * 40, "CACHE_URL": REDIS_URL}
+        defaults = {
+            "DEBUG": "false",
+            "SECRET_KEY": "a-production-secret-" + "x" * 40,
+            "CACHE_URL": REDIS_URL,
+            "CACHE_KEY_PREFIX": redis_db.prefix,
+        }
         environment = clean_environment(DJANGO_SETTINGS_MODULE="demo.settings", **{**defaults, **env})
         if "DATABASE_URL" in os.environ:
             environment["DATABASE_URL"] = os.environ["DATABASE_URL"]
@@ -190,7 +201,8 @@ def test_two_server_processes_share_one_signup_throttle_through_redis(production
         # The fourth signup from this address is over the limit, whichever process it reaches.
         assert_status(lambda: stub_b.Create(invalid_signup, timeout=10), grpc.StatusCode.RESOURCE_EXHAUSTED)
         assert_status(lambda: stub_a.Create(invalid_signup, timeout=10), grpc.StatusCode.RESOURCE_EXHAUSTED)
-    assert any(b"signup" in key for key in redis_db.keys("*")), redis_db.keys("*")
+    keys = redis_db.keys(f"{redis_db.prefix}:*")
+    assert any(b"signup" in key for key in keys), keys
 
 
 def test_with_the_example_environment_plain_http_is_redirected_except_the_probe_path():
