@@ -30,7 +30,7 @@ from posts.selectors import post_list
 from posts.servicers import PostService
 from protos import auth_pb2, auth_pb2_grpc, posts_pb2, posts_pb2_grpc, users_pb2, users_pb2_grpc
 from tests.factories import make_post
-from tests.helpers import access_token, assert_status, auth_metadata
+from tests.helpers import access_token, assert_status, auth_metadata, database_url_of_this_run
 from tests.rawh2 import RawConnection
 
 RETRIEVE = "/posts.PostController/Retrieve"
@@ -246,13 +246,10 @@ def test_a_short_deadline_leaves_no_statement_timeout_behind_for_the_next_statem
     """
     for index in range(3):
         make_post(owner=user, title=f"row {index}")
-    database = connection.settings_dict
-    url = (
-        f"postgres://{database['USER'] or 'postgres'}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}"
-        f"/{database['NAME']}"
-    )
     _, address = run_server(
-        "--max-workers", "1", env={"DATABASE_URL": url, "CONN_MAX_AGE": "600", "TEST_SLOW_STREAM_SECONDS": "1"}
+        "--max-workers",
+        "1",
+        env={"DATABASE_URL": database_url_of_this_run(), "CONN_MAX_AGE": "600", "TEST_SLOW_STREAM_SECONDS": "1"},
     )
     metadata = auth_metadata(user)
     with grpc.insecure_channel(address) as channel:
