@@ -69,6 +69,8 @@ INSTALLED_APPS = [
     "grpc_ext",
     "users",
     "posts",
+    # The page at /app/ (a Connect client built from the protos; see README, "From a browser").
+    "web",
 ]
 
 MIDDLEWARE = [

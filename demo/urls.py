@@ -6,6 +6,7 @@ from django.urls import include, path
 
 from posts.api import PostDetailView, PostListView
 from users.api import LoginView, LogoutView, SignupView, TokenRefreshView
+from web.views import app_page
 
 
 def healthz(request: HttpRequest) -> HttpResponse:
@@ -16,6 +17,7 @@ def healthz(request: HttpRequest) -> HttpResponse:
 urlpatterns = [
     path("healthz/", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("app/", app_page, name="app"),
     path("api/users/signup/", SignupView.as_view(), name="signup"),
     path("api/users/login/", LoginView.as_view(), name="login"),
     path("api/users/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
