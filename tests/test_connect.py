@@ -130,6 +130,15 @@ def test_statuses_map_to_connect_codes_and_http_statuses(
     assert error["message"]
 
 
+def test_the_connect_timeout_is_the_calls_deadline(live_server, token):
+    """``connect-timeout-ms`` reaches the service as grpc's deadline: a call whose time is up runs no query."""
+    status, _, error = call_json(
+        live_server.url, "posts.PostController/List", {}, token=token, headers={"Connect-Timeout-Ms": "0"}
+    )
+
+    assert (status, error["code"]) == (504, "deadline_exceeded")
+
+
 def test_another_users_post_is_permission_denied(live_server, token):
     other = make_post(owner=make_user())
 
