@@ -1,8 +1,11 @@
-"""HTTP routes: the Django admin, the REST perimeter under /api/, and every gRPC service over Connect and gRPC-Web."""
+"""HTTP routes: the Django admin, the REST perimeter under /api/ and the page at /app/.
+
+Every gRPC service is served over Connect and gRPC-Web in front of these routes (``demo/wsgi.py``).
+"""
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
-from django.urls import include, path
+from django.urls import path
 
 from posts.api import PostDetailView, PostListView
 from users.api import LoginView, LogoutView, SignupView, TokenRefreshView
@@ -25,6 +28,4 @@ urlpatterns = [
     path("api/posts/", PostListView.as_view(), name="post-list"),
     # Any string: a key that is not a UUID is a JSON 404 from the view, not an HTML one from the router.
     path("api/posts/<str:pk>/", PostDetailView.as_view(), name="post-detail"),
-    # /<package>.<Service>/<Method>: every service the gRPC server serves, for browsers and HTTP clients.
-    path("", include("grpc_ext.connect")),
 ]

@@ -1,5 +1,8 @@
 """Every service over Connect (JSON and binary, unary and streaming) and gRPC-Web, through a live HTTP server.
 
+``web_server`` serves ``demo.wsgi.application``, what ``runserver`` and
+gunicorn serve, on the test database.
+
 The web process serves the same service classes as the gRPC server
 (``grpc_ext.connect``): these tests call them as a browser or an HTTP client
 would, with plain HTTP requests (to see statuses, headers and bodies) and
@@ -12,9 +15,11 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import threading
 import urllib.error
 import urllib.request
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from connectrpc.client import ConnectClientSync
@@ -23,6 +28,7 @@ from connectrpc.codec import Codec
 from connectrpc.compat import google_protobuf_binary_codec
 from connectrpc.errors import ConnectError
 from connectrpc.protocol import ProtocolType
+from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 
@@ -71,6 +77,28 @@ def unary(connect: ConnectClientSync, method: str, request, token: str = ""):
     return connect.execute_unary(request=request, method=method_info(POSTS.methods_by_name[method]), headers=headers)
 
 
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+
+@pytest.fixture
+def web_server(transactional_db):
+    """The web process's WSGI application (``demo.wsgi``: Connect in front of Django) on a threaded HTTP server."""
+    from demo.wsgi import application
+
+    server = ThreadedWSGIServer(("127.0.0.1", 0), QuietHandler, allow_reuse_address=False)
+    server.set_app(application)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield SimpleNamespace(url=f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
 @pytest.fixture
 def owner(transactional_db):
     return make_user(is_verified=True)
@@ -84,14 +112,14 @@ def token(owner) -> str:
 # --------------------------------------------------------------------------- Connect JSON
 
 
-def test_login_then_create_over_connect_json_writes_the_row_with_the_caller_as_owner(live_server, owner):
+def test_login_then_create_over_connect_json_writes_the_row_with_the_caller_as_owner(web_server, owner):
     status, _, tokens = call_json(
-        live_server.url, "auth.AuthController/Login", {"email": owner.email, "password": PASSWORD}
+        web_server.url, "auth.AuthController/Login", {"email": owner.email, "password": PASSWORD}
     )
     assert status == 200 and tokens["access"] and tokens["refresh"]
 
     status, headers, created = call_json(
-        live_server.url, "posts.PostController/Create", {"title": "From a browser"}, token=tokens["access"]
+        web_server.url, "posts.PostController/Create", {"title": "From a browser"}, token=tokens["access"]
     )
 
     assert status == 200
@@ -102,8 +130,8 @@ def test_login_then_create_over_connect_json_writes_the_row_with_the_caller_as_o
     ]
 
 
-def test_connect_json_errors_carry_the_code_http_status_and_bad_request_details(live_server, owner, token):
-    status, _, body = call_json(live_server.url, "posts.PostController/Create", {"title": ""}, token=token)
+def test_connect_json_errors_carry_the_code_http_status_and_bad_request_details(web_server, owner, token):
+    status, _, body = call_json(web_server.url, "posts.PostController/Create", {"title": ""}, token=token)
 
     assert status == 400 and body["code"] == "invalid_argument"
     violations = detail(body, "google.rpc.BadRequest").field_violations
@@ -122,63 +150,63 @@ def test_connect_json_errors_carry_the_code_http_status_and_bad_request_details(
     ],
 )
 def test_statuses_map_to_connect_codes_and_http_statuses(
-    live_server, token, procedure, body, use_token, http_status, code
+    web_server, token, procedure, body, use_token, http_status, code
 ):
-    status, _, error = call_json(live_server.url, procedure, body, token=token if use_token else "")
+    status, _, error = call_json(web_server.url, procedure, body, token=token if use_token else "")
 
     assert (status, error["code"]) == (http_status, code)
     assert error["message"]
 
 
-def test_the_connect_timeout_is_the_calls_deadline(live_server, token):
+def test_the_connect_timeout_is_the_calls_deadline(web_server, token):
     """``connect-timeout-ms`` reaches the service as grpc's deadline: a call whose time is up runs no query."""
     status, _, error = call_json(
-        live_server.url, "posts.PostController/List", {}, token=token, headers={"Connect-Timeout-Ms": "0"}
+        web_server.url, "posts.PostController/List", {}, token=token, headers={"Connect-Timeout-Ms": "0"}
     )
 
     assert (status, error["code"]) == (504, "deadline_exceeded")
 
 
-def test_another_users_post_is_permission_denied(live_server, token):
+def test_another_users_post_is_permission_denied(web_server, token):
     other = make_post(owner=make_user())
 
     status, _, error = call_json(
-        live_server.url, "posts.PostController/Destroy", {"id": str(other.pk), "etag": other.etag}, token=token
+        web_server.url, "posts.PostController/Destroy", {"id": str(other.pk), "etag": other.etag}, token=token
     )
 
     assert (status, error["code"]) == (403, "permission_denied")
     assert Post.objects.filter(pk=other.pk).exists()
 
 
-def test_login_throttle_answers_resource_exhausted_with_retry_info(live_server, owner, settings):
+def test_login_throttle_answers_resource_exhausted_with_retry_info(web_server, owner, settings):
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"login": "2/minute"}}
     credentials = {"email": owner.email, "password": PASSWORD}
     for _ in range(2):
-        assert call_json(live_server.url, "auth.AuthController/Login", credentials)[0] == 200
+        assert call_json(web_server.url, "auth.AuthController/Login", credentials)[0] == 200
 
-    status, _, error = call_json(live_server.url, "auth.AuthController/Login", credentials)
+    status, _, error = call_json(web_server.url, "auth.AuthController/Login", credentials)
 
     assert (status, error["code"]) == (429, "resource_exhausted")
     assert 0 < detail(error, "google.rpc.RetryInfo").retry_delay.seconds <= 60
 
 
-def test_create_retried_with_the_same_request_id_writes_once(live_server, token):
+def test_create_retried_with_the_same_request_id_writes_once(web_server, token):
     body = {"title": "Once", "requestId": str(uuid.uuid4())}
 
-    first = call_json(live_server.url, "posts.PostController/Create", body, token=token)
-    again = call_json(live_server.url, "posts.PostController/Create", body, token=token)
+    first = call_json(web_server.url, "posts.PostController/Create", body, token=token)
+    again = call_json(web_server.url, "posts.PostController/Create", body, token=token)
 
     assert first[0] == again[0] == 200
     assert first[2]["id"] == again[2]["id"]
     assert Post.objects.count() == 1
 
 
-def test_partial_update_with_a_field_mask_and_etag_then_a_stale_etag_is_aborted(live_server, owner, token):
+def test_partial_update_with_a_field_mask_and_etag_then_a_stale_etag_is_aborted(web_server, owner, token):
     post = make_post(owner=owner, title="Before", description="Kept")
     stale = post.etag
 
     status, _, updated = call_json(
-        live_server.url,
+        web_server.url,
         "posts.PostController/PartialUpdate",
         {"id": str(post.pk), "title": "After", "description": "Ignored", "updateMask": "title", "etag": stale},
         token=token,
@@ -186,7 +214,7 @@ def test_partial_update_with_a_field_mask_and_etag_then_a_stale_etag_is_aborted(
     assert status == 200 and updated["title"] == "After" and updated["etag"] != stale
 
     status, _, error = call_json(
-        live_server.url,
+        web_server.url,
         "posts.PostController/PartialUpdate",
         {"id": str(post.pk), "title": "Lost", "updateMask": "title", "etag": stale},
         token=token,
@@ -196,13 +224,13 @@ def test_partial_update_with_a_field_mask_and_etag_then_a_stale_etag_is_aborted(
     assert Post.objects.values_list("title", "description").get() == ("After", "Kept")
 
 
-def test_list_pages_with_a_token(live_server, owner, token):
+def test_list_pages_with_a_token(web_server, owner, token):
     for index in range(3):
         make_post(owner=owner, title=f"Post {index}")
 
-    _, _, first = call_json(live_server.url, "posts.PostController/List", {"pageSize": 2, "owner": "me"}, token=token)
+    _, _, first = call_json(web_server.url, "posts.PostController/List", {"pageSize": 2, "owner": "me"}, token=token)
     _, _, rest = call_json(
-        live_server.url,
+        web_server.url,
         "posts.PostController/List",
         {"pageSize": 2, "owner": "me", "pageToken": first["nextPageToken"]},
         token=token,
@@ -246,9 +274,9 @@ def raw_post(url: str, path: str, data: bytes, content_type: str, method: str = 
     ],
 )
 def test_bad_requests_get_connect_errors(
-    live_server, transactional_db, path, data, content_type, method, http_status, code
+    web_server, transactional_db, path, data, content_type, method, http_status, code
 ):
-    status, headers, body = raw_post(live_server.url, path, data, content_type, method)
+    status, headers, body = raw_post(web_server.url, path, data, content_type, method)
 
     assert status == http_status
     assert headers["Content-Type"] == "application/json"
@@ -259,10 +287,10 @@ def test_bad_requests_get_connect_errors(
 # --------------------------------------------------------------------------- Connect binary, streams and gRPC-Web
 
 
-def test_retrieve_over_connect_binary(live_server, owner, token):
+def test_retrieve_over_connect_binary(web_server, owner, token):
     post = make_post(owner=owner, title="Binary")
 
-    with client(live_server.url) as connect:
+    with client(web_server.url) as connect:
         response = unary(connect, "Retrieve", posts_pb2.PostRetrieveRequest(id=str(post.pk)), token)
 
     assert isinstance(response, posts_pb2.Post)
@@ -278,10 +306,10 @@ def test_retrieve_over_connect_binary(live_server, owner, token):
     ],
     ids=["connect-proto", "connect-json", "grpc-web"],
 )
-def test_stream_sends_every_post_in_batches(live_server, owner, token, protocol, codec):
+def test_stream_sends_every_post_in_batches(web_server, owner, token, protocol, codec):
     expected = {str(make_post(owner=owner, title=f"Streamed {index}").pk) for index in range(5)}
 
-    with client(live_server.url, protocol=protocol, codec=codec) as connect:
+    with client(web_server.url, protocol=protocol, codec=codec) as connect:
         batches = list(
             connect.execute_server_stream(
                 request=posts_pb2.PostStreamRequest(batch_size=2),
@@ -295,8 +323,8 @@ def test_stream_sends_every_post_in_batches(live_server, owner, token, protocol,
 
 
 @pytest.mark.parametrize("protocol", [ProtocolType.CONNECT, ProtocolType.GRPC_WEB], ids=["connect", "grpc-web"])
-def test_a_stream_that_fails_ends_with_the_status(live_server, transactional_db, protocol):
-    with client(live_server.url, protocol=protocol) as connect, pytest.raises(ConnectError) as raised:
+def test_a_stream_that_fails_ends_with_the_status(web_server, transactional_db, protocol):
+    with client(web_server.url, protocol=protocol) as connect, pytest.raises(ConnectError) as raised:
         list(
             connect.execute_server_stream(
                 request=posts_pb2.PostStreamRequest(), method=method_info(POSTS.methods_by_name["Stream"])
@@ -306,8 +334,8 @@ def test_a_stream_that_fails_ends_with_the_status(live_server, transactional_db,
     assert raised.value.code == Code.UNAUTHENTICATED
 
 
-def test_grpc_web_create_update_and_errors_with_details(live_server, owner, token):
-    with client(live_server.url, protocol=ProtocolType.GRPC_WEB) as grpc_web:
+def test_grpc_web_create_update_and_errors_with_details(web_server, owner, token):
+    with client(web_server.url, protocol=ProtocolType.GRPC_WEB) as grpc_web:
         created = unary(grpc_web, "Create", posts_pb2.PostCreateRequest(title="Over gRPC-Web"), token)
         updated = unary(
             grpc_web,
@@ -330,9 +358,9 @@ def test_grpc_web_create_update_and_errors_with_details(live_server, owner, toke
     assert [violation.field for violation in violations] == ["title"]
 
 
-def test_grpc_web_login_with_the_auth_service(live_server, owner):
+def test_grpc_web_login_with_the_auth_service(web_server, owner):
     login = method_info(auth_pb2.DESCRIPTOR.services_by_name["AuthController"].methods_by_name["Login"])
-    with client(live_server.url, protocol=ProtocolType.GRPC_WEB) as grpc_web:
+    with client(web_server.url, protocol=ProtocolType.GRPC_WEB) as grpc_web:
         tokens = grpc_web.execute_unary(
             request=auth_pb2.LoginRequest(email=owner.email, password=PASSWORD), method=login
         )
@@ -343,13 +371,13 @@ def test_grpc_web_login_with_the_auth_service(live_server, owner):
     assert raised.value.code == Code.UNAUTHENTICATED
 
 
-def test_connect_streaming_json_end_message_carries_the_error(live_server, transactional_db):
+def test_connect_streaming_json_end_message_carries_the_error(web_server, transactional_db):
     """A Connect stream's error is its end-of-stream message (flag 2), after an HTTP 200."""
     message = b"{}"
     envelope = struct.pack(">BI", 0, len(message)) + message
 
     status, headers, body = raw_post(
-        live_server.url, "/posts.PostController/Stream", envelope, "application/connect+json"
+        web_server.url, "/posts.PostController/Stream", envelope, "application/connect+json"
     )
 
     assert status == 200 and headers["Content-Type"] == "application/connect+json"
@@ -370,12 +398,12 @@ def preflight(url: str, origin: str) -> dict:
         return {name.lower(): value for name, value in response.headers.items()}
 
 
-def test_cors_lets_an_allowed_origin_call_with_the_connect_and_grpc_web_headers(live_server, token, settings):
+def test_cors_lets_an_allowed_origin_call_with_the_connect_and_grpc_web_headers(web_server, token, settings):
     settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
 
-    headers = preflight(live_server.url, "https://app.example.com")
+    headers = preflight(web_server.url, "https://app.example.com")
     _, response_headers, _ = call_json(
-        live_server.url,
+        web_server.url,
         "posts.PostController/List",
         {},
         token=token,
@@ -390,7 +418,7 @@ def test_cors_lets_an_allowed_origin_call_with_the_connect_and_grpc_web_headers(
     assert {"grpc-status", "grpc-message", "grpc-status-details-bin"} <= exposed
 
 
-def test_cors_refuses_other_origins_by_default(live_server, transactional_db):
-    headers = preflight(live_server.url, "https://elsewhere.example.com")
+def test_cors_refuses_other_origins_by_default(web_server, transactional_db):
+    headers = preflight(web_server.url, "https://elsewhere.example.com")
 
     assert "access-control-allow-origin" not in headers
