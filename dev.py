@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Set up a local virtualenv and run the project: ``python3 dev.py serve|test|lint|lint-deploy|buf``.
+"""Set up a local virtualenv and run the project: ``python3 dev.py serve|test|lint|lint-deploy|buf|web``.
 
-Needs only Python 3.11+ (and npm for ``buf``). Installs ``requirements-dev.txt``
+Needs only Python 3.11+ (and npm for ``buf`` and ``web``). Installs ``requirements-dev.txt``
 into ``.venv`` (again only when the requirements change), then runs inside it.
-``buf`` installs the pinned buf CLI into ``.tools/`` the same way.
+``buf`` installs the pinned buf CLI into ``.tools/`` the same way; ``web`` runs
+``npm ci`` in ``web/`` (again only when its lockfile changes).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ STAMP = VENV / ".requirements.sha256"
 BUF_VERSION = "1.75.0"
 ACCEPTED_BREAKS = ROOT / "buf.accepted-breaks.txt"
 BUF = ROOT / ".tools" / "node_modules" / ".bin" / ("buf.cmd" if os.name == "nt" else "buf")
+WEB = ROOT / "web"
+#: What ``python3 dev.py web`` writes in ``web/``: the TypeScript protoc-gen-es generates, and the page's bundle.
+WEB_OUTPUTS = ("src/gen", "static/web/app.js")
 
 
 def run(*args: str, **env: str) -> None:
@@ -195,12 +199,82 @@ def lint_deploy() -> None:
     print(f"kubernetes-validate: {len(manifests)} manifests pass.", flush=True)
 
 
+def ensure_web_packages() -> None:
+    """Install ``web/``'s npm packages exactly as its lockfile says (``npm ci``), unless they already are."""
+    if shutil.which("npm") is None:
+        sys.exit("The page is built with npm, which was not found. Install Node.js, then run this again.")
+    stamp = WEB / "node_modules" / ".lock.sha256"
+    digest = hashlib.sha256((WEB / "package-lock.json").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    print("Installing the page's npm packages into web/node_modules (npm ci) ...", flush=True)
+    result = subprocess.run(["npm", "ci", "--silent", "--no-audit", "--no-fund"], cwd=WEB)
+    if result.returncode:
+        sys.exit(result.returncode)
+    stamp.write_text(digest)
+
+
+def web(*args: str) -> None:
+    """Generate the page's TypeScript from the protos and bundle the page; ``--check``: fail if either is stale.
+
+    Works on a scratch copy of ``web/``: ``buf generate`` (protoc-gen-es) on the
+    protos and ``google/rpc/error_details.proto`` into ``src/gen``, then
+    ``npm run build`` (type check, esbuild) into ``static/web/app.js``. Then the
+    outputs replace the committed ones, or, with ``--check``, are compared to them.
+    """
+    check = "--check" in args
+    ensure_web_packages()
+    rpc_protos = subprocess.run(
+        [str(PYTHON), "-c", "import google.rpc; print(list(google.rpc.__path__)[0])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        protos = Path(tmp, "protos")
+        (protos / "google" / "rpc").mkdir(parents=True)
+        for proto in (ROOT / "protos").glob("*.proto"):
+            shutil.copy(proto, protos / proto.name)
+        shutil.copy(Path(rpc_protos, "error_details.proto"), protos / "google" / "rpc" / "error_details.proto")
+        work = Path(tmp, "web")
+        shutil.copytree(WEB, work, ignore=shutil.ignore_patterns("node_modules", "gen", "static", "__pycache__"))
+        (work / "node_modules").symlink_to(WEB / "node_modules")
+        for command in (["npm", "run", "--silent", "generate", "--", str(protos)], ["npm", "run", "--silent", "build"]):
+            result = subprocess.run(command, cwd=work, stdout=subprocess.DEVNULL if check else None)
+            if result.returncode:
+                sys.exit(result.returncode)
+        stale = [name for name in WEB_OUTPUTS if not same_tree(work / name, WEB / name)]
+        if check:
+            if stale:
+                sys.exit(f"Out of date in web/: {', '.join(stale)}. Run `python3 dev.py web` and commit the result.")
+            print("web: the generated TypeScript and the page's bundle are up to date.", flush=True)
+            return
+        for name in WEB_OUTPUTS:
+            target = WEB / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if (work / name).is_dir() else shutil.copy)(work / name, target)
+        print(f"web: wrote {', '.join(f'web/{name}' for name in WEB_OUTPUTS)}.", flush=True)
+
+
+def same_tree(built: Path, committed: Path) -> bool:
+    """Tell whether two files, or two directories file by file, have the same bytes."""
+    if built.is_file() or committed.is_file():
+        return built.is_file() and committed.is_file() and built.read_bytes() == committed.read_bytes()
+    files = {path.relative_to(built) for path in built.rglob("*") if path.is_file()}
+    if files != {path.relative_to(committed) for path in committed.rglob("*") if path.is_file()}:
+        return False
+    return all((built / name).read_bytes() == (committed / name).read_bytes() for name in files)
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
     "serve": serve,
     "test": test,
     "buf": buf,
     "lint": lint,
     "lint-deploy": lint_deploy,
+    "web": web,
 }
 
 if __name__ == "__main__":

@@ -113,18 +113,26 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
+def lua_string(body: str | bytes | None) -> str:
+    """Return ``body`` as a Lua literal (bytes escaped one by one, so a protobuf body survives)."""
+    if body is None:
+        return "nil"
+    data = body.encode() if isinstance(body, str) else body
+    return '"' + "".join(f"\\{byte}" for byte in data) + '"'
+
+
 def wrk(
     url: str,
     *,
     connections: int,
     duration: float,
     method: str = "GET",
-    body: str | None = None,
+    body: str | bytes | None = None,
     headers: tuple[tuple[str, str], ...] = (),
 ) -> Run:
     """Run wrk against ``url`` and parse its report (latency percentiles from ``--latency``)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(WRK_SCRIPT.format(method=method, body=json.dumps(body) if body else "nil"))
+        script.write(WRK_SCRIPT.format(method=method, body=lua_string(body)))
         for name, value in headers:
             script.write(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}\n")
         script.flush()
@@ -172,7 +180,7 @@ def python_calls(call: Callable[[], object], *, requests: int) -> Run:
 
 
 def http_call(
-    port: int, method: str, path: str, body: str | None = None, headers: tuple[tuple[str, str], ...] = ()
+    port: int, method: str, path: str, body: str | bytes | None = None, headers: tuple[tuple[str, str], ...] = ()
 ) -> bytes:
     """Make one HTTP request; raise unless it answers 2xx."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)

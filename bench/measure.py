@@ -267,6 +267,92 @@ def drf_export(server: Server, rows: int) -> tuple[Run, int]:
     return Run(calls=rows, failed=0, seconds=seconds, latencies_ms=[seconds * 1000]), growth
 
 
+# Connect (the web process) --------------------------------------------------------------------
+
+
+def connect_http(
+    server: Server,
+    what: str,
+    method: str,
+    body: str | bytes,
+    content_type: str,
+    *,
+    duration: float,
+    quick: bool,
+    connections: int,
+    quick_calls: int,
+) -> Run:
+    """Drive one Connect unary RPC (a POST of ``body``): wrk with ``connections``, or (quick) a Python client."""
+    path = f"/posts.PostController/{method}"
+    headers = (*http_headers(server), ("Content-Type", content_type))
+    if quick:
+        call = lambda: loadgen.http_call(server.port, "POST", path, body, headers=headers)  # noqa: E731
+        return check(loadgen.python_calls(call, requests=quick_calls), f"Connect {what}")
+    run = loadgen.wrk(
+        f"http://127.0.0.1:{server.port}{path}",
+        connections=connections,
+        duration=duration,
+        method="POST",
+        body=body,
+        headers=headers,
+    )
+    return check(run, f"{server.name} {what}")
+
+
+def connect_retrieve(server: Server, post_id: str, *, duration: float, connections_: int, quick: bool) -> Run:
+    """Retrieve over the Connect protocol with JSON, as a browser page calls it."""
+    body = json.dumps({"id": post_id})
+    return connect_http(
+        server,
+        "Retrieve (JSON)",
+        "Retrieve",
+        body,
+        "application/json",
+        duration=duration,
+        quick=quick,
+        connections=connections_,
+        quick_calls=200,
+    )
+
+
+def connect_list(server: Server, page_size: int, *, duration: float, quick: bool) -> Run:
+    """List ``page_size`` posts over the Connect protocol with binary protobuf, one call at a time."""
+    body = posts_pb2.PostListRequest(page_size=page_size).SerializeToString()
+    return connect_http(
+        server,
+        "List (binary)",
+        "List",
+        body,
+        "application/proto",
+        duration=duration,
+        quick=quick,
+        connections=1,
+        quick_calls=10,
+    )
+
+
+def verify_connect(server: Server, post_id: str, page_size: int) -> None:
+    """Check, before loading, that Retrieve answers the post (JSON) and List a full page (binary)."""
+    path = "/posts.PostController/"
+    headers = http_headers(server)
+    retrieved = json.loads(
+        loadgen.http_call(server.port, "POST", path + "Retrieve", json.dumps({"id": post_id}), headers=headers)
+    )
+    if retrieved.get("id") != post_id:
+        raise Failure(f"{server.name} Retrieve answered {retrieved!r}")
+    listed = posts_pb2.PostListResponse.FromString(
+        loadgen.http_call(
+            server.port,
+            "POST",
+            path + "List",
+            posts_pb2.PostListRequest(page_size=page_size).SerializeToString(),
+            headers=(*headers, ("Content-Type", "application/proto")),
+        )
+    )
+    if len(listed.posts) != page_size:
+        raise Failure(f"{server.name} List sent {len(listed.posts)} posts, expected {page_size}")
+
+
 def reset_peak_rss(server: Server) -> None:
     """Reset VmHWM to the current RSS (Linux: ``5 > /proc/PID/clear_refs``), so the peak is this run's."""
     for pid in server.serving_pids():

@@ -265,6 +265,34 @@ def start_drf(database_url: str, workers: int, token: str) -> Server:
     return start(f"drf x{workers}", [command], port, env, workers_are_children=True, token=token)
 
 
+def start_web(database_url: str, workers: int, token: str) -> Server:
+    """Start the web process as the README's production command does (gunicorn, gthread, 4 threads per worker).
+
+    It serves every service over Connect and gRPC-Web (``grpc_ext.connect``), with the product's settings.
+    """
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "demo.wsgi:application",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "4",
+        "--log-level",
+        "warning",
+        "--timeout",
+        "120",
+    ]
+    env = {**server_env(database_url), "ALLOWED_HOSTS": "127.0.0.1"}
+    return start(f"web x{workers}", [command], port, env, workers_are_children=True, token=token)
+
+
 def start_floor(stream_rows: int, *, aio: bool = False) -> Server:
     """Start the plain-grpcio floor: grpcio's synchronous server, or (``aio``) grpc.aio's."""
     port = free_port()

@@ -85,6 +85,13 @@ def table(label: str, results: dict) -> str:
             f"| {name} ({unit}) | {fmt(grpc_value)} | {fmt(drf_value)} | {fmt(floor_value)} "
             f"| {fmt(versus_drf)}{'×' if versus_drf else ''} | {fmt(versus_floor)}{'×' if versus_floor else ''} |"
         )
+        connect_value = results.get("connect", {}).get(key)
+        if connect_value is not None:
+            versus = ratio(connect_value, drf_value) if higher else ratio(drf_value, connect_value)
+            lines.append(
+                f"| {name}, Connect (web process) ({unit}) | {fmt(connect_value)} | {fmt(drf_value)} | "
+                f"| {fmt(versus)}{'×' if versus else ''} | |"
+            )
         if key == "retrieve_rps" and aio_floor:
             versus_aio = ratio(grpc_value, aio_floor)
             lines.append(
@@ -111,6 +118,16 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
         ("Create ≥ 2× DRF per worker", ratio(grpc.get("create_rps"), drf.get("create_rps")), 2.0),
         ("Create ≥ 0.4× the insert floor", ratio(grpc.get("create_rps"), floor.get("create_rps")), 0.4),
         ("BatchCreate of 1,000 ≥ 20,000 rows/s", grpc.get("batch_create_rows_per_s"), 20_000),
+        (
+            "Connect JSON Retrieve (web process) ≥ 3× DRF per worker",
+            ratio(results.get("connect", {}).get("retrieve_rps"), drf.get("retrieve_rps")),
+            3.0,
+        ),
+        (
+            "Connect binary List of 1,000 ≥ 3× faster than DRF",
+            ratio(drf.get("list_ms"), results.get("connect", {}).get("list_ms")),
+            3.0,
+        ),
     ]
     out = [(name, shown(value, goal), value is not None and value >= goal) for name, value, goal in checks]
     growth = grpc.get("stream_rss_growth_mb")

@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     # djangogrpcframework is a library here, not an app: grpc_ext's generateproto
@@ -68,12 +69,16 @@ INSTALLED_APPS = [
     "grpc_ext",
     "users",
     "posts",
+    # The page at /app/ (a Connect client built from the protos; see README, "From a browser").
+    "web",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Serves STATIC_ROOT (collected at build time) with far-future caching of the hashed names.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Answers preflights and adds the Access-Control-* headers (CORS_ALLOWED_ORIGINS), before CommonMiddleware.
+    "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -187,6 +192,30 @@ _proxy_ssl_header = env_list("SECURE_PROXY_SSL_HEADER", [])
 if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
     raise ImproperlyConfigured("SECURE_PROXY_SSL_HEADER is 'HEADER,value', e.g. 'HTTP_X_FORWARDED_PROTO,https'.")
 SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) or None
+
+# Front ends on these origins ("https://app.example.com") may call the Connect and gRPC-Web endpoints
+# (grpc_ext.connect) and the REST API from their pages; none by default. Their requests may carry the
+# headers of both protocols, and their pages may read the status headers gRPC-Web answers with.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
+CORS_ALLOW_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+CORS_ALLOW_HEADERS = [
+    "accept",
+    "accept-encoding",
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "if-match",
+    "connect-protocol-version",
+    "connect-timeout-ms",
+    "connect-content-encoding",
+    "connect-accept-encoding",
+    "grpc-timeout",
+    "grpc-accept-encoding",
+    "grpc-encoding",
+    "x-grpc-web",
+    "x-user-agent",
+]
+CORS_EXPOSE_HEADERS = ["grpc-status", "grpc-message", "grpc-status-details-bin", "etag", "retry-after"]
 
 
 def cache_from_url(url: str | None) -> dict:

@@ -1,4 +1,7 @@
-"""HTTP routes: the Django admin and the REST perimeter under /api/."""
+"""HTTP routes: the Django admin, the REST perimeter under /api/ and the page at /app/.
+
+Every gRPC service is served over Connect and gRPC-Web in front of these routes (``demo/wsgi.py``).
+"""
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
@@ -6,6 +9,7 @@ from django.urls import path
 
 from posts.api import PostDetailView, PostListView
 from users.api import LoginView, LogoutView, SignupView, TokenRefreshView
+from web.views import app_page
 
 
 def healthz(request: HttpRequest) -> HttpResponse:
@@ -16,6 +20,7 @@ def healthz(request: HttpRequest) -> HttpResponse:
 urlpatterns = [
     path("healthz/", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("app/", app_page, name="app"),
     path("api/users/signup/", SignupView.as_view(), name="signup"),
     path("api/users/login/", LoginView.as_view(), name="login"),
     path("api/users/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),

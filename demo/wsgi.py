@@ -1,8 +1,16 @@
-"""WSGI entry point for the REST perimeter and the admin."""
+"""WSGI entry point of the web process: the admin, the REST perimeter, the page, and every service over Connect.
+
+``runserver`` (``WSGI_APPLICATION``) and gunicorn both serve this application;
+``/<package>.<Service>/<Method>`` calls go to ``grpc_ext.connect``, the rest to Django.
+"""
 
 import os
 
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo.settings")
-application = get_wsgi_application()
+django_application = get_wsgi_application()
+
+from grpc_ext.connect import with_connect  # noqa: E402 - needs the settings configured above
+
+application = with_connect(django_application)

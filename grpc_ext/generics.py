@@ -153,68 +153,18 @@ class Service(framework_generics.GenericService):
     def _make_handler(cls, action: str, initkwargs: dict):
         """Return the ``grpc.aio`` handler of ``action``: the Django work in the thread pool, I/O on the loop.
 
-        A unary call is one hop to the pool: the request-started signal,
-        ``initial``, the action and the request-finished signal run there
-        together. A stream hops once per response message (a batch of rows)
-        and writes it from the loop, so a client that stops reading holds no
-        thread; each hop ends by closing the connections Django would close
-        after a request, as the finished signal does after the last.
+        A unary call is one hop to the pool: ``RequestCycle.run_unary`` runs
+        the request-started signal, ``initial``, the action and the
+        request-finished signal there together. A stream hops once per
+        response message (``RequestCycle.next_batch``, a batch of rows) and
+        writes it from the loop, so a client that stops reading holds no
+        thread.
         """
-        streaming = inspect.isgeneratorfunction(getattr(cls, action))
-
-        def start(request, call: CallContext):
-            grpc_request_started.send(sender=cls, request=request, context=call)
-            prepare_database(call)
-            check_deadline(call)
-            service = cls(**initkwargs)
-            service.request, service.context, service.action = request, call, action
-            service.initial()
-            return getattr(service, action)(request, call)
-
-        def failed(exc: Exception, request, call: CallContext) -> Status | None:
-            """Return the status ``exc`` ends the call with, the handler's own ``abort`` included."""
-            if not isinstance(exc, RpcAborted):
-                # A CallContext answers as grpc's ServicerContext does (abort, set_code, trailing metadata).
-                _report_unexpected(cls, request, cast(grpc.ServicerContext, call), exc)
-                try:
-                    abort_with_error(exc, cast(grpc.ServicerContext, call))
-                except RpcAborted:
-                    pass
-            return call.status
-
-        def run_unary(request, call: CallContext):
-            try:
-                return start(request, call), None
-            except Exception as exc:
-                return None, failed(exc, request, call)
-            finally:
-                grpc_request_finished.send(sender=cls)
-
-        def next_batch(stream: StreamState, request, call: CallContext):
-            """Return the stream's next message (``None`` at its end) and the status it failed with, if any."""
-            with stream.lock:
-                if stream.finished:
-                    return None, None
-                response = None
-                try:
-                    if stream.responses is None:
-                        stream.responses = iter(start(request, call))
-                    response = next(stream.responses, None)
-                    if response is not None:
-                        return response, None
-                    return None, None
-                except Exception as exc:
-                    return None, failed(exc, request, call)
-                finally:
-                    if response is None:
-                        stream.finished = True
-                        grpc_request_finished.send(sender=cls)
-                    else:
-                        close_old_connections()
+        cycle = RequestCycle(cls, action, initkwargs)
 
         async def unary_handler(request, context: grpc.aio.ServicerContext):
             call = CallContext(context)
-            response, status = await in_pool(call, run_unary, request, call)
+            response, status = await in_pool(call, cycle.run_unary, request, call)
             if status is not None:
                 await context.abort(status.code, status.details, status.trailing_metadata)
             return response
@@ -224,7 +174,7 @@ class Service(framework_generics.GenericService):
             stream = StreamState(cls)
             try:
                 while True:
-                    response, status = await in_pool(call, next_batch, stream, request, call)
+                    response, status = await in_pool(call, cycle.next_batch, stream, request, call)
                     if status is not None:
                         await context.abort(status.code, status.details, status.trailing_metadata)
                     if response is None:
@@ -234,7 +184,84 @@ class Service(framework_generics.GenericService):
                 if not stream.finished:  # cancelled, or stopped by a drain: close it after the hop in hand
                     asyncio.get_running_loop().run_in_executor(None, stream.close)
 
-        return stream_handler if streaming else unary_handler
+        return stream_handler if cycle.streaming else unary_handler
+
+
+class RequestCycle:
+    """The synchronous life of one call of ``service_class.action``, whatever carries it.
+
+    ``run_unary`` (or ``next_batch``, once per message of a stream) ->
+    ``start`` (request-started signal, database check, deadline, a new
+    service, ``Service.initial``, the action) -> ``failed`` for any error
+    (the one error map; the handler's own ``abort`` included) -> the
+    request-finished signal. gRPC's handlers (``Service._make_handler``) run
+    these steps on the pool; the Connect and gRPC-Web endpoints
+    (``grpc_ext.connect``) run them in the web server's thread. Both pass a
+    ``CallContext``, so the service sees the same ``context`` either way.
+    """
+
+    def __init__(self, service_class: type[Service], action: str, initkwargs: dict):
+        self.service_class = service_class
+        self.action = action
+        self.initkwargs = initkwargs
+        self.streaming = inspect.isgeneratorfunction(getattr(service_class, action))
+
+    def start(self, request, call: CallContext):
+        """Check the call and the caller, then run the action; return its response (a stream: its iterator)."""
+        cls = self.service_class
+        grpc_request_started.send(sender=cls, request=request, context=call)
+        prepare_database(call)
+        check_deadline(call)
+        service = cls(**self.initkwargs)
+        service.request, service.context, service.action = request, call, self.action
+        service.initial()
+        return getattr(service, self.action)(request, call)
+
+    def failed(self, exc: Exception, request, call: CallContext) -> Status | None:
+        """Return the status ``exc`` ends the call with, the handler's own ``abort`` included."""
+        if not isinstance(exc, RpcAborted):
+            # A CallContext answers as grpc's ServicerContext does (abort, set_code, trailing metadata).
+            _report_unexpected(self.service_class, request, cast(grpc.ServicerContext, call), exc)
+            try:
+                abort_with_error(exc, cast(grpc.ServicerContext, call))
+            except RpcAborted:
+                pass
+        return call.status
+
+    def run_unary(self, request, call: CallContext) -> tuple[object, Status | None]:
+        """Run a unary call whole; return its response, or ``None`` and the status it failed with."""
+        try:
+            return self.start(request, call), None
+        except Exception as exc:
+            return None, self.failed(exc, request, call)
+        finally:
+            grpc_request_finished.send(sender=self.service_class)
+
+    def next_batch(self, stream: StreamState, request, call: CallContext) -> tuple[object, Status | None]:
+        """Return the stream's next message (``None`` at its end) and the status it failed with, if any.
+
+        Each hop ends by closing the connections Django would close after a
+        request, as the finished signal does after the last.
+        """
+        with stream.lock:
+            if stream.finished:
+                return None, None
+            response = None
+            try:
+                if stream.responses is None:
+                    stream.responses = iter(self.start(request, call))
+                response = next(stream.responses, None)
+                if response is not None:
+                    return response, None
+                return None, None
+            except Exception as exc:
+                return None, self.failed(exc, request, call)
+            finally:
+                if response is None:
+                    stream.finished = True
+                    grpc_request_finished.send(sender=self.service_class)
+                else:
+                    close_old_connections()
 
 
 class StreamState:

@@ -23,7 +23,16 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from bench import loadgen, measure, report
-from bench.processes import CpuMeter, Server, access_token, start_drf, start_floor, start_grpc, start_insert_floor
+from bench.processes import (
+    CpuMeter,
+    Server,
+    access_token,
+    start_drf,
+    start_floor,
+    start_grpc,
+    start_insert_floor,
+    start_web,
+)
 from posts.models import Post
 from users.models import User
 
@@ -149,7 +158,7 @@ class Command(BaseCommand):
         post_id, owner_id = self.seed()
         # Every call is authenticated the same way on both sides: as the post's owner, with a JWT.
         self.token = access_token(User.objects.using(ALIAS).get(pk=owner_id))
-        results: dict[str, dict] = {"grpc": {}, "drf": {}, "floor": {}, "aio_floor": {}}
+        results: dict[str, dict] = {"grpc": {}, "drf": {}, "floor": {}, "aio_floor": {}, "connect": {}}
         self.run_raw_floor(results["floor"])
         with self.serving(start_grpc(server_url, 1, self.token)) as server:
             measure.verify_grpc(server, post_id, self.page_size)
@@ -158,6 +167,9 @@ class Command(BaseCommand):
                 measure.verify_stream(server, Post.objects.using(ALIAS).count())
         with self.serving(start_drf(server_url, 1, self.token)) as server:
             self.run_drf(server, results["drf"], post_id, owner_id)
+        with self.serving(start_web(server_url, 1, self.token)) as server:
+            measure.verify_connect(server, post_id, self.page_size)
+            self.run_connect(server, results["connect"], post_id)
         with self.serving(start_floor(self.rows)) as server:
             self.run_floor_server(server, results["floor"], post_id)
         with self.serving(start_floor(self.rows, aio=True)) as server:
@@ -262,6 +274,20 @@ class Command(BaseCommand):
         create = self.measure_create(out, lambda: measure.drf_create(server, owner_id, **kwargs))
         exports = [measure.drf_export(server, self.rows) for _ in range(self.repeat)]
         self.store(out, retrieve, listed, create, exports)
+
+    def run_connect(self, server: Server, out: dict, post_id: str) -> None:
+        """Retrieve (Connect JSON) and List (Connect binary) through the production web command, one worker."""
+        kwargs = {"duration": self.duration, "quick": self.quick}
+        retrieve = self.median_of(
+            lambda: measure.connect_retrieve(server, post_id, connections_=self.connections, **kwargs)
+        )
+        listed = self.median_of(lambda: measure.connect_list(server, self.page_size, **kwargs))
+        out["retrieve_rps"] = retrieve.per_second
+        out["retrieve_p50_ms"] = retrieve.percentile(0.5)
+        out["retrieve_p99_ms"] = retrieve.percentile(0.99)
+        out["list_ms"] = listed.percentile(0.5)
+        out["list_per_s"] = listed.per_second
+        self.stdout.write("   " + ", ".join(f"{key} {report.fmt(value)}" for key, value in out.items()))
 
     def run_floor_server(self, server: Server, out: dict, post_id: str) -> None:
         kwargs = {"duration": self.duration, "quick": self.quick}
