@@ -37,6 +37,7 @@ from grpc_ext.health import AsyncHealthServicer
 from grpc_ext.limits import DrainGate, bounded_request
 from grpc_ext.reflection import enable_server_reflection
 from grpc_ext.settings import grpc_ext_settings
+from grpc_ext.tracing import tracing_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +48,14 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 def load_interceptors() -> list[grpc.aio.ServerInterceptor]:
     """Instantiate the interceptors of ``SERVER_INTERCEPTORS`` once, in order (``grpc.aio.ServerInterceptor``).
 
-    With ``METRICS_PORT`` set, the metrics interceptor comes first.
+    With ``METRICS_PORT`` set, the metrics interceptor comes first; with tracing on
+    (``grpc_ext.tracing``), the tracing one comes before it, so the others run inside the call's span.
     """
     paths = list(grpc_ext_settings.SERVER_INTERCEPTORS or [])
     if grpc_ext_settings.METRICS_PORT:
         paths.insert(0, "grpc_ext.metrics.MetricsInterceptor")
+    if tracing_enabled():
+        paths.insert(0, "grpc_ext.tracing.TracingInterceptor")
     return [import_string(path)() for path in paths]
 
 
