@@ -138,9 +138,16 @@ def excluded_services() -> frozenset[str]:
     return frozenset(name.strip() for name in os.environ.get(EXCLUDED_SERVICES_VARIABLE, "").split(",") if name.strip())
 
 
-def _metadata_carrier(context: grpc.aio.ServicerContext) -> dict[str, str]:
-    """Return the call's text metadata as a dict, for the propagator (``traceparent``, ``tracestate``, ``baggage``)."""
-    return {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+def _caller_context(context: grpc.aio.ServicerContext, fields: frozenset[str]) -> Any:
+    """Return the caller's trace context from the call's metadata (``traceparent``, ``tracestate``, ``baggage``).
+
+    ``fields`` are the metadata keys the propagator reads: a call with none of
+    them (most calls of a load balancer or a probe) skips the propagator.
+    """
+    metadata = context.invocation_metadata() or ()
+    if not any(key in fields for key, _ in metadata):
+        return None
+    return propagate.extract({key: value for key, value in metadata if isinstance(value, str)})
 
 
 def _peer_attributes(peer: str) -> dict[str, Any]:
@@ -160,8 +167,8 @@ class _CallSpan:
 
     __slots__ = ("span", "token", "batches")
 
-    def __init__(self, tracer: trace.Tracer, name: str, attributes: dict[str, Any], context: Any):
-        parent = propagate.extract(_metadata_carrier(context))
+    def __init__(self, tracer: trace.Tracer, name: str, attributes: dict[str, Any], context: Any, fields: frozenset):
+        parent = _caller_context(context, fields)
         self.span = tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
         if self.span.is_recording():
             self.span.set_attributes(_peer_attributes(context.peer()))
@@ -215,6 +222,8 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
         configure_tracing()
         self.tracer = trace.get_tracer(SCOPE)
         self.excluded = excluded_services()
+        #: The metadata keys the propagator reads (OTEL_PROPAGATORS); lower case, as gRPC metadata keys are.
+        self.fields = frozenset(field.lower() for field in propagate.get_global_textmap().fields)
         self._traced: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
@@ -234,11 +243,11 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
             return handler
         span_name = f"{service}/{name}"
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
-        tracer = self.tracer
+        tracer, fields = self.tracer, self.fields
 
         def wrap_unary(behavior: Callable) -> Callable:
             async def traced_unary(request, context):
-                call_span, error = _CallSpan(tracer, span_name, attributes, context), None
+                call_span, error = _CallSpan(tracer, span_name, attributes, context, fields), None
                 try:
                     return await behavior(request, context)
                 except BaseException as exc:
@@ -254,7 +263,7 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
                 return wrap_unary(behavior)
 
             async def traced_stream(request, context):
-                call_span, error = _CallSpan(tracer, span_name, attributes, context), None
+                call_span, error = _CallSpan(tracer, span_name, attributes, context, fields), None
                 try:
                     async for response in behavior(request, context):
                         call_span.batches += 1
