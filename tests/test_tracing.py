@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import grpc
@@ -124,9 +125,31 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
         return [span for span in self.spans if span.parent_span_id == parent.span_id]
 
 
+def http_receiver(collector: Collector) -> ThreadingHTTPServer:
+    """Serve OTLP/HTTP (``POST /v1/traces``, protobuf) into ``collector`` on a free port."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            answer = collector.Export(trace_service_pb2.ExportTraceServiceRequest.FromString(body), None)
+            payload = answer.SerializeToString()
+            self.send_response(200 if self.path == "/v1/traces" else 404)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @pytest.fixture
 def collector() -> Iterator[tuple[Collector, str]]:
-    """A collector served on a free port; yield it and its ``OTEL_EXPORTER_OTLP_ENDPOINT``."""
+    """A collector served over OTLP/gRPC on a free port; yield it and the variables that export to it."""
     receiver = Collector()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
@@ -150,9 +173,11 @@ def database_url() -> str:
 
 
 def tracing_env(endpoint: str, **extra: str) -> dict[str, str]:
+    """The environment of a server exporting to the collector's OTLP/gRPC ``endpoint``, sampling every call."""
     return {
         "DATABASE_URL": database_url(),
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
         "OTEL_SERVICE_NAME": SERVICE_NAME,
         "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
         "OTEL_TRACES_SAMPLER": "always_on",
@@ -191,8 +216,11 @@ def test_tracing_is_off_unless_an_otlp_endpoint_is_set(monkeypatch):
     assert not tracing.tracing_enabled()
 
 
-def test_the_protocol_variable_picks_the_exporter(monkeypatch):
+def test_the_protocol_variable_picks_the_exporter_http_by_default(monkeypatch):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_PROTOCOL", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", raising=False)
+    assert type(tracing.span_exporter()).__module__ == "opentelemetry.exporter.otlp.proto.http.trace_exporter"
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     assert type(tracing.span_exporter()).__module__ == "opentelemetry.exporter.otlp.proto.http.trace_exporter"
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
@@ -389,3 +417,24 @@ def test_the_rest_api_exports_request_spans_with_the_same_service_and_their_sql(
     assert span.attributes.get("http.status_code", span.attributes.get("http.response.status_code")) == 200
     collector.wait_for(lambda spans: bool(collector.children(span)), "the request's SQL spans")
     assert any(child.name == "SELECT posts_post" for child in collector.children(span))
+
+
+def test_without_a_protocol_the_server_exports_over_otlp_http(run_server, collector, user):
+    receiver, _ = collector
+    http = http_receiver(receiver)
+    try:
+        env = {
+            "DATABASE_URL": database_url(),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{http.server_address[1]}",
+            "OTEL_SERVICE_NAME": SERVICE_NAME,
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+        }
+        _, address = run_server(env=env)
+        with grpc.insecure_channel(address) as channel:
+            stub = posts_pb2_grpc.PostControllerStub(channel)
+            stub.List(posts_pb2.PostListRequest(page_size=1), metadata=auth_metadata(user), timeout=10)
+        span = receiver.server_span("posts.PostController/List")
+        assert span.resource["service.name"] == SERVICE_NAME
+    finally:
+        http.shutdown()
+        http.server_close()
