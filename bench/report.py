@@ -131,9 +131,11 @@ def tracing_summary(label: str, results: dict) -> str:
     traced, untraced = grpc.get("retrieve_rps_traced"), grpc.get("retrieve_rps_untraced")
     share = ratio(traced, untraced)
     met = share is not None and share >= 0.9
+    cpu_on, cpu_off = grpc.get("retrieve_cpu_us_traced"), grpc.get("retrieve_cpu_us_untraced")
     return (
         f"**{label}**: Retrieve {fmt(traced)} RPC/s with tracing on (10 % sampled), {fmt(untraced)} off: "
-        f"{fmt(share)}× ({'met' if met else 'MISS'}: ≥ 0.9×); {grpc.get('traced_spans_exported', 0):,} spans "
+        f"{fmt(share)}× ({'met' if met else 'MISS'}: ≥ 0.9×); server CPU per call {fmt(cpu_on)} µs against "
+        f"{fmt(cpu_off)} µs off ({fmt(ratio(cpu_on, cpu_off))}×); {grpc.get('traced_spans_exported', 0):,} spans "
         f"exported for {grpc.get('traced_calls', 0):,} calls\n"
     )
 

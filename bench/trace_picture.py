@@ -44,7 +44,7 @@ def main(output: Path) -> None:
         env = {
             **os.environ,
             "CACHE_LOCATION": str(directory / "cache"),
-            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+            **collector.env("grpc"),
             "OTEL_SERVICE_NAME": SERVER_SERVICE,
             "OTEL_TRACES_SAMPLER": "always_on",
             "LOG_LEVEL": "WARNING",
@@ -58,7 +58,9 @@ def main(output: Path) -> None:
         )
         try:
             wait_for_port(port, [server])
-            trace_id = one_call(f"127.0.0.1:{port}", access_token(user), collector.endpoint)
+            trace_id = one_call(
+                f"127.0.0.1:{port}", access_token(user), collector.env("grpc")["OTEL_EXPORTER_OTLP_ENDPOINT"]
+            )
         finally:
             server.send_signal(signal.SIGTERM)  # drains, then flushes its spans
             server.wait(timeout=30)

@@ -24,7 +24,16 @@ from django.db import connections
 
 from bench import loadgen, measure, report
 from bench.collector import SpanCollector
-from bench.processes import CpuMeter, Server, access_token, start_drf, start_floor, start_grpc, start_insert_floor
+from bench.processes import (
+    CpuMeter,
+    Server,
+    access_token,
+    cpu_seconds,
+    start_drf,
+    start_floor,
+    start_grpc,
+    start_insert_floor,
+)
 from posts.models import Post
 from users.models import User
 
@@ -64,6 +73,12 @@ class Command(BaseCommand):
             action="store_true",
             help="Only Retrieve with tracing on (10 %% sampled) against off, in turn on two servers (minutes).",
         )
+        parser.add_argument(
+            "--tracing-protocol",
+            choices=["http/protobuf", "grpc"],
+            default="http/protobuf",
+            help="OTEL_EXPORTER_OTLP_PROTOCOL of the traced server (default: http/protobuf, the server's default).",
+        )
         parser.add_argument("--rows", type=int, help=f"Posts to seed and stream (default {self.rows:,}).")
         parser.add_argument("--duration", type=float, help=f"Seconds per load run (default {self.duration:.0f}).")
         parser.add_argument("--repeat", type=int, help=f"Runs per measure; the median is kept (default {self.repeat}).")
@@ -73,6 +88,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         self.quick = options["quick"]
         self.tracing_only = options["tracing_only"]
+        self.tracing_protocol = options["tracing_protocol"]
         if self.quick:
             self.rows, self.page_size, self.repeat = 1000, 100, 1
         self.rows = options["rows"] or self.rows
@@ -229,12 +245,20 @@ class Command(BaseCommand):
 
         The traced one exports over OTLP/gRPC to a collector in this process
         (``bench.collector``), as to an agent on the host; its spans are counted
-        once the server has stopped and flushed them.
+        once the server has stopped and flushed them. Besides the calls per
+        second, the server's CPU time per call is kept for each run: on a
+        machine others share, it moves less than the throughput.
         """
         kwargs = {"duration": self.duration, "quick": self.quick, "connections_": self.connections}
+
+        def retrieve(server: Server) -> tuple[loadgen.Run, float]:
+            before = cpu_seconds(server.serving_pids())
+            run = self.attempt(lambda: measure.grpc_retrieve(server, post_id, **kwargs))
+            return run, (cpu_seconds(server.serving_pids()) - before) / run.calls * 1e6
+
         with SpanCollector() as collector:
             traced_env = {
-                "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+                **collector.env(self.tracing_protocol),
                 "OTEL_SERVICE_NAME": "benchmark",
                 "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
                 "OTEL_TRACES_SAMPLER_ARG": str(TRACING_SAMPLE_RATIO),
@@ -245,18 +269,23 @@ class Command(BaseCommand):
                 self.serving(start_grpc(server_url, 1, self.token, env=traced_env)) as traced,
             ):
                 for _ in range(self.repeat):  # alternated, so that a drift of the machine touches both alike
-                    off.append(self.attempt(lambda: measure.grpc_retrieve(untraced, post_id, **kwargs)))
-                    on.append(self.attempt(lambda: measure.grpc_retrieve(traced, post_id, **kwargs)))
-        out["retrieve_rps_untraced"] = loadgen.median_run(off).per_second
-        out["retrieve_rps_traced"] = loadgen.median_run(on).per_second
-        out["retrieve_rps_pairs"] = [
-            [first.per_second, second.per_second] for first, second in zip(off, on, strict=True)
+                    off.append(retrieve(untraced))
+                    on.append(retrieve(traced))
+        out["retrieve_rps_untraced"] = loadgen.median_run([run for run, _ in off]).per_second
+        out["retrieve_rps_traced"] = loadgen.median_run([run for run, _ in on]).per_second
+        out["retrieve_cpu_us_untraced"] = loadgen.median([cpu for _, cpu in off])
+        out["retrieve_cpu_us_traced"] = loadgen.median([cpu for _, cpu in on])
+        out["retrieve_pairs"] = [
+            {"off_rps": first.per_second, "on_rps": second.per_second, "off_cpu_us": off_cpu, "on_cpu_us": on_cpu}
+            for (first, off_cpu), (second, on_cpu) in zip(off, on, strict=True)
         ]
-        out["traced_calls"] = sum(run.calls for run in on)
+        out["tracing_protocol"] = self.tracing_protocol
+        out["traced_calls"] = sum(run.calls for run, _ in on)
         out["traced_spans_exported"] = collector.count
         self.stdout.write(
             f"   tracing at {TRACING_SAMPLE_RATIO:.0%}: Retrieve {report.fmt(out['retrieve_rps_traced'])} RPC/s "
-            f"against {report.fmt(out['retrieve_rps_untraced'])} off; "
+            f"against {report.fmt(out['retrieve_rps_untraced'])} off, server CPU per call "
+            f"{report.fmt(out['retrieve_cpu_us_traced'])} against {report.fmt(out['retrieve_cpu_us_untraced'])} us; "
             f"{out['traced_spans_exported']:,} spans exported for {out['traced_calls']:,} calls"
         )
 
