@@ -268,7 +268,7 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s%(trace_context)s"},
     },
     "filters": {
-        "trace_context": {"()": "grpc_ext.tracing.TraceContextFilter"},
+        "trace_context": {"()": "grpc_ext.trace_logging.TraceContextFilter"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["trace_context"]},

@@ -13,7 +13,7 @@ A call's route through the spans::
       SERVER span "posts.PostController/Retrieve"   (TracingInterceptor, on the event loop)
         the hop to the pool copies the context   (grpc_ext.calls.in_pool)
         CLIENT span "SELECT posts_post"          (trace_statement, a Django execute wrapper)
-      log records of the call carry trace_id and span_id (TraceContextFilter)
+      log records of the call carry trace_id and span_id (grpc_ext.trace_logging)
 
 The SDK is configured in the process that serves (``configure_tracing``, from
 ``TracingInterceptor`` when a server is built, after ``--workers`` forks; from
@@ -23,6 +23,7 @@ that forks: the OTLP/gRPC exporter's channel must not cross a fork.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import multiprocessing.util
 import os
@@ -263,7 +264,7 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
             return traced_unary
 
         def wrap_stream(behavior: Callable) -> Callable:
-            if not _is_async_generator(behavior):
+            if not inspect.isasyncgenfunction(behavior):
                 return wrap_unary(behavior)
 
             async def traced_stream(request, context):
@@ -281,12 +282,6 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
             return traced_stream
 
         return wrap_handler(handler, wrap_unary, wrap_stream)
-
-
-def _is_async_generator(behavior: Callable) -> bool:
-    import inspect
-
-    return inspect.isasyncgenfunction(behavior)
 
 
 def record_user(user: Any) -> None:
@@ -365,25 +360,3 @@ def trace_statements(sender: Any, connection: Any, **kwargs: Any) -> None:
     """
     if trace_statement not in connection.execute_wrappers:
         connection.execute_wrappers.insert(0, trace_statement)
-
-
-# --------------------------------------------------------------------------- logs
-
-
-class TraceContextFilter(logging.Filter):
-    """Give every record ``trace_context``: `` trace_id=<32 hex> span_id=<16 hex>`` within a traced call, else ``""``.
-
-    A handler's filter (``LOGGING``), so that a format can always name
-    ``%(trace_context)s``: with tracing off, or outside a call, it is empty.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        span_context = trace.get_current_span().get_span_context()
-        if span_context.is_valid:
-            trace_id, span_id = format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
-            record.__dict__.update(
-                trace_id=trace_id, span_id=span_id, trace_context=f" trace_id={trace_id} span_id={span_id}"
-            )
-        else:
-            record.trace_context = ""
-        return True

@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from grpc_ext import tracing
 from grpc_ext.client import AsyncClient, Client, ClientError
 from grpc_ext.server import load_interceptors
+from grpc_ext.trace_logging import TraceContextFilter
 from protos import posts_pb2, posts_pb2_grpc
 from tests.conftest import free_port
 from tests.factories import make_post
@@ -232,7 +233,7 @@ def test_the_protocol_variable_picks_the_exporter_http_by_default(monkeypatch):
 
 def test_log_records_outside_a_traced_call_carry_no_trace_ids():
     record = logging.LogRecord("grpc_ext.access", logging.INFO, __file__, 1, "rpc", (), None)
-    assert tracing.TraceContextFilter().filter(record)
+    assert TraceContextFilter().filter(record)
     assert record.trace_context == ""  # type: ignore[attr-defined]
 
 
