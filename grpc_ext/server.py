@@ -37,7 +37,6 @@ from grpc_ext.health import AsyncHealthServicer
 from grpc_ext.limits import DrainGate, bounded_request
 from grpc_ext.reflection import enable_server_reflection
 from grpc_ext.settings import grpc_ext_settings
-from grpc_ext.tracing import tracing_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +50,8 @@ def load_interceptors() -> list[grpc.aio.ServerInterceptor]:
     With ``METRICS_PORT`` set, the metrics interceptor comes first; with tracing on
     (``grpc_ext.tracing``), the tracing one comes before it, so the others run inside the call's span.
     """
+    from grpc_ext.tracing import tracing_enabled
+
     paths = list(grpc_ext_settings.SERVER_INTERCEPTORS or [])
     if grpc_ext_settings.METRICS_PORT:
         paths.insert(0, "grpc_ext.metrics.MetricsInterceptor")
