@@ -169,9 +169,12 @@ class Server:
 
 
 def server_env(database_url: str) -> dict[str, str]:
-    """Return the environment of a server: the benchmark database, no access log, no debug."""
+    """Return the environment of a server: the benchmark database, no access log, no debug, no tracing.
+
+    Tracing is on only where a measure turns it on (``start_grpc``'s ``env``), whatever this process's ``OTEL_*``.
+    """
     return {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if not name.startswith("OTEL_")},
         "DATABASE_URL": database_url,
         "LOG_LEVEL": "WARNING",
         "DEBUG": "false",
@@ -222,20 +225,23 @@ def start(
     return server
 
 
-def start_grpc(database_url: str, processes: int, token: str) -> Server:
+def start_grpc(database_url: str, processes: int, token: str, env: dict[str, str] | None = None) -> Server:
     """Start ``grpcrunserver --workers processes`` (the processes share the port with SO_REUSEPORT).
 
-    Each process has the product's default pool (``MAX_WORKERS``, 10 threads).
+    Each process has the product's default pool (``MAX_WORKERS``, 10 threads);
+    ``env`` adds to its environment (tracing's ``OTEL_*`` variables).
     """
     port = free_port()
     command = [sys.executable, "manage.py", "grpcrunserver", f"127.0.0.1:{port}", "--workers", str(processes)]
     status_dir = Path(tempfile.mkdtemp(prefix="bench-status-"))
+    name = f"grpc x{processes}{' traced' if env else ''}"
     env = {
         **server_env(database_url),
         "DJANGO_SETTINGS_MODULE": "bench.grpc_settings",
         "BENCH_STATUS_DIR": str(status_dir),
+        **(env or {}),
     }
-    server = start(f"grpc x{processes}", [command], port, env, workers_are_children=processes > 1, token=token)
+    server = start(name, [command], port, env, workers_are_children=processes > 1, token=token)
     server.status_dir = status_dir
     return server
 

@@ -51,6 +51,8 @@ ROWS = [
     ("batch_create_rows_per_s", "BatchCreate of 1,000", "rows/s", True),
     ("stream_rows_per_s", "Stream of all rows", "rows/s", True),
     ("stream_rss_growth_mb", "Stream: server RSS growth", "MB", False),
+    ("retrieve_rps_untraced", "Retrieve, tracing off (paired with the next row)", "RPC/s", True),
+    ("retrieve_rps_traced", "Retrieve, tracing on, 10 % sampled", "RPC/s", True),
 ]
 
 
@@ -128,11 +130,31 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
             ratio(drf.get("list_ms"), results.get("connect", {}).get("list_ms")),
             3.0,
         ),
+        (
+            "Retrieve with tracing at 10 % ≥ 0.9× off",
+            ratio(grpc.get("retrieve_rps_traced"), grpc.get("retrieve_rps_untraced")),
+            0.9,
+        ),
     ]
     out = [(name, shown(value, goal), value is not None and value >= goal) for name, value, goal in checks]
     growth = grpc.get("stream_rss_growth_mb")
     out.append(("Stream RSS growth ≤ 10 MB", fmt(growth), growth is not None and growth <= 10))
     return out
+
+
+def tracing_summary(label: str, results: dict) -> str:
+    """Return the tracing measure alone (``--tracing-only``): Retrieve traced at 10 % against off, and the target."""
+    grpc = results["grpc"]
+    traced, untraced = grpc.get("retrieve_rps_traced"), grpc.get("retrieve_rps_untraced")
+    share = ratio(traced, untraced)
+    met = share is not None and share >= 0.9
+    cpu_on, cpu_off = grpc.get("retrieve_cpu_us_traced"), grpc.get("retrieve_cpu_us_untraced")
+    return (
+        f"**{label}**: Retrieve {fmt(traced)} RPC/s with tracing on (10 % sampled), {fmt(untraced)} off: "
+        f"{fmt(share)}× ({'met' if met else 'MISS'}: ≥ 0.9×); server CPU per call {fmt(cpu_on)} µs against "
+        f"{fmt(cpu_off)} µs off ({fmt(ratio(cpu_on, cpu_off))}×); {grpc.get('traced_spans_exported', 0):,} spans "
+        f"exported for {grpc.get('traced_calls', 0):,} calls\n"
+    )
 
 
 def shown(value: float | None, goal: float) -> str:

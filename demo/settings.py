@@ -300,10 +300,14 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        # trace_context: " trace_id=... span_id=..." for a record within a traced call, else empty.
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s%(trace_context)s"},
+    },
+    "filters": {
+        "trace_context": {"()": "grpc_ext.trace_logging.TraceContextFilter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["trace_context"]},
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {

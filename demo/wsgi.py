@@ -8,7 +8,11 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+from grpc_ext.tracing import configure_web_tracing
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo.settings")
+# Traces of requests (OpenTelemetry), when OTEL_EXPORTER_OTLP_ENDPOINT is set; before the middleware loads.
+configure_web_tracing()
 django_application = get_wsgi_application()
 
 from grpc_ext.connect import with_connect  # noqa: E402 - needs the settings configured above

@@ -44,6 +44,8 @@ from google.protobuf import descriptor, field_mask_pb2, message_factory
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
+from grpc_ext.client_tracing import AsyncTracingClientInterceptor, TracingClientInterceptor, client_tracer
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["AsyncClient", "Client", "ClientError", "DEFAULT_TIMEOUT", "READ_METHODS", "RETRY_POLICY"]
@@ -514,6 +516,7 @@ class _ClientBase:
         options: Sequence[tuple[str, Any]] = (),
         protos: str | ModuleType | Iterable[str | ModuleType] | None = None,
         refresh_margin: float = REFRESH_MARGIN,
+        tracer_provider: Any = None,
     ):
         if timeout is None or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds: every call has a deadline")
@@ -528,6 +531,8 @@ class _ClientBase:
             (spec for spec in self._services.values() if {"Login", "Refresh", "Logout"} <= set(spec.methods)), None
         )
         self._callables: dict[str, Any] = {}
+        # CLIENT spans and traceparent: with this provider, else the global one once configured (OpenTelemetry).
+        self._tracer = client_tracer(tracer_provider)
         self._connect()
 
     def _connect(self) -> None:
@@ -590,6 +595,9 @@ class Client(_ClientBase):
     raises ``ClientError``. After ``login`` the access token is sent with every
     call and refreshed once when near expiry or refused as UNAUTHENTICATED; a
     ``token=`` given here is used as is. Safe to share between threads.
+    With a tracer provider configured (OpenTelemetry's global one, or
+    ``tracer_provider=``), every call is a CLIENT span whose ``traceparent``
+    the server joins (``grpc_ext.client_tracing``).
     """
 
     def _connect(self) -> None:
@@ -597,6 +605,8 @@ class Client(_ClientBase):
             self._channel = grpc.insecure_channel(self.target, options=self._options)
         else:
             self._channel = grpc.secure_channel(self.target, self._credentials, options=self._options)
+        if self._tracer is not None:
+            self._channel = grpc.intercept_channel(self._channel, TracingClientInterceptor(self._tracer))
         self._lock = threading.Lock()
         self._service_clients = {label: ServiceClient(self, spec) for label, spec in self._services.items()}
 
@@ -823,10 +833,13 @@ class AsyncClient(_ClientBase):
     """
 
     def _connect(self) -> None:
+        interceptors = [AsyncTracingClientInterceptor(self._tracer)] if self._tracer is not None else None
         if self._credentials is None:
-            self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+            self._channel = grpc.aio.insecure_channel(self.target, options=self._options, interceptors=interceptors)
         else:
-            self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
+            self._channel = grpc.aio.secure_channel(
+                self.target, self._credentials, options=self._options, interceptors=interceptors
+            )
         self._lock = asyncio.Lock()
         self._service_clients = {label: AsyncServiceClient(self, spec) for label, spec in self._services.items()}
 

@@ -44,6 +44,7 @@ from grpc_ext.lookups import PreparedLookups
 from grpc_ext.settings import grpc_ext_settings
 from grpc_ext.signals import grpc_got_request_exception, grpc_request_finished, grpc_request_started
 from grpc_ext.throttling import allow_requests, client_request
+from grpc_ext.tracing import record_user
 
 
 class Service(framework_generics.GenericService):
@@ -65,6 +66,7 @@ class Service(framework_generics.GenericService):
     def initial(self) -> None:
         """Identify the caller, then check permissions and rate limits, before the handler runs."""
         self.perform_authentication()
+        record_user(self.user)
         self.check_permissions()
         self.check_throttles()
 

@@ -48,11 +48,16 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 def load_interceptors() -> list[grpc.aio.ServerInterceptor]:
     """Instantiate the interceptors of ``SERVER_INTERCEPTORS`` once, in order (``grpc.aio.ServerInterceptor``).
 
-    With ``METRICS_PORT`` set, the metrics interceptor comes first.
+    With ``METRICS_PORT`` set, the metrics interceptor comes first; with tracing on
+    (``grpc_ext.tracing``), the tracing one comes before it, so the others run inside the call's span.
     """
+    from grpc_ext.tracing import tracing_enabled
+
     paths = list(grpc_ext_settings.SERVER_INTERCEPTORS or [])
     if grpc_ext_settings.METRICS_PORT:
         paths.insert(0, "grpc_ext.metrics.MetricsInterceptor")
+    if tracing_enabled():
+        paths.insert(0, "grpc_ext.tracing.TracingInterceptor")
     return [import_string(path)() for path in paths]
 
 

@@ -18,3 +18,15 @@ GRPC_FRAMEWORK = {
     # A test may give connections less time to complete their handshake.
     "HANDSHAKE_TIMEOUT": float(os.environ.get("TEST_HANDSHAKE_TIMEOUT", "10")),
 }
+
+if os.environ.get("TEST_LOG_SQL"):
+    # Every statement logged (Django does it with DEBUG on), from the pool thread that ran it.
+    from demo.settings import LOGGING
+
+    LOGGING = {
+        **LOGGING,
+        "loggers": {
+            **LOGGING["loggers"],
+            "django.db.backends": {"handlers": ["console"], "level": "DEBUG", "propagate": False},
+        },
+    }

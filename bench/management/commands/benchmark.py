@@ -23,10 +23,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from bench import loadgen, measure, report
+from bench.collector import SpanCollector
 from bench.processes import (
     CpuMeter,
     Server,
     access_token,
+    cpu_seconds,
     start_drf,
     start_floor,
     start_grpc,
@@ -37,6 +39,8 @@ from posts.models import Post
 from users.models import User
 
 ALIAS = "benchmark"
+#: The sampling ratio of the tracing measure (OTEL_TRACES_SAMPLER_ARG of parentbased_traceidratio).
+TRACING_SAMPLE_RATIO = 0.1
 
 
 class Command(BaseCommand):
@@ -65,6 +69,17 @@ class Command(BaseCommand):
             action="store_true",
             help="Seconds, not minutes: 1,000 rows, Python clients, one run each (for CI).",
         )
+        parser.add_argument(
+            "--tracing-only",
+            action="store_true",
+            help="Only Retrieve with tracing on (10 %% sampled) against off, in turn on two servers (minutes).",
+        )
+        parser.add_argument(
+            "--tracing-protocol",
+            choices=["http/protobuf", "grpc"],
+            default="http/protobuf",
+            help="OTEL_EXPORTER_OTLP_PROTOCOL of the traced server (default: http/protobuf, the server's default).",
+        )
         parser.add_argument("--rows", type=int, help=f"Posts to seed and stream (default {self.rows:,}).")
         parser.add_argument("--duration", type=float, help=f"Seconds per load run (default {self.duration:.0f}).")
         parser.add_argument("--repeat", type=int, help=f"Runs per measure; the median is kept (default {self.repeat}).")
@@ -73,6 +88,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         self.quick = options["quick"]
+        self.tracing_only = options["tracing_only"]
+        self.tracing_protocol = options["tracing_protocol"]
         if self.quick:
             self.rows, self.page_size, self.repeat = 1000, 100, 1
         self.rows = options["rows"] or self.rows
@@ -159,12 +176,16 @@ class Command(BaseCommand):
         # Every call is authenticated the same way on both sides: as the post's owner, with a JWT.
         self.token = access_token(User.objects.using(ALIAS).get(pk=owner_id))
         results: dict[str, dict] = {"grpc": {}, "drf": {}, "floor": {}, "aio_floor": {}, "connect": {}}
+        if self.tracing_only:
+            self.run_tracing(server_url, results["grpc"], post_id)
+            return results
         self.run_raw_floor(results["floor"])
         with self.serving(start_grpc(server_url, 1, self.token)) as server:
             measure.verify_grpc(server, post_id, self.page_size)
             self.run_grpc(server, results["grpc"], post_id, owner_id)
             if not self.quick:
                 measure.verify_stream(server, Post.objects.using(ALIAS).count())
+        self.run_tracing(server_url, results["grpc"], post_id)
         with self.serving(start_drf(server_url, 1, self.token)) as server:
             self.run_drf(server, results["drf"], post_id, owner_id)
         with self.serving(start_web(server_url, 1, self.token)) as server:
@@ -222,6 +243,55 @@ class Command(BaseCommand):
         out["batch_create_rows_per_s"] = self.measure_batch_create(server).per_second
         streams = [measure.grpc_stream(server, self.rows, quick=self.quick) for _ in range(self.repeat)]
         self.store(out, retrieve, listed, create, streams)
+
+    def run_tracing(self, server_url: str, out: dict, post_id: str) -> None:
+        """Retrieve with tracing on at 10 % sampling against off: two servers started together, loaded in turn.
+
+        The traced one exports over OTLP/gRPC to a collector in this process
+        (``bench.collector``), as to an agent on the host; its spans are counted
+        once the server has stopped and flushed them. Besides the calls per
+        second, the server's CPU time per call is kept for each run: on a
+        machine others share, it moves less than the throughput.
+        """
+        kwargs = {"duration": self.duration, "quick": self.quick, "connections_": self.connections}
+
+        def retrieve(server: Server) -> tuple[loadgen.Run, float]:
+            before = cpu_seconds(server.serving_pids())
+            run = self.attempt(lambda: measure.grpc_retrieve(server, post_id, **kwargs))
+            return run, (cpu_seconds(server.serving_pids()) - before) / run.calls * 1e6
+
+        with SpanCollector() as collector:
+            traced_env = {
+                **collector.env(self.tracing_protocol),
+                "OTEL_SERVICE_NAME": "benchmark",
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": str(TRACING_SAMPLE_RATIO),
+            }
+            off, on = [], []
+            with (
+                self.serving(start_grpc(server_url, 1, self.token)) as untraced,
+                self.serving(start_grpc(server_url, 1, self.token, env=traced_env)) as traced,
+            ):
+                for _ in range(self.repeat):  # alternated, so that a drift of the machine touches both alike
+                    off.append(retrieve(untraced))
+                    on.append(retrieve(traced))
+        out["retrieve_rps_untraced"] = loadgen.median_run([run for run, _ in off]).per_second
+        out["retrieve_rps_traced"] = loadgen.median_run([run for run, _ in on]).per_second
+        out["retrieve_cpu_us_untraced"] = loadgen.median([cpu for _, cpu in off])
+        out["retrieve_cpu_us_traced"] = loadgen.median([cpu for _, cpu in on])
+        out["retrieve_pairs"] = [
+            {"off_rps": first.per_second, "on_rps": second.per_second, "off_cpu_us": off_cpu, "on_cpu_us": on_cpu}
+            for (first, off_cpu), (second, on_cpu) in zip(off, on, strict=True)
+        ]
+        out["tracing_protocol"] = self.tracing_protocol
+        out["traced_calls"] = sum(run.calls for run, _ in on)
+        out["traced_spans_exported"] = collector.count
+        self.stdout.write(
+            f"   tracing at {TRACING_SAMPLE_RATIO:.0%}: Retrieve {report.fmt(out['retrieve_rps_traced'])} RPC/s "
+            f"against {report.fmt(out['retrieve_rps_untraced'])} off, server CPU per call "
+            f"{report.fmt(out['retrieve_cpu_us_traced'])} against {report.fmt(out['retrieve_cpu_us_untraced'])} us; "
+            f"{out['traced_spans_exported']:,} spans exported for {out['traced_calls']:,} calls"
+        )
 
     def measure_create(self, out: dict, run_once) -> loadgen.Run:
         """Run Create; remember rows written and calls answered, then delete the new rows."""
@@ -343,14 +413,19 @@ class Command(BaseCommand):
 
     def write_results(self, document: dict, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        report.save_json(directory / "results.json", document)
-        report.save_chart(directory / "results.png", document)
+        saved = ["tracing.json"] if self.tracing_only else ["results.json", "results.png"]
+        report.save_json(directory / saved[0], document)  # --tracing-only leaves the full run's files alone
+        if not self.tracing_only:
+            report.save_chart(directory / saved[1], document)
         machine = document["machine"]
         self.stdout.write(
             f"\nMachine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']}, {machine['os']}, "
             f"Python {machine['python']}\n"
         )
         for label, results in document["databases"].items():
+            if self.tracing_only:
+                self.stdout.write(report.tracing_summary(label, results))
+                continue
             self.stdout.write(report.table(label, results) + "\n")
             for name, value, met in report.targets(results):
                 self.stdout.write(f"  {'met ' if met else 'MISS'}  {name}: {value}")
@@ -358,7 +433,7 @@ class Command(BaseCommand):
             if ceiling:
                 self.stdout.write(f"        ({ceiling})")
             self.stdout.write("")
-        self.stdout.write(f"Saved {directory / 'results.json'} and {directory / 'results.png'}.")
+        self.stdout.write(f"Saved {' and '.join(str(directory / name) for name in saved)}.")
 
 
 @contextlib.contextmanager
