@@ -54,16 +54,25 @@ def summary(outcomes: list[Outcome]) -> str:
     return ", ".join(f"{code} {count}" for code, count in Counter(o.code for o in outcomes).most_common()) or "none"
 
 
+def succeeded(outcome: Outcome) -> bool:
+    """An OK gRPC call, or a 2xx REST answer."""
+    return outcome.code == OK or outcome.code.startswith("HTTP 2")
+
+
 def failed(outcomes: list[Outcome]) -> list[Outcome]:
-    return [o for o in outcomes if o.code != OK]
+    return [o for o in outcomes if not succeeded(o)]
 
 
 def examples(outcomes: list[Outcome], limit: int = 3) -> str:
     shown = [
-        f"{o.method} ({deadline_name(o.deadline)}) {o.code} after {o.seconds:.2f} s: {o.details[:160]}"
+        f"{o.method} ({deadline_name(o.deadline)}) {o.code} after {o.seconds:.2f} s: {one_line(o.details)}"
         for o in outcomes[:limit]
     ]
     return "; ".join(shown)
+
+
+def one_line(text: str, length: int = 160) -> str:
+    return " ".join(text.split())[:length]
 
 
 def deadline_name(deadline: float | None) -> str:
@@ -320,7 +329,7 @@ def drill_redis(cluster: Cluster, outage: float = 20.0, hang: bool = False) -> D
         not bad_codes, f"{len(bad_codes)} gRPC call(s) ended neither OK nor UNAVAILABLE: {examples(bad_codes)}"
     )
     result.check(not bad_rest, f"{len(bad_rest)} REST call(s) answered neither 2xx nor 503 JSON: {examples(bad_rest)}")
-    result.check(not late, f"{len(late)} call(s) waited past their deadline: {examples(late)}")
+    result.check(not late, f"{len(late)} call(s) ended DEADLINE_EXCEEDED or past their deadline: {examples(late)}")
     result.check(not unclear, f"{len(unclear)} UNAVAILABLE call(s) without a message")
     result.check(set(health) <= {"SERVING"}, f"health was {dict(Counter(health))}, the README says SERVING")
     result.check(bool(settled) and not failed(settled), f"after Redis returned: {summary(settled)}")
@@ -355,18 +364,22 @@ def drill_postgres(cluster: Cluster, outage: float = 5.0) -> DrillResult:
         cluster.start_postgres()
         back = time.monotonic()
         time.sleep(10)
-    while_down = [o for o in load.outcomes if o.started >= down and o.ended <= back]
+    while_down = load.between(down, back)
     after = [o for o in load.outcomes if o.ended >= back]
     first_ok = min((o.ended for o in after if o.code == OK), default=None)
     settled = [o for o in load.outcomes if o.started >= back + 5]
     wrong_down = [
         o
         for o in while_down
-        if o.code != "UNAVAILABLE" and not (o.code == "DEADLINE_EXCEEDED" and o.deadline == load.deadlines.short)
+        if o.code not in {OK, "UNAVAILABLE"}
+        and not (o.code == "DEADLINE_EXCEEDED" and o.deadline == load.deadlines.short)
     ]
+    short_expired = [o for o in while_down if o.code == "DEADLINE_EXCEEDED" and o not in wrong_down]
     result.figures["calls"] = f"{len(load.outcomes)}: {summary(load.outcomes)}"
     result.figures["seconds to stop PostgreSQL"] = f"{down - stopping:.2f}"
     result.figures["calls while it was down"] = summary(while_down)
+    if short_expired:
+        result.figures["  of which short deadlines that passed while retrying"] = examples(short_expired, 1)
     result.figures["first OK call after its return, s"] = "none" if first_ok is None else f"{first_ok - back:.2f}"
     result.figures["calls started 5 s after its return"] = summary(settled)
     result.check(
