@@ -8,16 +8,21 @@ one after the other on one cluster: ``run_drills``.
 
 from __future__ import annotations
 
+import json
+import re
 import signal
+import subprocess
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cluster.hosts import GRPC_HOSTS, Cluster, health_status
-from cluster.load import OK, Deadlines, Load, Outcome
+from cluster.load import OK, PASSWORD, Deadlines, Load, Outcome
 
 #: Seconds after the start of the load before a host is broken, so that every kind of call runs first.
 WARM_UP = 3.0
@@ -393,6 +398,113 @@ def drill_postgres(cluster: Cluster, outage: float = 5.0) -> DrillResult:
     return result
 
 
+def connections_by_pid(port: int) -> Counter[int]:
+    """Return how many established TCP connections each process has to ``127.0.0.1:port`` (from ``ss``)."""
+    output = subprocess.run(
+        ["ss", "-tnpH", "state", "established", "dst", f"127.0.0.1:{port}"], capture_output=True, text=True
+    ).stdout
+    return Counter(int(pid) for pid in re.findall(r"pid=(\d+)", output))
+
+
+def host_pids(cluster: Cluster) -> dict[str, list[int]]:
+    """The pids of each Django host: a gRPC host's process, the web host's gunicorn workers."""
+    hosts = {f"gRPC host {index + 1}": [cluster.grpc(index).pid] for index in range(len(GRPC_HOSTS))}
+    web = cluster.processes["web"].pid
+    children = Path(f"/proc/{web}/task/{web}/children").read_text().split()
+    hosts["web host (2 workers x 4 threads)"] = [int(pid) for pid in children]
+    return hosts
+
+
+def rest_load(cluster: Cluster, email: str, running: threading.Event) -> None:
+    """Read the post list over REST until ``running`` is cleared, as a browser of the API would."""
+    token = json.loads(
+        urllib.request.urlopen(
+            urllib.request.Request(
+                f"{cluster.web_url}/api/users/login/",
+                data=json.dumps({"email": email, "password": PASSWORD}).encode(),
+                headers={"Content-Type": "application/json"},
+            ),
+            timeout=10,
+        ).read()
+    )["access"]
+    while running.is_set():
+        request = urllib.request.Request(f"{cluster.web_url}/api/posts/", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+
+
+def measure_connections(cluster: Cluster, seconds: float) -> dict[str, str]:
+    """Count each host's database connections idle, then their peak under a load that keeps every thread busy."""
+    port = cluster.postgres_port if cluster.direct else cluster.pgbouncer_port
+    hosts = host_pids(cluster)
+    time.sleep(2)
+    idle = connections_by_pid(port)
+    server_idle = sum(connections_by_pid(cluster.postgres_port).values())
+    peak: Counter[str] = Counter()
+    server_peak = 0
+    with Load(cluster.lb_address, "sizing", workers=36, pause=0, mix=("Stream", "List", "Retrieve", "Create")) as load:
+        running = threading.Event()
+        running.set()
+        readers = [
+            threading.Thread(target=rest_load, args=(cluster, load.workers[0].email, running)) for _ in range(10)
+        ]
+        for reader in readers:
+            reader.start()
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            now = connections_by_pid(port)
+            for host, pids in hosts.items():
+                peak[host] = max(peak[host], sum(now[pid] for pid in pids))
+            server_peak = max(server_peak, sum(connections_by_pid(cluster.postgres_port).values()))
+            time.sleep(0.2)
+        running.clear()
+        for reader in readers:
+            reader.join(60)
+    time.sleep(3)
+    after = connections_by_pid(port)
+    figures = {
+        host: f"{sum(idle[pid] for pid in pids)} at start, {peak[host]} at most under load, "
+        f"{sum(after[pid] for pid in pids)} 3 s after"
+        for host, pids in hosts.items()
+    }
+    figures["load"] = f"{len(load.outcomes)} gRPC calls by 36 clients + REST reads by 10: {summary(load.outcomes)}"
+    if not cluster.direct:
+        server_after = sum(connections_by_pid(cluster.postgres_port).values())
+        figures["PgBouncer to PostgreSQL"] = (
+            f"{server_idle} at start, {server_peak} at most under load, {server_after} 3 s after"
+        )
+    return figures
+
+
+def drill_sizing(cluster: Cluster, seconds: float = 10.0) -> DrillResult:
+    """Measure the database connections each host opens, idle and under load: behind PgBouncer, then at the
+    defaults (straight to PostgreSQL, persistent connections). A gRPC host opens at most one per pool thread
+    plus the health probe's; a web host one per thread of each worker."""
+    result = DrillResult("sizing")
+    for direct in (False, True):
+        restart_hosts(cluster, direct)
+        mode = "defaults, straight to PostgreSQL" if direct else "behind PgBouncer (CONN_MAX_AGE=0)"
+        for what, value in measure_connections(cluster, seconds).items():
+            result.figures[f"{mode}: {what}"] = value
+    restart_hosts(cluster, direct=False)
+    return result
+
+
+def restart_hosts(cluster: Cluster, direct: bool) -> None:
+    """Restart the Django hosts pointed at PostgreSQL itself (``direct``) or at PgBouncer."""
+    if cluster.direct == direct:
+        return
+    for name in ["web", *(f"grpc{index + 1}" for index in range(len(GRPC_HOSTS)))]:
+        cluster.processes[name].stop()
+    cluster.direct = direct
+    for index in range(len(GRPC_HOSTS)):
+        cluster.start_grpc(index, wait=False)
+    for index in range(len(GRPC_HOSTS)):
+        cluster.wait_grpc_serving(index)
+    cluster.start_web()
+    cluster.wait_for(lambda: cluster.balanced() == {"UP"}, "every gRPC host UP in HAProxy")
+
+
 DRILLS: dict[str, Callable[[Cluster], DrillResult]] = {
     "kill": drill_kill,
     "rolling": drill_rolling,
@@ -400,6 +512,7 @@ DRILLS: dict[str, Callable[[Cluster], DrillResult]] = {
     "redis": drill_redis,
     "redis-hung": drill_redis_hung,
     "postgres": drill_postgres,
+    "sizing": drill_sizing,
 }
 #: The drills CI runs (tests/test_cluster_drills.py): the others take 20 s of outage each.
 QUICK = ("kill", "rolling", "pgbouncer", "postgres")
