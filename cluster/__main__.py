@@ -34,6 +34,34 @@ def up(lb_port: int) -> int:
     return 0
 
 
+def pgbouncer(postgres: str, port: int) -> int:
+    """Run only a PgBouncer (``deploy/cluster/pgbouncer.ini``) in front of every database of ``postgres`` (host:port).
+
+    For the test suite through PgBouncer (README, Tests and CI); stops on Ctrl-C or SIGTERM.
+    """
+    host, _, postgres_port = postgres.rpartition(":")
+    cluster = Cluster()
+    if port:
+        cluster.pgbouncer_port = port
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    try:
+        cluster.start_pgbouncer(databases=f"* = host={host} port={postgres_port}")
+        print(
+            f"PgBouncer (transaction mode) in front of {postgres}: postgres://postgres@127.0.0.1:{cluster.pgbouncer_port}/"
+        )
+        print("Ctrl-C or SIGTERM stops it.", flush=True)
+        stopping.wait()
+    except ClusterError as error:
+        print(f"PgBouncer did not start: {error}", file=sys.stderr)
+        return 1
+    finally:
+        cluster.stop()
+        cluster.remove()
+    return 0
+
+
 def drill(names: list[str]) -> int:
     """Run the drills ``names`` (every one if none) against a new cluster; 1 if any failed."""
     from cluster.drills import DRILLS, run_drills
@@ -53,9 +81,14 @@ def main(argv: list[str]) -> int:
     start.add_argument("--port", type=int, default=0, help="port of the balancer on 127.0.0.1 (default: a free one)")
     drills = commands.add_parser("drill", help="run drills against a new cluster")
     drills.add_argument("names", nargs="*", help="drills to run (default: every one)")
+    bouncer = commands.add_parser("pgbouncer", help="run only a PgBouncer in front of a PostgreSQL")
+    bouncer.add_argument("--postgres", default="127.0.0.1:5432", help="host:port of PostgreSQL (default: %(default)s)")
+    bouncer.add_argument("--port", type=int, default=6432, help="PgBouncer's port on 127.0.0.1 (default: %(default)s)")
     arguments = parser.parse_args(argv)
     if arguments.command == "up":
         return up(arguments.port)
+    if arguments.command == "pgbouncer":
+        return pgbouncer(arguments.postgres, arguments.port)
     return drill(arguments.names)
 
 

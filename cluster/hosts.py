@@ -415,12 +415,14 @@ class Cluster:
         except OSError:
             return False
 
-    def start_pgbouncer(self) -> None:
+    def start_pgbouncer(self, databases: str | None = None) -> None:
+        """Start PgBouncer with ``deploy/cluster/pgbouncer.ini``, in front of ``databases`` (default: the cluster's)."""
         auth = self.run_dir / "pgbouncer.users"
         auth.write_text('"postgres" ""\n')
         config = self.run_dir / "pgbouncer.ini"
+        databases = databases or f"{DATABASE_NAME} = host={LOCAL} port={self.postgres_port} dbname={DATABASE_NAME}"
         config.write_text(
-            f"[databases]\n{DATABASE_NAME} = host={LOCAL} port={self.postgres_port} dbname={DATABASE_NAME}\n"
+            f"[databases]\n{databases}\n"
             f"[pgbouncer]\nlisten_addr = {LOCAL}\nlisten_port = {self.pgbouncer_port}\nunix_socket_dir =\n"
             f"auth_file = {auth}\n%include {PGBOUNCER_CONFIG}\n"
         )
