@@ -288,6 +288,8 @@ class Cluster:
             # The web host is reached directly over plain HTTP here, no TLS-ending proxy in front.
             "SECURE_SSL_REDIRECT": "false",
             "NUM_PROXIES": "0",
+            # The gRPC hosts are behind HAProxy, which forwards the caller's address.
+            "GRPC_NUM_PROXIES": "1",
             # Every drill client signs up and logs in from one address.
             "SIGNUP_RATE": "100000/hour",
             "LOGIN_RATE": "100000/minute",
