@@ -91,7 +91,7 @@ class Load:
         workers: int = 4,
         deadlines: Deadlines | None = None,
         mix: tuple[str, ...] = ("Create", "Retrieve", "List", "Stream", "PartialUpdate"),
-        pause: float = 0.02,
+        pause: float = 0.05,
         web_url: str | None = None,
     ):
         self.target, self.label, self.mix, self.pause, self.web_url = target, label, mix, pause, web_url
