@@ -37,6 +37,7 @@ from grpc_ext.health import AsyncHealthServicer
 from grpc_ext.limits import DrainGate, bounded_request
 from grpc_ext.reflection import enable_server_reflection
 from grpc_ext.settings import grpc_ext_settings
+from grpc_ext.wire import guard_decoding
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +124,17 @@ def server_credentials(
     return grpc.ssl_server_credentials([pair], root_certificates=root, require_client_auth=root is not None)
 
 
+def prepared_handler(path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """Return the handler of ``/service/Method`` as the server registers it.
+
+    An undecodable request is answered INVALID_ARGUMENT (``guard_decoding``),
+    and a unary request is read within ``REQUEST_TIMEOUT`` (``bounded_request``).
+    """
+    return bounded_request(guard_decoding(handler, path))
+
+
 class _ServiceRecorder:
-    """Stand in for a server while services are added: bound each method's request, note each service name."""
+    """Stand in for a server while services are added: prepare each method (``prepared_handler``), note services."""
 
     def __init__(self, server: grpc.aio.Server):
         self._server = server
@@ -140,14 +150,19 @@ class _ServiceRecorder:
                 if methods is not None:
                     prefix = f"/{name}/"
                     handler = grpc.method_handlers_generic_handler(
-                        name, {method.removeprefix(prefix): bounded_request(h) for method, h in methods.items()}
+                        name,
+                        {method.removeprefix(prefix): prepared_handler(method, h) for method, h in methods.items()},
                     )
             bounded.append(handler)
         self._server.add_generic_rpc_handlers(bounded)
 
     def add_registered_method_handlers(self, service_name: str, method_handlers: dict) -> None:
         self._server.add_registered_method_handlers(
-            service_name, {method: bounded_request(handler) for method, handler in method_handlers.items()}
+            service_name,
+            {
+                method: prepared_handler(f"/{service_name}/{method}", handler)
+                for method, handler in method_handlers.items()
+            },
         )
 
     def __getattr__(self, name: str):

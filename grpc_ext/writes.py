@@ -27,7 +27,7 @@ from rest_framework.fields import get_error_detail
 
 from grpc_ext import idempotency
 from grpc_ext.bulk import ItemValidationError
-from grpc_ext.exceptions import Aborted, InvalidArgument
+from grpc_ext.exceptions import Aborted, InvalidArgument, describe_field_errors, flatten_field_errors
 from grpc_ext.mixins import repeated_field, response_class_for
 from grpc_ext.models import ETAG_FIELD
 from grpc_ext.serializers import skip_surrogate_checks
@@ -167,7 +167,10 @@ class IdempotentCreateMixin(_ServiceBase):
         keyed = None
         raw_id = getattr(request, REQUEST_ID_FIELD, "")
         if raw_id:
-            request_id = idempotency.parse_request_id(raw_id)
+            try:
+                request_id = idempotency.parse_request_id(raw_id)
+            except InvalidArgument as exc:
+                raise self.with_other_field_errors(exc, request) from None
             unkeyed = type(request)()
             unkeyed.CopyFrom(request)
             unkeyed.ClearField(REQUEST_ID_FIELD)
@@ -179,6 +182,35 @@ class IdempotentCreateMixin(_ServiceBase):
             )
         self._keyed_request = (request, keyed)
         return keyed
+
+    def with_other_field_errors(self, error: InvalidArgument, request: Message) -> InvalidArgument:
+        """Return ``error`` (a bad ``request_id``) with the violations of the request's other fields added.
+
+        A BadRequest names every field the client has to fix, not only the first one checked.
+        """
+        field_errors = {**error.field_errors}
+        for field, messages in self.request_field_errors(request).items():
+            field_errors.setdefault(field, []).extend(messages)
+        if field_errors == error.field_errors:
+            return error
+        return InvalidArgument(f"{error.detail} {describe_field_errors(field_errors)}.", field_errors=field_errors)
+
+    def request_field_errors(self, request: Message) -> dict[str, list[str]]:
+        """Return what the action's serializer finds wrong in ``request`` (``{}``: nothing); writes nothing."""
+        if getattr(self, "batch_items", None) is not None or self.action == "BatchCreate":
+            read = self.get_serializer().message_to_data
+            items = getattr(request, "requests", [])  # a BatchCreateRequest's
+            serializer = self.get_serializer(data=[read(item) for item in items], many=True)
+        else:
+            serializer = self.get_serializer(message=request)
+        if serializer.is_valid():
+            return {}
+        errors = serializer.errors
+        if isinstance(errors, list):
+            errors = {f"requests[{index}]": error for index, error in enumerate(errors) if error}
+        return {
+            field: messages for field, messages in flatten_field_errors(errors).items() if field != REQUEST_ID_FIELD
+        }
 
     def check_throttles(self) -> None:
         """Answer a retry of a remembered request without counting it: it writes nothing.

@@ -18,7 +18,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from posts.models import Post
 from protos import auth_pb2, auth_pb2_grpc, posts_pb2, posts_pb2_grpc, users_pb2, users_pb2_grpc
 from tests.factories import PASSWORD, make_post, make_user
-from tests.helpers import assert_status, auth_metadata
+from tests.helpers import assert_status, auth_metadata, bad_request_fields
 from users.models import User
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -710,3 +710,112 @@ def test_no_hostile_value_in_any_field_ends_internal_or_changes_a_row_when_refus
             assert error.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (value, error.details())
             assert len(error.details()) <= MAX_DETAILS_LENGTH, value
             assert snapshot() == before, value
+
+
+# The wire contract: bytes that do not decode, on every method of every service the server registers.
+
+#: Bytes no message decodes: a tag whose varint never ends, a field whose length runs past the end,
+#: a field of wire type 7 (there is none), a group that is never closed.
+UNDECODABLE = {
+    "garbage": b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+    "truncated": b"\x0a\x7fonly a few bytes",
+    "wrong wire type": b"\x0f\x01",
+    "unclosed group": b"\x0b\x08\x01",
+}
+
+
+def registered_methods(channel: grpc.Channel) -> list:
+    """Return the descriptor of every method of every service the server lists through reflection."""
+    from google.protobuf import descriptor_pool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    names = ProtoReflectionDescriptorDatabase(channel).get_services()
+    pool = descriptor_pool.Default()
+    return [method for name in names for method in pool.FindServiceByName(name).methods]
+
+
+def raw_call(channel: grpc.Channel, method, payload: bytes, metadata=()) -> grpc.RpcError | None:
+    """Send ``payload`` as the one request of ``method`` (any kind) and return the error it ends with, if any."""
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    try:
+        if method.server_streaming:
+            list(channel.unary_stream(path)(payload, metadata=metadata, timeout=10))
+        else:
+            channel.unary_unary(path)(payload, metadata=metadata, timeout=10)
+    except grpc.RpcError as error:
+        return error
+    return None
+
+
+def test_every_service_is_swept(world):
+    """The sweep below reaches ours, authentication, health (Check, Watch, List) and reflection v1 and v1alpha."""
+    paths = {f"{method.containing_service.full_name}/{method.name}" for method in registered_methods(world.channel)}
+    assert {
+        "posts.PostController/Create",
+        "users.UserController/Create",
+        "auth.AuthController/Login",
+        "grpc.health.v1.Health/Check",
+        "grpc.health.v1.Health/Watch",
+        "grpc.health.v1.Health/List",
+        "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    } <= paths
+
+
+@pytest.mark.parametrize("payload", UNDECODABLE.values(), ids=UNDECODABLE.keys())
+def test_undecodable_request_is_invalid_argument_naming_its_type_on_every_method(world, payload):
+    """No method ends UNKNOWN or INTERNAL, nor shows an exception class, for bytes that do not decode."""
+    before = snapshot()
+    for method in registered_methods(world.channel):
+        cache.clear()  # rate limits would answer first
+        for metadata in ((), world.as_owner):
+            error = raw_call(world.channel, method, payload, metadata)
+            assert error is not None, method.full_name
+            expected = f"The request is not a valid {method.input_type.full_name}."
+            assert (error.code(), error.details()) == (INVALID, expected), method.full_name
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "path, payload, type_name",
+    [
+        # title (field 2) of a PostCreateRequest, and email (field 1) of a UserCreateRequest, as invalid UTF-8.
+        ("/posts.PostController/Create", b"\x12\x02\xff\xfe", "posts.PostCreateRequest"),
+        ("/users.UserController/Create", b"\x0a\x03a\xc3(", "users.UserCreateRequest"),
+        ("/auth.AuthController/Login", b"\x0a\x01\x80", "auth.LoginRequest"),
+    ],
+)
+def test_string_field_with_invalid_utf8_is_invalid_argument(world, path, payload, type_name):
+    before = snapshot()
+    with pytest.raises(grpc.RpcError) as excinfo:
+        world.channel.unary_unary(path)(payload, metadata=world.as_owner, timeout=10)
+    assert excinfo.value.code() == INVALID
+    assert excinfo.value.details() == f"The request is not a valid {type_name}."
+    assert snapshot() == before
+
+
+def test_undecodable_message_in_a_reflection_stream_is_invalid_argument(world):
+    """Reflection reads a request stream: a valid request is answered, then the bad one ends the call."""
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    for service in ("grpc.reflection.v1", "grpc.reflection.v1alpha"):
+        call = world.channel.stream_stream(f"/{service}.ServerReflection/ServerReflectionInfo")
+        good = reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()
+        responses = call(iter([good, UNDECODABLE["truncated"]]), timeout=10)
+        first = reflection_pb2.ServerReflectionResponse.FromString(next(responses))
+        assert first.list_services_response.service
+        with pytest.raises(grpc.RpcError) as excinfo:
+            next(responses)
+        assert excinfo.value.code() == INVALID
+        assert excinfo.value.details() == f"The request is not a valid {service}.ServerReflectionRequest."
+
+
+def test_bytes_of_another_request_type_get_every_violated_field(world):
+    """A PostCreateRequest's bytes sent to UserController/Create decode, and the BadRequest names every bad field."""
+    before = snapshot()
+    payload = P.PostCreateRequest(title="a title", description="not a uuid").SerializeToString()
+    with pytest.raises(grpc.RpcError) as excinfo:
+        world.channel.unary_unary("/users.UserController/Create")(payload, timeout=10)
+    assert excinfo.value.code() == INVALID
+    assert set(bad_request_fields(excinfo.value)) >= {"request_id", "email"}
+    assert snapshot() == before
