@@ -316,6 +316,10 @@ def is_query_canceled(exc: Exception) -> bool:
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 
+#: Seconds a retry needs to be answered, besides its delay: with less time left, the client is told not to retry.
+RETRY_ANSWER_TIME = 1.0
+
+
 class RpcStatus(collections.namedtuple("RpcStatus", ("code", "details", "trailing_metadata")), grpc.Status):
     """A status to abort with (``grpc.Status`` is an interface only)."""
 
@@ -325,14 +329,15 @@ def retry_pushback(error: GrpcError, time_remaining: float | None) -> str | None
 
     The client's retry policy then waits the ``RetryInfo`` delay instead of its
     own, shorter backoff: a dependency that is down (the cache fails fast for a
-    second) is not asked again at once. When the call has less time left than
-    the delay, the answer is no retry ("-1"): a retry could not be answered
-    before the deadline, and the client would get DEADLINE_EXCEEDED in place of
-    this status and its message.
+    second) is not asked again at once. When the call has no more time left
+    than the delay plus ``RETRY_ANSWER_TIME``, the answer is no retry ("-1"):
+    a retry would likely not be answered before the deadline (one that probes
+    a hung cache waits for its socket timeout), and the client would get
+    DEADLINE_EXCEEDED in place of this status and its message.
     """
     if error.status_code != grpc.StatusCode.UNAVAILABLE or error.retry_after is None:
         return None
-    if time_remaining is not None and time_remaining <= error.retry_after:
+    if time_remaining is not None and time_remaining <= error.retry_after + RETRY_ANSWER_TIME:
         return "-1"
     return str(max(0, round(error.retry_after * 1000)))
 

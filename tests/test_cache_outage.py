@@ -143,12 +143,13 @@ def test_a_signup_the_client_retries_while_the_cache_is_down_ends_unavailable_wi
     pushbacks = {}
     with grpc.insecure_channel(address) as channel:  # no retry policy: every answer is seen
         create = users_pb2_grpc.UserControllerStub(channel).Create
-        for timeout in (30, 0.9):
+        for timeout in (30, 1.8):
             with pytest.raises(grpc.RpcError) as raised:
                 create(signup, timeout=timeout)
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
             pushbacks[timeout] = dict(raised.value.trailing_metadata()).get("grpc-retry-pushback-ms")
-    assert pushbacks == {30: "1000", 0.9: "-1"}  # the RetryInfo delay; none fits in 0.9 s
+    # The RetryInfo delay; no retry when the delay and time for its answer (1 s) do not fit in the deadline.
+    assert pushbacks == {30: "1000", 1.8: "-1"}
     with GrpcClient(address, timeout=1.5) as client:
         with pytest.raises(ClientError) as raised:
             client.users.Create(email="new@example.com", password="a-long-password-123")
