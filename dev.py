@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Set up a local virtualenv and run the project: ``python3 dev.py serve|test|lint|lint-deploy|buf|web``.
+"""Set up a local virtualenv and run the project: ``python3 dev.py serve|test|lint|lint-deploy|buf|web|cluster|drill``.
 
 Needs only Python 3.11+ (and npm for ``buf`` and ``web``). Installs ``requirements-dev.txt``
 into ``.venv`` (again only when the requirements change), then runs inside it.
@@ -94,10 +94,51 @@ def ensure_browser() -> None:
             return
 
 
+#: Debian packages of the local cluster (``cluster``, ``drill`` and their test), by a program each installs.
+CLUSTER_PACKAGES = {
+    "haproxy": "haproxy",
+    "pgbouncer": "pgbouncer",
+    "redis-server": "redis-server",
+    "/usr/lib/postgresql/15/bin/postgres": "postgresql-15",
+}
+
+
+def ensure_cluster_packages() -> None:
+    """Install the Debian packages the local cluster runs, if missing and this is root with apt-get."""
+    missing = [package for program, package in CLUSTER_PACKAGES.items() if not shutil.which(program)]
+    if not missing:
+        return
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"{', '.join(missing)} missing; installing needs root and apt-get: the cluster cannot start.", flush=True)
+        return
+    print(f"Installing {', '.join(missing)} (Debian packages) for the local cluster ...", flush=True)
+    apt = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
+        if subprocess.run(command, env=apt, stdout=subprocess.DEVNULL).returncode:
+            print(f"{' '.join(command)} failed: the cluster cannot start.", flush=True)
+            return
+
+
+def cluster(*args: str) -> None:
+    """Start the local cluster (three gRPC hosts behind HAProxy, web, PgBouncer, PostgreSQL, Redis) until Ctrl-C."""
+    ensure_cluster_packages()
+    os.chdir(ROOT)
+    # Replaces this process, so that Ctrl-C and SIGTERM reach the cluster, which stops what it started.
+    os.execv(str(PYTHON), [str(PYTHON), "-m", "cluster", "up", *args])
+
+
+def drill(*names: str) -> None:
+    """Run the drills (every one, or those named) against a new local cluster, under load; print their figures."""
+    ensure_cluster_packages()
+    os.chdir(ROOT)
+    os.execv(str(PYTHON), [str(PYTHON), "-m", "cluster", "drill", *names])
+
+
 def test(*pytest_args: str) -> None:
     """Check the generated protos, then run the test suite (DEBUG on, as in development)."""
     development_mode()
     ensure_browser()
+    ensure_cluster_packages()
     manage("generateproto", "--check")
     run(str(PYTHON), "-m", "pytest", *pytest_args)
 
@@ -275,6 +316,8 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "lint": lint,
     "lint-deploy": lint_deploy,
     "web": web,
+    "cluster": cluster,
+    "drill": drill,
 }
 
 if __name__ == "__main__":

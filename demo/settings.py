@@ -285,6 +285,8 @@ GRPC_FRAMEWORK: dict[str, Any] = {
     # Prometheus metrics on this port (all interfaces); None serves none.
     "METRICS_PORT": env_int("GRPC_METRICS_PORT", 0) or None,
     "METRICS_ADDRESS": os.environ.get("GRPC_METRICS_ADDRESS", "0.0.0.0"),
+    # L7 proxies in front of the gRPC servers that append to x-forwarded-for (the rate limits' client address).
+    "NUM_PROXIES": env_int("GRPC_NUM_PROXIES", 0),
     # Connections close after this age (GOAWAY; calls in flight get the grace), so that
     # clients reconnect and spread over the servers a scale-up added.
     "MAX_CONNECTION_AGE": float(os.environ.get("GRPC_MAX_CONNECTION_AGE") or 300),

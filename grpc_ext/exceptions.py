@@ -11,6 +11,7 @@ an error always reaches the client whole, with its code.
 
 from __future__ import annotations
 
+import collections
 import logging
 import sqlite3
 from datetime import timedelta
@@ -310,10 +311,43 @@ def is_query_canceled(exc: Exception) -> bool:
     return getattr(cause, "pgcode", None) == "57014"
 
 
-def status_for(exc: Exception) -> grpc.Status:
+#: Trailer of gRPC's retry pushback (gRFC A6): a client's retry policy waits this many milliseconds
+#: before its next attempt, or makes none when the value is negative.
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+
+#: Seconds a retry needs to be answered, besides its delay: with less time left, the client is told not to retry.
+RETRY_ANSWER_TIME = 1.0
+
+
+class RpcStatus(collections.namedtuple("RpcStatus", ("code", "details", "trailing_metadata")), grpc.Status):
+    """A status to abort with (``grpc.Status`` is an interface only)."""
+
+
+def retry_pushback(error: GrpcError, time_remaining: float | None) -> str | None:
+    """Return the retry pushback of an UNAVAILABLE with a ``retry_after``, or None to leave the client's backoff.
+
+    The client's retry policy then waits the ``RetryInfo`` delay instead of its
+    own, shorter backoff: a dependency that is down (the cache fails fast for a
+    second) is not asked again at once. When the call has no more time left
+    than the delay plus ``RETRY_ANSWER_TIME``, the answer is no retry ("-1"):
+    a retry would likely not be answered before the deadline (one that probes
+    a hung cache waits for its socket timeout), and the client would get
+    DEADLINE_EXCEEDED in place of this status and its message.
+    """
+    if error.status_code != grpc.StatusCode.UNAVAILABLE or error.retry_after is None:
+        return None
+    if time_remaining is not None and time_remaining <= error.retry_after + RETRY_ANSWER_TIME:
+        return "-1"
+    return str(max(0, round(error.retry_after * 1000)))
+
+
+def status_for(exc: Exception, time_remaining: float | None = None) -> grpc.Status:
     """Return the status ``exc`` maps to; unexpected errors become INTERNAL.
 
-    The traceback of an unexpected error is logged here and never sent.
+    ``time_remaining`` is the call's (None: no deadline), for the retry
+    pushback of an UNAVAILABLE (``retry_pushback``). The traceback of an
+    unexpected error is logged here and never sent.
     """
     try:
         error = to_grpc_error(exc)
@@ -328,17 +362,21 @@ def status_for(exc: Exception) -> grpc.Status:
             report_database_unavailable(exc)
     elif isinstance(error, Unavailable) and error is not exc:
         logger.warning("Service unavailable: %s: %s", type(exc).__name__, database_availability.first_line(exc))
-    return rpc_status.to_status(to_status_proto(error))
+    status = rpc_status.to_status(to_status_proto(error))
+    pushback = retry_pushback(error, time_remaining)
+    if pushback is None:
+        return status
+    return RpcStatus(status.code, status.details, (*status.trailing_metadata, (RETRY_PUSHBACK_KEY, pushback)))
 
 
 def abort_with_error(exc: Exception, context: grpc.ServicerContext) -> None:
     """Abort the RPC with the status ``exc`` maps to (synchronous code, in a pool thread)."""
-    context.abort_with_status(status_for(exc))
+    context.abort_with_status(status_for(exc, context.time_remaining()))
 
 
 async def abort_with_error_async(exc: Exception, context: grpc.aio.ServicerContext) -> None:
     """Abort the RPC with the status ``exc`` maps to, from the event loop."""
-    status = status_for(exc)
+    status = status_for(exc, context.time_remaining())
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 

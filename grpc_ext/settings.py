@@ -100,6 +100,10 @@ DEFAULTS = {
     "TLS_CERT": None,
     "TLS_KEY": None,
     "TLS_CLIENT_CA": None,
+    # L7 proxies in front of the server (a gRPC-aware balancer) that append the caller's address
+    # to the x-forwarded-for metadata: the client address of rate limits is the one the outermost
+    # of them appended. 0: the peer's address, and the metadata is ignored (a client could set it).
+    "NUM_PROXIES": 0,
     # Port of the Prometheus metrics endpoint (grpc_ext.metrics); None serves no metrics.
     "METRICS_PORT": None,
     "METRICS_ADDRESS": "0.0.0.0",

@@ -3,7 +3,8 @@
 A throttle class is written once, as a DRF ``SimpleRateThrottle``; the REST
 views list it in ``throttle_classes`` and so do the gRPC services. For gRPC
 ``client_request`` gives the throttle what it reads from a DRF request: the
-user and the client's address (the peer's IP, as ``REMOTE_ADDR``).
+user and the client's address (the peer's IP, or behind trusted L7 proxies the one they
+forwarded, as ``REMOTE_ADDR``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from urllib.parse import unquote
 
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
+
+from grpc_ext.settings import grpc_ext_settings
 
 
 class ClientRateThrottle(SimpleRateThrottle):
@@ -51,9 +54,32 @@ def peer_address(peer: str) -> str:
     return peer
 
 
+#: The metadata an L7 proxy (HAProxy ``option forwardfor``, Envoy) adds with the addresses it forwards for.
+FORWARDED_FOR = "x-forwarded-for"
+
+
 def client_request(service) -> ClientRequest:
     """Describe the caller of ``service``'s RPC the way a DRF throttle expects."""
-    return ClientRequest(user=service.user, META={"REMOTE_ADDR": peer_address(service.context.peer())})
+    return ClientRequest(user=service.user, META={"REMOTE_ADDR": client_address(service.context)})
+
+
+def client_address(context) -> str:
+    """Return the address a call's rate limits count against: the peer's, or the one a trusted proxy forwarded.
+
+    Behind ``GRPC_FRAMEWORK["NUM_PROXIES"]`` L7 proxies, every call's peer is
+    the nearest proxy, so it is the address the outermost of them appended to
+    ``x-forwarded-for`` (as DRF's ``get_ident`` reads ``X-Forwarded-For`` with
+    its own ``NUM_PROXIES`` over HTTP); without it, every caller behind a
+    balancer would share the balancer's one rate limit. With 0 (the default)
+    the metadata is ignored: a client could send any address in it.
+    """
+    peer = peer_address(context.peer())
+    proxies = grpc_ext_settings.NUM_PROXIES
+    if not proxies:
+        return peer
+    forwarded = [str(value) for key, value in context.invocation_metadata() or () if key == FORWARDED_FOR]
+    addresses = [address.strip() for address in ",".join(forwarded).split(",") if address.strip()]
+    return addresses[-min(proxies, len(addresses))] if addresses else peer
 
 
 def allow_requests(throttle: Any, request, view, count: int = 1) -> bool:

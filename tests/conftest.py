@@ -35,6 +35,29 @@ def fast_password_hasher():
         yield
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """The test database, which can be dropped at the end even when the run goes through PgBouncer.
+
+    PgBouncer keeps its server connections to the test database open after
+    the last test, and PostgreSQL refuses to drop a database others are
+    connected to; so they are ended first, from the maintenance database.
+    """
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock():
+        name = connection.settings_dict["NAME"]
+        connection.close()
+        with connection._nodb_cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                [name],
+            )
+
+
 @pytest.fixture(autouse=True)
 def fresh_rate_limits():
     """Start every test with empty rate-limit counters (they live in the cache)."""

@@ -201,6 +201,38 @@ def test_login_is_rate_limited_per_client(auth_stub, user, settings):
     assert_status(lambda: login(auth_stub, user.email), grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
+def test_behind_a_trusted_proxy_login_is_rate_limited_per_forwarded_client_address(auth_stub, user, settings):
+    """An L7 balancer (HAProxy ``option forwardfor``) is every caller's peer: the address it forwards counts."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"login": "2/minute"}}
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "NUM_PROXIES": 1}
+
+    def login_from(address: str):
+        request = auth_pb2.LoginRequest(email=user.email, password=PASSWORD)
+        return auth_stub.Login(request, metadata=(("x-forwarded-for", f"203.0.113.9, {address}"),))
+
+    for _ in range(2):
+        login_from("198.51.100.1")
+    assert_status(lambda: login_from("198.51.100.1"), grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert login_from("198.51.100.2").access  # another client behind the same balancer
+
+
+def test_without_a_trusted_proxy_a_forwarded_address_is_ignored(auth_stub, user, settings):
+    """``NUM_PROXIES`` 0 (the default): a client cannot pick a fresh address for each call to escape the limit,
+    even when REST trusts its proxies (``REST_FRAMEWORK["NUM_PROXIES"]``, another setting: another route)."""
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"login": "2/minute"},
+        "NUM_PROXIES": 1,
+    }
+    request = auth_pb2.LoginRequest(email=user.email, password=PASSWORD)
+    for number in range(2):
+        auth_stub.Login(request, metadata=(("x-forwarded-for", f"198.51.100.{number}"),))
+    assert_status(
+        lambda: auth_stub.Login(request, metadata=(("x-forwarded-for", "198.51.100.99"),)),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    )
+
+
 def test_signup_is_rate_limited_per_client(anon_users_stub, settings):
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"signup": "2/hour"}}
     for number in range(2):

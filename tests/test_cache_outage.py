@@ -19,7 +19,9 @@ import redis
 from django.core.cache import cache
 from django.test import Client, override_settings
 
-from protos import auth_pb2, auth_pb2_grpc, posts_pb2, posts_pb2_grpc
+from grpc_ext.client import Client as GrpcClient
+from grpc_ext.client import ClientError
+from protos import auth_pb2, auth_pb2_grpc, posts_pb2, posts_pb2_grpc, users_pb2, users_pb2_grpc
 from tests.conftest import free_port
 from tests.helpers import auth_metadata, database_url_of_this_run
 
@@ -128,6 +130,30 @@ def test_a_hung_cache_holds_no_thread_of_the_pool_and_calls_recover_by_themselve
                 break
             time.sleep(0.1)
         assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_signup_the_client_retries_while_the_cache_is_down_ends_unavailable_with_its_message(
+    private_redis, run_server, transactional_db
+):
+    """The client's retry policy waits the server's RetryInfo delay, and gives up with the server's status
+    when no retry fits in the deadline, instead of retrying until the deadline ends the call DEADLINE_EXCEEDED."""
+    _, address = run_server(env={"DATABASE_URL": database_url_of_this_run(), "CACHE_URL": private_redis.url})
+    private_redis.stop()
+    signup = users_pb2.UserCreateRequest(email="new@example.com", password="a-long-password-123")
+    pushbacks = {}
+    with grpc.insecure_channel(address) as channel:  # no retry policy: every answer is seen
+        create = users_pb2_grpc.UserControllerStub(channel).Create
+        for timeout in (30, 1.8):
+            with pytest.raises(grpc.RpcError) as raised:
+                create(signup, timeout=timeout)
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            pushbacks[timeout] = dict(raised.value.trailing_metadata()).get("grpc-retry-pushback-ms")
+    # The RetryInfo delay; no retry when the delay and time for its answer (1 s) do not fit in the deadline.
+    assert pushbacks == {30: "1000", 1.8: "-1"}
+    with GrpcClient(address, timeout=1.5) as client:
+        with pytest.raises(ClientError) as raised:
+            client.users.Create(email="new@example.com", password="a-long-password-123")
+    assert (raised.value.code, raised.value.details) == (grpc.StatusCode.UNAVAILABLE, CACHE_DOWN)
 
 
 def call_code(call) -> tuple[grpc.StatusCode, str]:

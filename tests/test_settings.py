@@ -12,8 +12,22 @@ from django.conf import settings
 PRINT_DATABASE = "import django; django.setup(); from django.conf import settings as s; print(s.DATABASES['default'])"
 
 
+#: Variables of the test run's own environment that would change what these tests read as the defaults
+#: (a run through PgBouncer sets CONN_MAX_AGE=0 and DISABLE_SERVER_SIDE_CURSORS=true, README: Tests and CI).
+RUN_VARIABLES = {
+    "DEBUG",
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "CONN_MAX_AGE",
+    "CONN_HEALTH_CHECKS",
+    "DISABLE_SERVER_SIDE_CURSORS",
+    "DB_CONNECT_TIMEOUT",
+    "DB_TCP_TIMEOUT",
+}
+
+
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "DATABASE_URL"}}
+    clean = {k: v for k, v in os.environ.items() if k not in RUN_VARIABLES}
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=settings.BASE_DIR,
