@@ -58,6 +58,7 @@ from grpc_ext.calls import CallContext, Status
 from grpc_ext.discovery import DiscoveredService, discover_services
 from grpc_ext.generics import RequestCycle, StreamState
 from grpc_ext.settings import grpc_ext_settings
+from grpc_ext.tracing import WebCallTracer, tracing_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -175,15 +176,22 @@ class JSONCodec:
         return message
 
 
-def unary_function(cycle: RequestCycle) -> Callable[[Message, RequestContext], Message]:
-    """Return the endpoint function of a unary RPC: one run of the request cycle in the web server's thread."""
+def unary_function(cycle: RequestCycle, tracer: WebCallTracer | None) -> Callable[[Message, RequestContext], Message]:
+    """Return the endpoint function of a unary RPC: one run of the request cycle in the web server's thread.
+
+    With ``tracer`` (tracing on), the call is a SERVER span, as a gRPC call is.
+    """
 
     def function(request: Message, ctx: RequestContext) -> Message:
         call = web_call(ctx)
+        span = tracer.start(call) if tracer is not None else None
+        status: Status | None = None
         try:
             response, status = call.run(cycle.run_unary, request, call)
         finally:
             cast(WebContext, call._context).done()
+            if span is not None:
+                span.finish(status.code if status is not None else grpc.StatusCode.OK, streaming=False)
         if status is not None:
             raise connect_error(status)
         return response
@@ -191,24 +199,37 @@ def unary_function(cycle: RequestCycle) -> Callable[[Message, RequestContext], M
     return function
 
 
-def server_stream_function(cycle: RequestCycle) -> Callable[[Message, RequestContext], Iterator[Message]]:
-    """Return the endpoint function of a server-streaming RPC: one hop of the cycle per message sent."""
+def server_stream_function(
+    cycle: RequestCycle, tracer: WebCallTracer | None
+) -> Callable[[Message, RequestContext], Iterator[Message]]:
+    """Return the endpoint function of a server-streaming RPC: one hop of the cycle per message sent.
+
+    With ``tracer`` (tracing on), the whole stream is one SERVER span with its message count.
+    """
 
     def function(request: Message, ctx: RequestContext) -> Iterator[Message]:
         call = web_call(ctx)
+        span = tracer.start(call) if tracer is not None else None
         stream = StreamState(cycle.service_class)
+        code = grpc.StatusCode.CANCELLED  # unless it ends otherwise: the client went away
         try:
             while True:
                 response, status = call.run(cycle.next_batch, stream, request, call)
                 if status is not None:
+                    code = status.code
                     raise connect_error(status)
                 if response is None:
+                    code = grpc.StatusCode.OK
                     return
+                if span is not None:
+                    span.batches += 1
                 yield response
         finally:
             if not stream.finished:  # the client went away: close the generator and end the request cycle
                 stream.close()
             cast(WebContext, call._context).done()
+            if span is not None:
+                span.finish(code, streaming=True)
 
     return function
 
@@ -248,10 +269,11 @@ def service_endpoints(service: DiscoveredService) -> dict[str, Endpoint]:
             )
             continue
         cycle = RequestCycle(service.service_class, method.name, {})
+        tracer = WebCallTracer(descriptor.full_name, method.name) if tracing_enabled() else None
         if method.server_streaming:
-            endpoints[path] = EndpointSync.server_stream(method=info, function=server_stream_function(cycle))
+            endpoints[path] = EndpointSync.server_stream(method=info, function=server_stream_function(cycle, tracer))
         else:
-            endpoints[path] = EndpointSync.unary(method=info, function=unary_function(cycle))
+            endpoints[path] = EndpointSync.unary(method=info, function=unary_function(cycle, tracer))
     return endpoints
 
 

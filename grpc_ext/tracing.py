@@ -170,7 +170,7 @@ def _peer_attributes(peer: str) -> dict[str, Any]:
 class _CallSpan:
     """The SERVER span of one call, current on the event loop while the call is handled (and in its pool hops)."""
 
-    __slots__ = ("span", "token", "batches")
+    __slots__ = ("span", "token", "batches", "connect")
 
     def __init__(self, tracer: trace.Tracer, name: str, attributes: dict[str, Any], context: Any, fields: frozenset):
         parent = _caller_context(context, fields)
@@ -179,20 +179,29 @@ class _CallSpan:
             self.span.set_attributes(_peer_attributes(context.peer()))
         self.token = context_api.attach(trace.set_span_in_context(self.span, parent))
         self.batches = 0
+        self.connect = attributes.get("rpc.system") == CONNECT_RPC
 
     def end(self, context: Any, exc: BaseException | None, streaming: bool) -> None:
+        self.finish(outcome_code(context, exc) if self.span.is_recording() else grpc.StatusCode.OK, streaming)
+
+    def finish(self, code: grpc.StatusCode, streaming: bool) -> None:
+        """Record the code the client got (and a stream's message count), end the span and leave its context."""
         try:
             if self.span.is_recording():
-                code = outcome_code(context, exc)
                 self.span.set_attribute("rpc.grpc.status_code", code.value[0])
                 if code is not grpc.StatusCode.OK:
                     # The code's name only: a status message may quote the request.
                     self.span.set_status(Status(StatusCode.ERROR, code.name))
+                    if self.connect:
+                        self.span.set_attribute("rpc.connect_rpc.error_code", code.name.lower())
                 if streaming:
                     self.span.set_attribute(STREAM_BATCHES, self.batches)
             self.span.end()
         finally:
-            context_api.detach(self.token)
+            try:
+                context_api.detach(self.token)
+            except Exception:  # a stream abandoned and closed from another thread: its context went with it
+                logger.debug("Could not detach a call's trace context", exc_info=True)
 
 
 class TracingInterceptor(grpc.aio.ServerInterceptor):
@@ -282,6 +291,33 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
             return traced_stream
 
         return wrap_handler(handler, wrap_unary, wrap_stream)
+
+
+#: ``rpc.system`` of the calls the web process serves over Connect and gRPC-Web (semantic conventions).
+CONNECT_RPC = "connect_rpc"
+
+
+class WebCallTracer:
+    """SERVER spans of one RPC served over Connect or gRPC-Web by the web process (``grpc_ext.connect``).
+
+    The same span as a gRPC call's (``TracingInterceptor``): named
+    ``<package>.<Service>/<Method>``, joining the caller's ``traceparent``
+    header, current while the request cycle runs (so its SQL spans and log
+    records fall under it), with ``rpc.grpc.status_code`` the code the call
+    ended with; ``rpc.system`` is ``connect_rpc`` and a failure adds
+    ``rpc.connect_rpc.error_code``. Django's own instrumentation does not see
+    these calls: they are dispatched in front of Django.
+    """
+
+    def __init__(self, service: str, method: str):
+        self.tracer = trace.get_tracer(SCOPE)
+        self.fields = frozenset(field.lower() for field in propagate.get_global_textmap().fields)
+        self.name = f"{service}/{method}"
+        self.attributes = {"rpc.system": CONNECT_RPC, "rpc.service": service, "rpc.method": method}
+
+    def start(self, call: Any) -> _CallSpan:
+        """Start the span of ``call`` (a ``CallContext``: its metadata are the request's headers)."""
+        return _CallSpan(self.tracer, self.name, self.attributes, call, self.fields)
 
 
 def record_user(user: Any) -> None:

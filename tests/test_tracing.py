@@ -9,6 +9,7 @@ PostgreSQL, as the run is).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -16,7 +17,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -418,6 +421,47 @@ def test_the_rest_api_exports_request_spans_with_the_same_service_and_their_sql(
     assert span.attributes.get("http.status_code", span.attributes.get("http.response.status_code")) == 200
     collector.wait_for(lambda spans: bool(collector.children(span)), "the request's SQL spans")
     assert any(child.name == "SELECT posts_post" for child in collector.children(span))
+
+
+def test_connect_calls_of_the_web_process_are_server_spans_joining_the_callers_trace(traced_web, user):
+    """A Connect JSON Retrieve (``grpc_ext.connect``, in front of Django) is a span as over gRPC, with its SQL."""
+    base, collector = traced_web
+    post = make_post(owner=user)
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+    def retrieve(post_id: str) -> int:
+        request = urllib.request.Request(
+            f"{base}/posts.PostController/Retrieve",
+            data=json.dumps({"id": post_id}).encode(),
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {access_token(user)}",
+                "traceparent": f"00-{trace_id}-{parent_id}-01",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    assert retrieve(str(post.id)) == 200
+    span = collector.server_span("posts.PostController/Retrieve", trace_id)
+    assert span.parent_span_id == parent_id
+    assert span.attributes["rpc.system"] == "connect_rpc"
+    assert span.attributes["rpc.grpc.status_code"] == 0
+    assert span.attributes["enduser.id"] == str(user.pk)
+    assert span.resource["service.name"] == SERVICE_NAME
+    collector.wait_for(lambda spans: bool(collector.children(span)), "the call's SQL spans")
+    assert any(child.name == "SELECT posts_post" for child in collector.children(span))
+
+    assert retrieve(str(uuid.uuid4())) == 404
+    failed = collector.wait_for(
+        lambda spans: any(s.attributes.get("rpc.connect_rpc.error_code") == "not_found" for s in spans),
+        "the failed call's span",
+    )
+    (error_span,) = [s for s in failed if s.attributes.get("rpc.connect_rpc.error_code") == "not_found"]
+    assert error_span.status_code == STATUS_ERROR and error_span.attributes["rpc.grpc.status_code"] == 5
 
 
 def test_without_a_protocol_the_server_exports_over_otlp_http(run_server, collector, user):
