@@ -53,6 +53,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 from protobuf.wkt import Any as AnyMessage
+from rest_framework.settings import api_settings
 
 from grpc_ext.calls import CallContext, Status
 from grpc_ext.discovery import DiscoveredService, discover_services
@@ -121,6 +122,11 @@ class WebContext:
         if not address:
             return "unknown"
         return f"ipv6:[{address}]:{port}" if ":" in address else f"ipv4:{address}:{port}"
+
+    @property
+    def num_proxies(self) -> int:
+        """The trusted proxies in front of the web process: REST's ``NUM_PROXIES`` (``throttling.client_address``)."""
+        return api_settings.NUM_PROXIES or 0
 
     def time_remaining(self) -> float | None:
         remaining_ms = self._ctx.timeout_ms

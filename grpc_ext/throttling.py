@@ -71,10 +71,14 @@ def client_address(context) -> str:
     ``x-forwarded-for`` (as DRF's ``get_ident`` reads ``X-Forwarded-For`` with
     its own ``NUM_PROXIES`` over HTTP); without it, every caller behind a
     balancer would share the balancer's one rate limit. With 0 (the default)
-    the metadata is ignored: a client could send any address in it.
+    the metadata is ignored: a client could send any address in it. A call
+    served by the web process over Connect says how many proxies stand in
+    front of it (``num_proxies``: REST's ``NUM_PROXIES``, the same proxies).
     """
     peer = peer_address(context.peer())
-    proxies = grpc_ext_settings.NUM_PROXIES
+    proxies = getattr(context, "num_proxies", None)  # the web process's Connect calls: REST's NUM_PROXIES
+    if proxies is None:
+        proxies = grpc_ext_settings.NUM_PROXIES
     if not proxies:
         return peer
     forwarded = [str(value) for key, value in context.invocation_metadata() or () if key == FORWARDED_FOR]

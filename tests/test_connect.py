@@ -190,6 +190,25 @@ def test_login_throttle_answers_resource_exhausted_with_retry_info(web_server, o
     assert 0 < detail(error, "google.rpc.RetryInfo").retry_delay.seconds <= 60
 
 
+def test_behind_the_web_process_proxies_rate_limits_count_the_forwarded_client(web_server, owner, settings):
+    """Connect calls count against the address REST's ``NUM_PROXIES`` trusted proxies forwarded, as REST's do."""
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"login": "1/minute"},
+        "NUM_PROXIES": 1,
+    }
+    credentials = {"email": owner.email, "password": PASSWORD}
+
+    def login(address: str) -> int:
+        return call_json(
+            web_server.url, "auth.AuthController/Login", credentials, headers={"X-Forwarded-For": address}
+        )[0]
+
+    assert login("203.0.113.1") == 200
+    assert login("203.0.113.2") == 200  # another client behind the same proxy has a budget of its own
+    assert login("203.0.113.1") == 429
+
+
 def test_create_retried_with_the_same_request_id_writes_once(web_server, token):
     body = {"title": "Once", "requestId": str(uuid.uuid4())}
 
