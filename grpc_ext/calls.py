@@ -45,6 +45,17 @@ class Status(NamedTuple):
     trailing_metadata: tuple = ()
 
 
+#: Seconds left that mean "no deadline": grpcio's synchronous server and pygrpc-native report
+#: ``sys.maxsize`` seconds for a call without one, where grpc.aio reports ``None``.
+NO_DEADLINE = 1e15
+
+
+def deadline_remaining(context: Any) -> float | None:
+    """Return the seconds left before the deadline of ``context``'s call, ``None`` if it has none."""
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining >= NO_DEADLINE else remaining
+
+
 class CallContext:
     """What synchronous handler code sees as ``context``, safe to use from a pool thread.
 
@@ -68,9 +79,13 @@ class CallContext:
     def peer(self) -> str:
         return self._peer
 
+    def time_remaining(self) -> float | None:
+        """Return the seconds left before the call's deadline, ``None`` without one (as grpc.aio does)."""
+        return deadline_remaining(self._context)
+
     def is_active(self) -> bool:
         """Tell whether the client still waits for the response (not cancelled, deadline not passed)."""
-        remaining = self._context.time_remaining()
+        remaining = self.time_remaining()
         return not self.cancelled and (remaining is None or remaining > 0)
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
@@ -168,6 +183,11 @@ def use_pool(loop: asyncio.AbstractEventLoop, pool: Executor) -> None:
     """Make ``pool`` the one ``in_pool`` runs the synchronous half of calls on, for calls served by ``loop``."""
     loop.set_default_executor(pool)
     _pools[loop] = pool
+
+
+def serving_pool(loop: asyncio.AbstractEventLoop) -> Executor | None:
+    """Return the pool that runs the synchronous half of the calls ``loop`` serves (``None``: its default executor)."""
+    return _pools.get(loop)
 
 
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
