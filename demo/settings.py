@@ -209,10 +209,17 @@ def cache_from_url(url: str | None) -> dict:
         }
     if url.startswith(("redis://", "rediss://", "unix://")):
         return {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's Redis backend that fails fast while Redis is down or hung (grpc_ext.cache): calls that
+            # need it answer UNAVAILABLE / HTTP 503 at once instead of holding a thread for socket timeouts.
+            "BACKEND": "grpc_ext.cache.FailFastRedisCache",
             "LOCATION": url,
             # Keys of several deployments (or test runs) sharing one Redis database stay apart.
             "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", ""),
+            "OPTIONS": {
+                "socket_connect_timeout": float(os.environ.get("CACHE_SOCKET_TIMEOUT") or 0.5),
+                "socket_timeout": float(os.environ.get("CACHE_SOCKET_TIMEOUT") or 0.5),
+                "FAIL_FAST_SECONDS": float(os.environ.get("CACHE_FAIL_FAST_SECONDS") or 1),
+            },
         }
     raise ImproperlyConfigured(f"CACHE_URL must be a redis:// or rediss:// URL, not {url!r}.")
 

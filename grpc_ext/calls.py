@@ -10,8 +10,8 @@ status for the event loop to send.
 
 Per call, ``prepare_database`` replaces Django's per-request connection check
 (a ``SELECT 1`` per RPC with ``CONN_HEALTH_CHECKS``) by one per
-``DB_HEALTH_CHECK_INTERVAL``, and makes PostgreSQL's statement timeout follow
-the call's remaining deadline.
+``DB_HEALTH_CHECK_INTERVAL``; on PostgreSQL each statement of a call carries
+the call's remaining deadline as its own timeout (``StatementTimeout``).
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ class CallContext:
         self.cancelled = False
         self._lock = threading.Lock()
         self._database: Any = None  # the DB-API connection of the query running for this call
+        self._statement_timeout = StatementTimeout(self)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
@@ -114,12 +115,22 @@ class CallContext:
         return self.status.details if self.status else None
 
     def run(self, function: Callable, *args: Any) -> Any:
-        """Run ``function`` (in a pool thread), noting the database connection so ``cancel`` can stop its query."""
+        """Run ``function`` (in a pool thread), noting the database connection so ``cancel`` can stop its query.
+
+        On PostgreSQL its statements get the call's remaining deadline as their timeout (``StatementTimeout``).
+        """
+        database = connections["default"]
         with self._lock:
-            self._database = connections["default"]
+            self._database = database
+        wrappers = database.execute_wrappers
+        bounded = database.vendor == "postgresql"
+        if bounded:
+            wrappers.append(self._statement_timeout)
         try:
             return function(*args)
         finally:
+            if bounded:
+                wrappers.remove(self._statement_timeout)
             with self._lock:
                 self._database = None
 
@@ -245,14 +256,13 @@ def check_deadline(call: CallContext) -> None:
 
 
 class ConnectionState:
-    """What this layer knows of one DB-API connection: when it was checked, the statement timeout it has."""
+    """What this layer knows of one DB-API connection: when it was last checked."""
 
-    __slots__ = ("raw", "checked_at", "statement_timeout_ms")
+    __slots__ = ("raw", "checked_at")
 
     def __init__(self, raw: Any):
         self.raw = raw
         self.checked_at = time.monotonic()  # a new connection is alive
-        self.statement_timeout_ms = 0  # PostgreSQL's default: none
 
 
 def connection_state(database) -> ConnectionState | None:
@@ -267,18 +277,13 @@ def connection_state(database) -> ConnectionState | None:
 
 
 def prepare_database(call: CallContext) -> None:
-    """Check the connection at most once per interval, and give PostgreSQL the call's remaining deadline.
+    """Check the connection at most once per ``DB_HEALTH_CHECK_INTERVAL`` instead of before every call.
 
     Called after ``grpc_request_started``, whose ``close_old_connections``
     asks Django to check a persistent connection before its next query. A
     connection checked less than ``DB_HEALTH_CHECK_INTERVAL`` seconds ago is
     not checked again; one that raised an error is always checked (Django's
-    ``errors_occurred``). No statement runs longer than ``QUERY_TIMEOUT``
-    seconds, whatever the call's deadline, or without one: a client that sends
-    none cannot hold a thread for as long as its query would run. A call
-    whose deadline is close to the previous call's costs no round trip
-    (``timeout_fits``), nor do calls without one once their connection has
-    the limit.
+    ``errors_occurred``).
     """
     # health_check_enabled/_done: Django's own attributes, set when a connection opens (not in the stubs).
     database: Any = connections["default"]
@@ -289,45 +294,43 @@ def prepare_database(call: CallContext) -> None:
             database.health_check_done = True
         else:
             state.checked_at = now
-    if database.vendor != "postgresql":
-        return
-    remaining = call.time_remaining()
-    wanted = max(1, int(remaining * 1000)) if remaining is not None else 0
-    limit = int(grpc_ext_settings.QUERY_TIMEOUT * 1000) if grpc_ext_settings.QUERY_TIMEOUT else 0
-    if limit and (not wanted or wanted > limit):
-        wanted = limit
-    if state is None:
-        if not wanted:
-            return
-        database.ensure_connection()
-        state = connection_state(database)
-        if state is None:
-            return
-    if not timeout_fits(state.statement_timeout_ms, wanted, limit):
-        timeout = math.ceil(wanted * STATEMENT_TIMEOUT_HEADROOM)
-        if limit:
-            timeout = min(timeout, limit)
-        with database.cursor() as cursor:
-            cursor.execute("SELECT set_config('statement_timeout', %s, false)", [str(timeout)])
-        state.statement_timeout_ms = timeout
 
 
-#: A statement timeout is set this much above the remaining deadline, so that the next calls with
-#: about the same deadline (a client's usual timeout) find it already set: no round trip for them.
-STATEMENT_TIMEOUT_HEADROOM = 1.25
+def statement_timeout_ms(remaining: float | None, limit: float | None) -> int:
+    """Return how long (ms) a statement may run: the call's remaining deadline, at most ``limit`` s; 0 for no bound."""
+    wanted = max(1, math.ceil(remaining * 1000)) if remaining is not None else 0
+    bound = int(limit * 1000) if limit else 0
+    if bound and (not wanted or wanted > bound):
+        return bound
+    return wanted
 
 
-def timeout_fits(current_ms: int, wanted_ms: int, limit_ms: int = 0) -> bool:
-    """Tell whether a connection's statement timeout may serve a call whose remaining deadline is ``wanted_ms``.
+class StatementTimeout:
+    """Give every PostgreSQL statement of a call the call's remaining deadline as its ``statement_timeout``.
 
-    ``0`` (no deadline, no limit) needs no timeout. Otherwise the timeout must
-    not be shorter than the deadline (a query the client still waits for would
-    be stopped) and at most about twice as long: the call is cancelled at its
-    deadline anyway, which stops its query (``CallContext.cancel``); the
-    timeout is the backstop for a query that cancellation cannot reach. It is
-    never longer than ``limit_ms`` (``QUERY_TIMEOUT``), when there is one.
+    A Django execute wrapper, installed on the thread's connection for each
+    hop of the call (``CallContext.run``): it prefixes the statement with
+    ``SET LOCAL statement_timeout = <ms>;``, sent in the same round trip.
+    ``SET LOCAL`` lasts until the end of the transaction, which in autocommit
+    is that statement's own: nothing stays on the connection for the next
+    call, nor on a PgBouncer server connection another client gets next, and
+    every batch of a Stream gets the deadline it has then, whichever thread
+    and connection run it. No statement runs longer than ``QUERY_TIMEOUT``,
+    whatever the deadline, or without one; a statement whose call's deadline
+    has passed is not sent (DEADLINE_EXCEEDED). Statements of a server-side
+    (named) cursor keep the server's setting: ``DECLARE`` takes one statement.
     """
-    if not wanted_ms:
-        return current_ms == 0
-    longest = min(2 * wanted_ms + 100, limit_ms) if limit_ms else 2 * wanted_ms + 100
-    return wanted_ms <= current_ms <= longest
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: CallContext):
+        self.call = call
+
+    def __call__(self, execute: Callable, sql: str, params: Any, many: bool, context: dict) -> Any:
+        remaining = self.call.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise DeadlineExceeded("The deadline passed before the query was sent.")
+        timeout = statement_timeout_ms(remaining, grpc_ext_settings.QUERY_TIMEOUT)
+        if timeout and getattr(context["cursor"].cursor, "name", None) is None:
+            sql = f"SET LOCAL statement_timeout = {timeout}; {sql}"
+        return execute(sql, params, many, context)

@@ -285,8 +285,23 @@ def to_grpc_error(exc: Exception) -> GrpcError | None:
     if is_database_unavailable(exc):
         return DatabaseUnavailable()
     if is_service_unreachable(exc):
-        return Unavailable("A service this server needs is unavailable; retry later.")
+        return unreachable_service_error(exc)
     return None
+
+
+def unreachable_service_error(exc: BaseException) -> Unavailable:
+    """Return the UNAVAILABLE of a backing service that cannot be reached: named if it says what it is (the cache).
+
+    Its address stays in the server's log, never in the client's message.
+    """
+    service = getattr(exc, "unavailable_service", None)
+    error = Unavailable(
+        f"The {service} is unavailable; retry later."
+        if service
+        else "A service this server needs is unavailable; retry later."
+    )
+    error.retry_after = getattr(exc, "retry_after", None) or 1.0
+    return error
 
 
 def is_query_canceled(exc: Exception) -> bool:

@@ -34,6 +34,7 @@ __all__ = [
     "auth_metadata",
     "bad_request_fields",
     "database_error",
+    "database_url_of_this_run",
     "unreachable_database",
     "with_metadata",
 ]
@@ -62,3 +63,11 @@ def unreachable_database(tmp_path) -> dict:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     return {"HOST": "127.0.0.1", "PORT": port}
+
+
+def database_url_of_this_run() -> str:
+    """Return the URL of the database the tests run on, for a server in another process."""
+    config = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{config['NAME']}"
+    return f"postgres://{config['USER']}@{config['HOST'] or '127.0.0.1'}:{config['PORT'] or 5432}/{config['NAME']}"

@@ -7,6 +7,8 @@ from demo.settings import GRPC_FRAMEWORK
 
 GRPC_FRAMEWORK = {
     **GRPC_FRAMEWORK,
+    # The project's services, with the knobs of tests.server_hooks.
+    "ROOT_HANDLERS_HOOK": "tests.server_hooks.add_services",
     "SERVER_INTERCEPTORS": [
         *GRPC_FRAMEWORK["SERVER_INTERCEPTORS"],
         "tests.interceptors.ServerPidInterceptor",

@@ -18,23 +18,21 @@ from tests.factories import make_post
 def queries_per_rpc():
     """Return the list of SQL statements of each PostService RPC, one list per RPC, in order.
 
-    Setting a connection's statement timeout is left out: it is done once per
-    connection and deadline, not per call (``test_serving_limits`` counts it),
-    and which pool thread, with which connection, serves a call varies.
+    The statements as the service sends them: the counting wrapper is the outermost, so it sees
+    them before the call's statement timeout is prefixed to them (the same round trip).
     """
     rpcs: list[list[str]] = []
     local = threading.local()
 
     def count(execute, sql, params, many, context):
-        if "set_config('statement_timeout'" not in sql:
-            rpcs[-1].append(sql)
+        rpcs[-1].append(sql)
         return execute(sql, params, many, context)
 
     def started(sender, **kwargs):
         if sender is PostService:
             rpcs.append([])
             local.wrapped = connection  # the server thread's own connection
-            connection.execute_wrappers.append(count)
+            connection.execute_wrappers.insert(0, count)
 
     def finished(sender, **kwargs):
         if sender is PostService and getattr(local, "wrapped", None) is not None:

@@ -30,7 +30,7 @@ from posts.selectors import post_list
 from posts.servicers import PostService
 from protos import auth_pb2, auth_pb2_grpc, posts_pb2, posts_pb2_grpc, users_pb2, users_pb2_grpc
 from tests.factories import make_post
-from tests.helpers import access_token, aio_only, assert_status, native_only
+from tests.helpers import access_token, aio_only, assert_status, auth_metadata, database_url_of_this_run, native_only
 from tests.rawh2 import RawConnection
 
 RETRIEVE = "/posts.PostController/Retrieve"
@@ -270,45 +270,30 @@ def test_postgresql_statement_timeout_follows_the_deadline(posts_stub, post, mon
         grpc_request_finished.disconnect(on_finished)
 
 
-class DeadlineOnly:
-    """What ``prepare_database`` reads of a call: its remaining deadline."""
-
-    def __init__(self, remaining: float | None):
-        self.remaining = remaining
-
-    def time_remaining(self) -> float | None:
-        return self.remaining
-
-
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="statement_timeout is PostgreSQL's")
-def test_calls_with_about_the_same_deadline_set_the_statement_timeout_once(db):
-    """A client's usual deadline costs one ``set_config`` per connection, not a round trip per call."""
-    from django.test.utils import CaptureQueriesContext
+def test_a_short_deadline_leaves_no_statement_timeout_behind_for_the_next_statements(run_server, user):
+    """A Stream without a deadline is not cut short by a short-deadline call that ran on its connection before a batch.
 
-    from grpc_ext.calls import prepare_database
-
-    def timeout_sets(*remaining: float | None) -> int:
-        with CaptureQueriesContext(connection) as queries:
-            for seconds in remaining:
-                prepare_database(DeadlineOnly(seconds))
-        return sum("statement_timeout" in query["sql"] for query in queries.captured_queries)
-
-    def current_timeout_ms() -> int:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT setting FROM pg_settings WHERE name = 'statement_timeout'")  # in ms
-            return int(cursor.fetchone()[0])
-
-    assert timeout_sets(10.0, 9.99, 10.0, 9.5) == 1
-    assert 10_000 <= current_timeout_ms() <= 13_000
-    assert timeout_sets(0.5) == 1  # a much shorter deadline: the timeout comes down with it
-    assert 500 <= current_timeout_ms() <= 700
-    assert timeout_sets(20.0) == 1  # a longer one: a query the client still waits for is not stopped
-    assert timeout_sets(None) == 1  # no deadline: QUERY_TIMEOUT (30 s)
-    assert current_timeout_ms() == 30_000
-    assert timeout_sets(None, None, 3600.0) == 0  # nor a deadline past it: the limit is already set
-    assert timeout_sets(10.0) == 1
-    assert timeout_sets(25.0) == 1
-    assert current_timeout_ms() == 30_000  # 25 s and a quarter of headroom, but never past the limit
+    One pool thread, so one persistent connection, serves both: the Stream's
+    first batch, then the List (queued meanwhile), then the Stream's second
+    batch, whose query takes a second.
+    """
+    for index in range(3):
+        make_post(owner=user, title=f"row {index}")
+    _, address = run_server(
+        "--max-workers",
+        "1",
+        env={"DATABASE_URL": database_url_of_this_run(), "CONN_MAX_AGE": "600", "TEST_SLOW_STREAM_SECONDS": "1"},
+    )
+    metadata = auth_metadata(user)
+    with grpc.insecure_channel(address) as channel:
+        stub = posts_pb2_grpc.PostControllerStub(channel)
+        stream = stub.Stream(posts_pb2.PostStreamRequest(batch_size=1), metadata=metadata)  # no deadline
+        time.sleep(0.3)  # its first batch is running
+        short = stub.List.future(posts_pb2.PostListRequest(page_size=1), metadata=metadata, timeout=1.5)
+        titles = [row.title for batch in stream for row in batch.posts]
+        assert short.result().posts  # the short call ran, between the Stream's batches
+    assert sorted(titles) == ["row 0", "row 1", "row 2"]
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="statement_timeout is PostgreSQL's")

@@ -30,7 +30,7 @@ from posts.serializers import PostProtoSerializer
 from posts.services import post_create_many, post_update
 from protos import posts_pb2, posts_pb2_grpc, users_pb2
 from tests.factories import PASSWORD, make_post, make_user
-from tests.helpers import assert_status, auth_metadata, bad_request_fields, with_metadata
+from tests.helpers import assert_status, auth_metadata, bad_request_fields, database_url_of_this_run, with_metadata
 from users.models import User
 
 
@@ -287,14 +287,6 @@ def test_expired_records_are_cleared_and_fresh_ones_kept(posts_stub):
     assert IdempotencyRecord.objects.count() == 1
     posts_stub.Create(old)  # forgotten: a new write
     assert Post.objects.filter(title="Old").count() == 2
-
-
-def database_url_of_this_run() -> str:
-    """Return the URL of the database the tests run on, for a server in another process."""
-    config = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{config['NAME']}"
-    return f"postgres://{config['USER']}@{config['HOST'] or '127.0.0.1'}:{config['PORT'] or 5432}/{config['NAME']}"
 
 
 @pytest.fixture
