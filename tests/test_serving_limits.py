@@ -126,24 +126,40 @@ def test_streams_whose_client_stops_reading_hold_no_thread(
         close_all(opened)
 
 
-def test_every_kind_of_stalled_client_at_once_leaves_health_and_retrieve_answering(
-    grpc_address, user, post, posts_past_any_buffer
-):
+def stall_every_way_then_probe(address: str, user, post) -> None:
     """Issue 21's drill: 100 requests that never arrive on one connection, 200 silent connections and 20 Streams
     whose clients stop reading, all at once; then 10 probes, each Health/Check and an authenticated Retrieve
     on a new connection, answer within a second (pygrpc-native, with the calls' pool as the loop's default
     executor, failed 9 of 10)."""
-    host, port = grpc_address.rsplit(":", 1)
+    host, port = address.rsplit(":", 1)
     silent = [socket.create_connection((host, int(port))) for _ in range(200)]
-    opened = stall_requests(grpc_address, connections=1, calls=100)
-    opened += stop_reading_streams(grpc_address, access_token(user), connections=20, calls=1)
+    opened = stall_requests(address, connections=1, calls=100)
+    opened += stop_reading_streams(address, access_token(user), connections=20, calls=1)
     try:
         for _ in range(10):
-            assert_still_answering(grpc_address, access_token(user), str(post.id))
+            assert_still_answering(address, access_token(user), str(post.id))
     finally:
         close_all(opened)
         for sock in silent:
             sock.close()
+
+
+def test_every_kind_of_stalled_client_at_once_leaves_health_and_retrieve_answering(
+    grpc_address, user, post, posts_past_any_buffer
+):
+    stall_every_way_then_probe(grpc_address, user, post)
+
+
+def test_every_kind_of_stalled_client_at_once_spares_two_worker_processes(
+    run_server, user, post, posts_past_any_buffer
+):
+    """The same drill on ``--workers 2`` with 2 threads each: the probes' new connections land on either process."""
+    process, address = run_server(
+        "--workers", "2", "--max-workers", "2", env={"DATABASE_URL": database_url_of_this_run()}
+    )
+    stall_every_way_then_probe(address, user, post)
+    process.terminate()
+    process.wait(timeout=20)
 
 
 @aio_only("the native transport hands a call to Python once its whole request has arrived: REQUEST_TIMEOUT is not kept")
