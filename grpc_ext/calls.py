@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 import grpc
 from django.db import connections
+from django.db.backends.signals import connection_created
 
 from grpc_ext.exceptions import DeadlineExceeded
 from grpc_ext.settings import grpc_ext_settings
@@ -260,9 +261,21 @@ class ConnectionState:
 
     __slots__ = ("raw", "checked_at")
 
-    def __init__(self, raw: Any):
+    def __init__(self, raw: Any, checked_at: float):
         self.raw = raw
-        self.checked_at = time.monotonic()  # a new connection is alive
+        self.checked_at = checked_at
+
+
+def note_new_connection(sender, connection, **kwargs) -> None:
+    """Start a connection's state as it opens (``connection_created``): a new connection is alive now.
+
+    Not when a call first finds it open: a connection opened by one call
+    and next used after a database restart would count as just checked.
+    """
+    connection._grpc_ext_state = ConnectionState(connection.connection, time.monotonic())
+
+
+connection_created.connect(note_new_connection)
 
 
 def connection_state(database) -> ConnectionState | None:
@@ -272,7 +285,8 @@ def connection_state(database) -> ConnectionState | None:
         return None
     state = getattr(database, "_grpc_ext_state", None)
     if state is None or state.raw is not raw:
-        state = database._grpc_ext_state = ConnectionState(raw)
+        # Opened before ``note_new_connection`` listened: when it was last known alive is unknown.
+        state = database._grpc_ext_state = ConnectionState(raw, float("-inf"))
     return state
 
 

@@ -22,8 +22,8 @@ from grpc_ext.server import build_server
 from grpc_ext.settings import grpc_ext_settings
 from grpc_ext.signals import grpc_got_request_exception
 from posts.servicers import PostService
-from protos import posts_pb2, users_pb2
-from tests.helpers import assert_status
+from protos import posts_pb2, posts_pb2_grpc, users_pb2
+from tests.helpers import assert_status, with_metadata
 from tests.interceptors import PID_KEY
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -365,6 +365,37 @@ def test_a_broken_persistent_connection_is_replaced_not_kept(posts_stub, post):
         with connection.cursor() as cursor:  # let the test database be dropped
             cursor.execute(terminate)
         time.sleep(past_the_interval)  # the next tests' calls find them broken and replace them
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs a server that can kill its sessions")
+def test_a_connection_opened_by_one_call_and_broken_before_the_next_is_replaced(post, settings):
+    """A thread's connection, opened by its first call and broken before its second past the interval, is checked.
+
+    Its health-check clock starts when it opens, not when a call first finds
+    it open: that second call would otherwise take it for just checked.
+    """
+    database = connection.settings_dict
+    terminate = (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    database["CONN_MAX_AGE"] = None
+    server = build_server("127.0.0.1:0", max_workers=1)  # one thread: both calls on the same connection
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = with_metadata(channel, post.owner)
+            retrieve = posts_pb2_grpc.PostControllerStub(stub).Retrieve
+            assert retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)), timeout=10).id == str(post.id)
+            with connection.cursor() as cursor:
+                cursor.execute(terminate)
+            time.sleep(grpc_ext_settings.DB_HEALTH_CHECK_INTERVAL + 0.2)
+            assert retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)), timeout=10).id == str(post.id)
+    finally:
+        server.stop(None).wait()
+        database["CONN_MAX_AGE"] = 0
+        with connection.cursor() as cursor:
+            cursor.execute(terminate)
 
 
 # grpcrunserver as an operator runs it
