@@ -225,22 +225,35 @@ def start(
     return server
 
 
-def start_grpc(database_url: str, processes: int, token: str, env: dict[str, str] | None = None) -> Server:
-    """Start ``grpcrunserver --workers processes`` (the processes share the port with SO_REUSEPORT).
+def start_grpc(
+    database_url: str, processes: int, token: str, transport: str = "aio", env: dict[str, str] | None = None
+) -> Server:
+    """Start ``grpcrunserver --workers processes --transport transport`` (processes share the port: SO_REUSEPORT).
 
     Each process has the product's default pool (``MAX_WORKERS``, 10 threads);
     ``env`` adds to its environment (tracing's ``OTEL_*`` variables).
     """
     port = free_port()
-    command = [sys.executable, "manage.py", "grpcrunserver", f"127.0.0.1:{port}", "--workers", str(processes)]
+    command = [
+        sys.executable,
+        "manage.py",
+        "grpcrunserver",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(processes),
+        "--transport",
+        transport,
+    ]
     status_dir = Path(tempfile.mkdtemp(prefix="bench-status-"))
-    name = f"grpc x{processes}{' traced' if env else ''}"
+    name = f"grpc {transport} x{processes}{' traced' if env else ''}"
     env = {
         **server_env(database_url),
         "DJANGO_SETTINGS_MODULE": "bench.grpc_settings",
         "BENCH_STATUS_DIR": str(status_dir),
         **(env or {}),
     }
+    for variable in ("GRPC_MAX_CONNECTION_AGE", "GRPC_MAX_CONNECTION_AGE_GRACE"):  # native refuses them; aio's default
+        env.pop(variable, None)
     server = start(name, [command], port, env, workers_are_children=processes > 1, token=token)
     server.status_dir = status_dir
     return server
@@ -304,6 +317,14 @@ def start_floor(stream_rows: int, *, aio: bool = False) -> Server:
     port = free_port()
     command = [sys.executable, "-m", "bench.floor", str(port), str(stream_rows), *(["--aio"] if aio else [])]
     name = "grpc.aio floor" if aio else "floor"
+    return start(name, [command], port, {**os.environ, "PYTHONPATH": str(settings.BASE_DIR)})
+
+
+def start_handwritten(database_url: str, *, native: bool = False) -> Server:
+    """Start the hand-written grpcio + driver Retrieve and Stream (``bench.handwritten``), or it on pygrpc-native."""
+    port = free_port()
+    command = [sys.executable, "-m", "bench.handwritten", str(port), database_url, *(["--native"] if native else [])]
+    name = "hand-written, native" if native else "hand-written, grpcio"
     return start(name, [command], port, {**os.environ, "PYTHONPATH": str(settings.BASE_DIR)})
 
 

@@ -34,17 +34,33 @@ def machine() -> dict:
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    if not numerator or not denominator:
+    if numerator is None or denominator is None or numerator <= 0 or denominator <= 0:
         return None
     return numerator / denominator
 
+
+#: The project's server on each transport: transport -> results key. The targets are the default's.
+TRANSPORTS = {"aio": "grpc", "native": "grpc_native"}
+DEFAULT_TRANSPORT = "aio"
+#: Every server measured: results key -> column title.
+SERVERS = {
+    "grpc": "gRPC aio",
+    "grpc_native": "gRPC native",
+    "drf": "DRF",
+    "floor": "grpcio floor",
+    "aio_floor": "grpc.aio floor",
+    "handwritten": "hand-written grpcio",
+    "handwritten_native": "hand-written native",
+    "connect": "Connect (web process)",
+}
 
 # (key, label, unit, higher is better)
 ROWS = [
     ("retrieve_rps", "Retrieve, 1 process", "RPC/s", True),
     ("retrieve_p50_ms", "Retrieve p50", "ms", False),
     ("retrieve_p99_ms", "Retrieve p99", "ms", False),
-    ("retrieve_rps_2", "Retrieve, 2 processes", "RPC/s", True),
+    ("retrieve_server_cpu_us", "Retrieve: server CPU per call", "µs", False),
+    ("retrieve_database_cpu_us", "Retrieve: PostgreSQL CPU per call (all its processes)", "µs", False),
     ("list_ms", "List of 1,000", "ms", False),
     ("list_per_s", "List of 1,000", "calls/s", True),
     ("create_rps", "Create", "RPC/s", True),
@@ -66,57 +82,58 @@ def fmt(value: float | None) -> str:
     return f"{value:.2f}"
 
 
+def times(value: float | None) -> str:
+    return f"{fmt(value)}×" if value else "–"
+
+
 def table(label: str, results: dict) -> str:
-    """Return one database's results as a Markdown table."""
+    """Return one database's results as a Markdown table: a column per server, then the ratios of each transport."""
+    names = [name for name in SERVERS if name in results]
     lines = [
         f"**{label}**",
         "",
-        "| Measure | gRPC | DRF | floor | gRPC ÷ DRF | gRPC ÷ floor |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| Measure | "
+        + " | ".join(SERVERS[name] for name in names)
+        + " | aio ÷ hand-written | native ÷ hand-written |",
+        "|---|" + "---:|" * (len(names) + 2),
     ]
-    aio_floor = results.get("aio_floor", {}).get("retrieve_rps")
-    for key, name, unit, higher in ROWS:
-        grpc_value = results["grpc"].get(key)
-        drf_value = results["drf"].get(key)
-        floor_value = results["floor"].get(key)
-        if higher:
-            versus_drf, versus_floor = ratio(grpc_value, drf_value), ratio(grpc_value, floor_value)
-        else:
-            versus_drf, versus_floor = ratio(drf_value, grpc_value), ratio(floor_value, grpc_value)
+    for key, title, unit, higher in ROWS:
+        values = [results[name].get(key) for name in names]
+        if not any(values):
+            continue
+        cells = []
+        for name in TRANSPORTS.values():
+            ours, theirs = results.get(name, {}).get(key), results.get("handwritten", {}).get(key)
+            cells.append(times(ratio(ours, theirs) if higher else ratio(theirs, ours)))
         lines.append(
-            f"| {name} ({unit}) | {fmt(grpc_value)} | {fmt(drf_value)} | {fmt(floor_value)} "
-            f"| {fmt(versus_drf)}{'×' if versus_drf else ''} | {fmt(versus_floor)}{'×' if versus_floor else ''} |"
+            f"| {title} ({unit}) | " + " | ".join(fmt(value) for value in values) + " | " + " | ".join(cells) + " |"
         )
-        connect_value = results.get("connect", {}).get(key)
-        if connect_value is not None:
-            versus = ratio(connect_value, drf_value) if higher else ratio(drf_value, connect_value)
-            lines.append(
-                f"| {name}, Connect (web process) ({unit}) | {fmt(connect_value)} | {fmt(drf_value)} | "
-                f"| {fmt(versus)}{'×' if versus else ''} | |"
-            )
-        if key == "retrieve_rps" and aio_floor:
-            versus_aio = ratio(grpc_value, aio_floor)
-            lines.append(
-                f"| Retrieve, 1 process, vs the grpc.aio floor (RPC/s) | {fmt(grpc_value)} | | {fmt(aio_floor)} "
-                f"| | {fmt(versus_aio)}{'×' if versus_aio else ''} |"
-            )
     return "\n".join(lines)
 
 
-def targets(results: dict) -> list[tuple[str, str, bool]]:
-    """Return the issue's targets: (what, the figure reached, met)."""
-    grpc, drf, floor = results["grpc"], results["drf"], results["floor"]
+def targets(results: dict, name: str = "grpc") -> list[tuple[str, str, bool]]:
+    """Return the issue's targets for the project's server ``name``: (what, the figure reached, met)."""
+    grpc, drf, floor = results[name], results["drf"], results["floor"]
+    handwritten, handwritten_native = results.get("handwritten", {}), results.get("handwritten_native", {})
+    retrieve = grpc.get("retrieve_rps")
     checks = [
-        ("Retrieve ≥ 3× DRF per process", ratio(grpc.get("retrieve_rps"), drf.get("retrieve_rps")), 3.0),
-        ("Retrieve ≥ ½ the grpcio floor", ratio(grpc.get("retrieve_rps"), floor.get("retrieve_rps")), 0.5),
         (
-            "Retrieve ≥ ½ the grpc.aio floor",
-            ratio(grpc.get("retrieve_rps"), results.get("aio_floor", {}).get("retrieve_rps")),
+            "Retrieve ≥ 1.0× the hand-written grpcio + driver server",
+            ratio(retrieve, handwritten.get("retrieve_rps")),
+            1.0,
+        ),
+        ("Retrieve ≥ 0.5× the grpcio no-database floor", ratio(retrieve, floor.get("retrieve_rps")), 0.5),
+        (
+            "Retrieve ≥ 0.5× the hand-written server on native",
+            ratio(retrieve, handwritten_native.get("retrieve_rps")),
             0.5,
         ),
+        (
+            "Stream ≥ 1.0× the hand-written keyset Stream",
+            ratio(grpc.get("stream_rows_per_s"), handwritten.get("stream_rows_per_s")),
+            1.0,
+        ),
         ("List of 1,000 ≥ 3× faster than DRF", ratio(drf.get("list_ms"), grpc.get("list_ms")), 3.0),
-        ("Stream ≥ 100,000 rows/s", grpc.get("stream_rows_per_s"), 100_000),
-        ("two processes ≥ 1.8× one", ratio(grpc.get("retrieve_rps_2"), grpc.get("retrieve_rps")), 1.8),
         ("Create ≥ 2× DRF per worker", ratio(grpc.get("create_rps"), drf.get("create_rps")), 2.0),
         ("Create ≥ 0.4× the insert floor", ratio(grpc.get("create_rps"), floor.get("create_rps")), 0.4),
         ("BatchCreate of 1,000 ≥ 20,000 rows/s", grpc.get("batch_create_rows_per_s"), 20_000),
@@ -136,7 +153,7 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
             0.9,
         ),
     ]
-    out = [(name, shown(value, goal), value is not None and value >= goal) for name, value, goal in checks]
+    out = [(what, shown(value, goal), value is not None and value >= goal) for what, value, goal in checks]
     growth = grpc.get("stream_rss_growth_mb")
     out.append(("Stream RSS growth ≤ 10 MB", fmt(growth), growth is not None and growth <= 10))
     return out
@@ -165,34 +182,12 @@ def shown(value: float | None, goal: float) -> str:
     return text
 
 
-def two_process_ceiling(results: dict, cores: int | None) -> str | None:
-    """Estimate what two processes can reach here: the cores over what one process's Retrieve load took.
-
-    One loaded server process (held to about one core by the GIL), the
-    database and the load generator share the machine; at the one-process
-    run's CPU per call, two processes fill every core at this rate. An
-    estimate: a run whose CPU per call differs (a noisy neighbour in the
-    one-process run) lands on either side of it.
-    """
-    used = results["grpc"].get("retrieve_cores")
-    if not used or not cores or "retrieve_rps_2" not in results["grpc"]:  # --quick: no h2load, no second process
-        return None
-    total = used["server"] + used["database"] + used["load_generator"]
-    if not total:
-        return None
-    return (
-        f"estimate: at the one-process run's CPU per call, two processes fill this machine at {cores / total:.2f}× "
-        f"one; that run took {total:.2f} of its {cores} cores (server {used['server']:.2f}, "
-        f"PostgreSQL {used['database']:.2f}, load generator {used['load_generator']:.2f})"
-    )
-
-
 def save_json(path: Path, document: dict) -> None:
     path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 
 def save_chart(path: Path, document: dict) -> None:
-    """Draw gRPC, DRF and the floor side by side for each measure and database."""
+    """Draw both transports, DRF, the floor and the hand-written server side by side for each measure and database."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -208,14 +203,29 @@ def save_chart(path: Path, document: dict) -> None:
     figure, axes = plt.subplots(
         len(databases), len(measures), figsize=(4 * len(measures), 3.2 * len(databases)), squeeze=False
     )
-    colours = {"grpc": "#2b7bba", "drf": "#d95f02", "floor": "#999999"}
+    colours = {
+        "grpc": "#2b7bba",
+        "grpc_native": "#1b9e77",
+        "drf": "#d95f02",
+        "floor": "#999999",
+        "handwritten": "#7570b3",
+        "handwritten_native": "#b3b0e0",
+    }
+    labels = {
+        "grpc": "aio",
+        "grpc_native": "native",
+        "drf": "DRF",
+        "floor": "floor",
+        "handwritten": "hand",
+        "handwritten_native": "hand nat.",
+    }
     for row, database in enumerate(databases):
         results = document["databases"][database]
         for column, (key, title) in enumerate(measures):
             axis = axes[row][column]
-            names = ["grpc", "drf", "floor"]
+            names = [name for name in colours if name in results]
             values = [results[name].get(key) or 0 for name in names]
-            bars = axis.bar(["gRPC", "DRF", "floor"], values, color=[colours[name] for name in names])
+            bars = axis.bar([labels[name] for name in names], values, color=[colours[name] for name in names])
             axis.bar_label(bars, labels=[fmt(value) if value else "–" for value in values], fontsize=8)
             axis.set_title(f"{title}\n{database}", fontsize=9)
             axis.tick_params(labelsize=8)

@@ -35,6 +35,12 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+def env_float(name: str) -> float | None:
+    """Read a number from an environment variable; ``None`` when it is unset or empty."""
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else None
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     """Read a comma-separated environment variable."""
     value = os.environ.get(name)
@@ -287,10 +293,13 @@ GRPC_FRAMEWORK: dict[str, Any] = {
     "METRICS_ADDRESS": os.environ.get("GRPC_METRICS_ADDRESS", "0.0.0.0"),
     # L7 proxies in front of the gRPC servers that append to x-forwarded-for (the rate limits' client address).
     "NUM_PROXIES": env_int("GRPC_NUM_PROXIES", 0),
+    # The HTTP/2 transport: "aio" (grpc.aio) or "native" (pygrpc-native); see the README's Serving.
+    "TRANSPORT": os.environ.get("GRPC_TRANSPORT", "").strip() or "aio",
     # Connections close after this age (GOAWAY; calls in flight get the grace), so that
-    # clients reconnect and spread over the servers a scale-up added.
-    "MAX_CONNECTION_AGE": float(os.environ.get("GRPC_MAX_CONNECTION_AGE") or 300),
-    "MAX_CONNECTION_AGE_GRACE": float(os.environ.get("GRPC_MAX_CONNECTION_AGE_GRACE") or 60),
+    # clients reconnect and spread over the servers a scale-up added. Unset: the transport's
+    # default (aio: 300 and 60; native ages no connection and refuses a value).
+    "MAX_CONNECTION_AGE": env_float("GRPC_MAX_CONNECTION_AGE"),
+    "MAX_CONNECTION_AGE_GRACE": env_float("GRPC_MAX_CONNECTION_AGE_GRACE"),
     "STATIC_PROTOS": ["auth.proto"],
     # Every RPC needs an access token unless its service says otherwise.
     "DEFAULT_AUTHENTICATION_CLASSES": ["grpc_ext.authentication.JWTAuthentication"],

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import grpc
 from django.db import connections
+from django.db.backends.signals import connection_created
 
 from grpc_ext.exceptions import DeadlineExceeded
 from grpc_ext.settings import grpc_ext_settings
@@ -44,6 +45,17 @@ class Status(NamedTuple):
     code: grpc.StatusCode
     details: str
     trailing_metadata: tuple = ()
+
+
+#: Seconds left that mean "no deadline": grpcio's synchronous server and pygrpc-native report
+#: ``sys.maxsize`` seconds for a call without one, where grpc.aio reports ``None``.
+NO_DEADLINE = 1e15
+
+
+def deadline_remaining(context: Any) -> float | None:
+    """Return the seconds left before the deadline of ``context``'s call, ``None`` if it has none."""
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining >= NO_DEADLINE else remaining
 
 
 class CallContext:
@@ -70,9 +82,13 @@ class CallContext:
     def peer(self) -> str:
         return self._peer
 
+    def time_remaining(self) -> float | None:
+        """Return the seconds left before the call's deadline, ``None`` without one (as grpc.aio does)."""
+        return deadline_remaining(self._context)
+
     def is_active(self) -> bool:
         """Tell whether the client still waits for the response (not cancelled, deadline not passed)."""
-        remaining = self._context.time_remaining()
+        remaining = self.time_remaining()
         return not self.cancelled and (remaining is None or remaining > 0)
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
@@ -182,6 +198,11 @@ def use_pool(loop: asyncio.AbstractEventLoop, pool: Executor) -> None:
     _pools[loop] = pool
 
 
+def serving_pool(loop: asyncio.AbstractEventLoop) -> Executor | None:
+    """Return the pool that runs the synchronous half of the calls ``loop`` serves (``None``: its default executor)."""
+    return _pools.get(loop)
+
+
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
     """Give ``future`` the outcome of its hop (on the event loop), unless the call was cancelled meanwhile."""
     if future.cancelled():
@@ -247,9 +268,21 @@ class ConnectionState:
 
     __slots__ = ("raw", "checked_at")
 
-    def __init__(self, raw: Any):
+    def __init__(self, raw: Any, checked_at: float):
         self.raw = raw
-        self.checked_at = time.monotonic()  # a new connection is alive
+        self.checked_at = checked_at
+
+
+def note_new_connection(sender, connection, **kwargs) -> None:
+    """Start a connection's state as it opens (``connection_created``): a new connection is alive now.
+
+    Not when a call first finds it open: a connection opened by one call
+    and next used after a database restart would count as just checked.
+    """
+    connection._grpc_ext_state = ConnectionState(connection.connection, time.monotonic())
+
+
+connection_created.connect(note_new_connection)
 
 
 def connection_state(database) -> ConnectionState | None:
@@ -259,7 +292,8 @@ def connection_state(database) -> ConnectionState | None:
         return None
     state = getattr(database, "_grpc_ext_state", None)
     if state is None or state.raw is not raw:
-        state = database._grpc_ext_state = ConnectionState(raw)
+        # Opened before ``note_new_connection`` listened: when it was last known alive is unknown.
+        state = database._grpc_ext_state = ConnectionState(raw, float("-inf"))
     return state
 
 

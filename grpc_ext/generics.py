@@ -27,7 +27,7 @@ from django.db import close_old_connections
 from django_grpc_framework import generics as framework_generics
 
 from grpc_ext import mixins, writes
-from grpc_ext.calls import CallContext, RpcAborted, Status, check_deadline, in_pool, prepare_database
+from grpc_ext.calls import CallContext, RpcAborted, Status, check_deadline, in_pool, prepare_database, serving_pool
 from grpc_ext.exceptions import (
     InvalidArgument,
     NotFound,
@@ -184,7 +184,8 @@ class Service(framework_generics.GenericService):
                     yield response
             finally:
                 if not stream.finished:  # cancelled, or stopped by a drain: close it after the hop in hand
-                    asyncio.get_running_loop().run_in_executor(None, stream.close)
+                    loop = asyncio.get_running_loop()
+                    loop.run_in_executor(serving_pool(loop), stream.close)
 
         return stream_handler if cycle.streaming else unary_handler
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from grpc_ext.calls import deadline_remaining
 from grpc_ext.exceptions import DeadlineExceeded, InvalidArgument, Unavailable, abort_with_error_async
 from grpc_ext.settings import grpc_ext_settings
 
@@ -186,7 +187,7 @@ def outcome_code(context: grpc.aio.ServicerContext, exc: BaseException | None) -
         code = next((status for status in grpc.StatusCode if status.value[0] == code), grpc.StatusCode.UNKNOWN)
     if code not in (None, grpc.StatusCode.OK):
         return code
-    remaining = context.time_remaining()
+    remaining = deadline_remaining(context)
     expired = remaining is not None and remaining <= 0
     if isinstance(exc, asyncio.CancelledError | GeneratorExit) or context.cancelled():
         # The client's own deadline fires first and resets the stream; the server's copy of the
@@ -212,6 +213,9 @@ class DrainGate(grpc.aio.ServerInterceptor):
         self._idle: asyncio.Event | None = None
         self._released: asyncio.Event | None = None
         self._refusal: grpc.RpcMethodHandler = grpc.stream_unary_rpc_method_handler(self._refuse)
+        # For a unary request, which the native transport has read in full before the call is handed over
+        # (and where a request-streaming handler cannot answer a unary call).
+        self._unary_refusal: grpc.RpcMethodHandler = grpc.unary_unary_rpc_method_handler(self._refuse_unary)
         self._tracked: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def _refuse(self, request_iterator, context) -> None:
@@ -228,6 +232,10 @@ class DrainGate(grpc.aio.ServerInterceptor):
                 await context.read()
         except TimeoutError:
             pass
+        await self._refuse_unary(None, context)
+
+    async def _refuse_unary(self, request, context) -> None:
+        """Answer a call whose request has arrived UNAVAILABLE, when grpc's shutdown begins or after a second."""
         released = self._released
         try:
             async with asyncio.timeout(REFUSAL_HOLD):
@@ -239,7 +247,8 @@ class DrainGate(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, handler_call_details):
         if not self.accepting:
-            return self._refusal
+            handler = await continuation(handler_call_details)
+            return self._refusal if handler is None or handler.request_streaming else self._unary_refusal
         handler = await continuation(handler_call_details)
         if handler is None:
             return None

@@ -65,27 +65,110 @@ def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
 
-def server_options(*, reuse_port: bool) -> list[tuple[str, object]]:
+#: The transports ``TRANSPORT`` (``GRPC_TRANSPORT``) names.
+TRANSPORTS = ("aio", "native")
+
+#: What grpc.aio applies for the connection settings left ``None``; the native transport has none of these
+#: limits (or a fixed one), and refuses to start when one is set: the reason, and what to do instead.
+AIO_CONNECTION_DEFAULTS: dict[str, float] = {
+    "HANDSHAKE_TIMEOUT": 10.0,
+    "KEEPALIVE_MIN_CLIENT_PING_INTERVAL": 10.0,
+    "MAX_CONNECTION_AGE": 300.0,
+    "MAX_CONNECTION_AGE_GRACE": 60.0,
+    "MAX_CONNECTION_IDLE": 300.0,
+}
+NATIVE_MISSING_LIMITS: dict[str, str] = {
+    "HANDSHAKE_TIMEOUT": "its handshake timeout is fixed (120 s)",
+    "KEEPALIVE_MIN_CLIENT_PING_INTERVAL": "it does not limit client pings",
+    "MAX_CONNECTION_AGE": "it ages no connection (spread calls with an HTTP/2-aware load balancer instead)",
+    "MAX_CONNECTION_AGE_GRACE": "it ages no connection (spread calls with an HTTP/2-aware load balancer instead)",
+    "MAX_CONNECTION_IDLE": "it closes no idle connection (keepalive pings still find dead peers)",
+}
+#: grpc options of ``SERVER_OPTIONS`` the native transport cannot honour (pygrpc-native refuses or ignores them).
+NATIVE_UNSUPPORTED_OPTIONS = frozenset(
+    {
+        "grpc.max_connection_age_ms",
+        "grpc.max_connection_age_grace_ms",
+        "grpc.max_connection_idle_ms",
+        "grpc.max_allowed_incoming_connections",
+        "grpc.default_compression_algorithm",
+        "grpc.default_compression_level",
+        "grpc.server_handshake_timeout_ms",
+        "grpc.http2.min_recv_ping_interval_without_data_ms",
+        "grpc.http2.max_ping_strikes",
+    }
+)
+
+
+def transport_name(transport: str | None = None) -> str:
+    """Return the transport to serve with: ``transport``, else ``TRANSPORT``; ``ValueError`` for an unknown one."""
+    name = (transport or grpc_ext_settings.TRANSPORT or "aio").strip().lower()
+    if name not in TRANSPORTS:
+        raise ValueError(f"TRANSPORT (GRPC_TRANSPORT, --transport) is {name!r}: use 'aio' or 'native'.")
+    return name
+
+
+def check_native_settings(*, secure: bool) -> None:
+    """Raise ``ValueError`` naming every setting the native transport cannot honour, and the way out.
+
+    A security or limit setting is never dropped silently: TLS, the connection
+    limits set (not left ``None``) and the ``SERVER_OPTIONS`` it has no equivalent of.
+    """
+    settings = grpc_ext_settings
+    problems = []
+    if secure:
+        problems.append(
+            "TLS (TLS_CERT and TLS_KEY, --tls-cert): it serves plaintext only; "
+            "terminate TLS in front of it (the mesh sidecar or the load balancer)"
+        )
+    for name, reason in NATIVE_MISSING_LIMITS.items():
+        value = getattr(settings, name)
+        if value is not None:
+            problems.append(f"{name} = {value!r}: {reason}; leave it unset (None)")
+    for option, value in settings.SERVER_OPTIONS or []:
+        if option in NATIVE_UNSUPPORTED_OPTIONS and value:
+            problems.append(f"SERVER_OPTIONS {option} = {value!r}: it has no equivalent")
+    if problems:
+        raise ValueError(
+            "The native transport (GRPC_TRANSPORT=native) cannot honour "
+            + "; ".join(problems)
+            + ". Or serve with the aio transport: GRPC_TRANSPORT=aio (grpcrunserver --transport aio)."
+        )
+
+
+def server_options(*, reuse_port: bool, transport: str = "aio") -> list[tuple[str, object]]:
     """Return the channel options: the connection limits of the settings, then ``SERVER_OPTIONS`` (which win).
 
     ``grpc.so_reuseport`` is always set explicitly: grpcio turns SO_REUSEPORT
     on by default, so a second server on a taken port would start without an
-    error and share it; only ``--workers`` wants that.
+    error and share it; only ``--workers`` wants that. The native transport
+    gets only the options it honours (``check_native_settings`` refused the others).
     """
     settings = grpc_ext_settings
-    limits = {
-        "grpc.server_handshake_timeout_ms": _ms(settings.HANDSHAKE_TIMEOUT),
+    limits: dict[str, object] = {
         "grpc.max_concurrent_streams": settings.MAX_CONCURRENT_STREAMS,
         "grpc.keepalive_time_ms": _ms(settings.KEEPALIVE_TIME),
         "grpc.keepalive_timeout_ms": _ms(settings.KEEPALIVE_TIMEOUT),
-        "grpc.http2.min_recv_ping_interval_without_data_ms": _ms(settings.KEEPALIVE_MIN_CLIENT_PING_INTERVAL),
         "grpc.keepalive_permit_without_calls": 1,
-        "grpc.max_connection_age_ms": _ms(settings.MAX_CONNECTION_AGE),
-        "grpc.max_connection_age_grace_ms": _ms(settings.MAX_CONNECTION_AGE_GRACE),
-        "grpc.max_connection_idle_ms": _ms(settings.MAX_CONNECTION_IDLE),
     }
+    if transport == "aio":
+
+        def limit(name: str) -> int:
+            value = getattr(settings, name)
+            return _ms(AIO_CONNECTION_DEFAULTS[name] if value is None else value)
+
+        limits.update(
+            {
+                "grpc.server_handshake_timeout_ms": limit("HANDSHAKE_TIMEOUT"),
+                "grpc.http2.min_recv_ping_interval_without_data_ms": limit("KEEPALIVE_MIN_CLIENT_PING_INTERVAL"),
+                "grpc.max_connection_age_ms": limit("MAX_CONNECTION_AGE"),
+                "grpc.max_connection_age_grace_ms": limit("MAX_CONNECTION_AGE_GRACE"),
+                "grpc.max_connection_idle_ms": limit("MAX_CONNECTION_IDLE"),
+            }
+        )
     for name, value in settings.SERVER_OPTIONS or []:
-        limits[name] = value
+        if transport == "aio" or name not in NATIVE_UNSUPPORTED_OPTIONS:
+            limits[name] = value
     limits["grpc.so_reuseport"] = 1 if reuse_port else 0
     return list(limits.items())
 
@@ -129,20 +212,25 @@ def server_credentials(
     return grpc.ssl_server_credentials([pair], root_certificates=root, require_client_auth=root is not None)
 
 
-def prepared_handler(path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def prepared_handler(path: str, handler: grpc.RpcMethodHandler, *, bound_unary: bool = True) -> grpc.RpcMethodHandler:
     """Return the handler of ``/service/Method`` as the server registers it.
 
-    An undecodable request is answered INVALID_ARGUMENT (``guard_decoding``),
-    and a unary request is read within ``REQUEST_TIMEOUT`` (``bounded_request``).
+    An undecodable request is answered INVALID_ARGUMENT (``guard_decoding``).
+    With ``bound_unary`` (grpc.aio), a unary request is read within
+    ``REQUEST_TIMEOUT`` (``bounded_request``); the native transport receives
+    the whole request before it hands a call over, so unary stays unary there
+    (a client-streaming method would go to its slower grpcio fallback).
     """
-    return bounded_request(guard_decoding(handler, path))
+    guarded = guard_decoding(handler, path)
+    return bounded_request(guarded) if bound_unary else guarded
 
 
 class _ServiceRecorder:
     """Stand in for a server while services are added: prepare each method (``prepared_handler``), note services."""
 
-    def __init__(self, server: grpc.aio.Server):
+    def __init__(self, server: grpc.aio.Server, *, bound_unary: bool = True):
         self._server = server
+        self._bound_unary = bound_unary
         self.service_names: list[str] = []
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers) -> None:
@@ -156,7 +244,10 @@ class _ServiceRecorder:
                     prefix = f"/{name}/"
                     handler = grpc.method_handlers_generic_handler(
                         name,
-                        {method.removeprefix(prefix): prepared_handler(method, h) for method, h in methods.items()},
+                        {
+                            method.removeprefix(prefix): prepared_handler(method, h, bound_unary=self._bound_unary)
+                            for method, h in methods.items()
+                        },
                     )
             bounded.append(handler)
         self._server.add_generic_rpc_handlers(bounded)
@@ -165,7 +256,7 @@ class _ServiceRecorder:
         self._server.add_registered_method_handlers(
             service_name,
             {
-                method: prepared_handler(f"/{service_name}/{method}", handler)
+                method: prepared_handler(f"/{service_name}/{method}", handler, bound_unary=self._bound_unary)
                 for method, handler in method_handlers.items()
             },
         )
@@ -201,13 +292,29 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-class EventLoopThread:
-    """An asyncio event loop running in a thread of its own, with a bounded pool for the synchronous work."""
+#: Threads the native transport may block waiting for room in the streams of clients that read slowly.
+NATIVE_SEND_THREADS = 256
 
-    def __init__(self, max_workers: int):
+
+class EventLoopThread:
+    """An asyncio event loop running in a thread of its own, with a bounded pool for the synchronous work.
+
+    With ``own_default_executor`` the loop's default executor is a pool of
+    its own, not the one that serves calls: pygrpc-native waits there, one
+    thread per stream, for a client that stopped reading to make room (its
+    ``_send`` calls ``run_in_executor(None, front.stream_send, ...)``).
+    Were it the pool that serves calls, 10 such clients (``MAX_WORKERS``)
+    would leave no thread for any other call (README: "Notes on pygrpc-native").
+    """
+
+    def __init__(self, max_workers: int, *, own_default_executor: bool = False):
         self.loop = new_event_loop()
         self.pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc")
         use_pool(self.loop, self.pool)
+        self.waiters: futures.ThreadPoolExecutor | None = None
+        if own_default_executor:
+            self.waiters = futures.ThreadPoolExecutor(NATIVE_SEND_THREADS, thread_name_prefix="grpc-send")
+            self.loop.set_default_executor(self.waiters)
         self.thread = threading.Thread(target=self.loop.run_forever, name="grpc-event-loop", daemon=True)
         self.thread.start()
 
@@ -221,6 +328,8 @@ class EventLoopThread:
         self.thread.join()
         self.loop.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.waiters is not None:
+            self.waiters.shutdown(wait=False, cancel_futures=True)
 
 
 #: Seconds calls get to send their responses once the drain has ended them.
@@ -254,6 +363,7 @@ class GrpcServer:
         self.secure = secure
         self._stopped: threading.Event | None = None
         self.database = DatabaseMonitor()
+        self.transport = "aio"
 
     def start(self) -> None:
         """Start serving and report every service SERVING, then NOT_SERVING while the database is unavailable."""
@@ -324,14 +434,17 @@ def build_server(
     tls_client_ca: str | Path | None = None,
     reuse_port: bool = False,
     handlers_hook: Callable[[Any], None] | None = None,
+    transport: str | None = None,
 ) -> GrpcServer:
     """Return a server with every service, health and (optionally) reflection, bound to ``address``.
 
     Arguments left ``None`` come from the ``GRPC_FRAMEWORK`` settings;
-    ``handlers_hook`` adds the services in place of ``ROOT_HANDLERS_HOOK``. Raise
-    ``OSError`` when the address cannot be bound and ``ValueError`` for a TLS
-    misconfiguration.
+    ``handlers_hook`` adds the services in place of ``ROOT_HANDLERS_HOOK``;
+    ``transport`` is ``aio`` or ``native`` (``TRANSPORT``). Raise ``OSError``
+    when the address cannot be bound and ``ValueError`` for a TLS
+    misconfiguration or a setting the transport cannot honour.
     """
+    transport = transport_name(transport)
     settings = grpc_ext_settings
     if reflection_enabled is None:
         reflection_enabled = settings.REFLECTION if settings.REFLECTION is not None else _debug()
@@ -340,14 +453,18 @@ def build_server(
         tls_key if tls_key is not None else settings.TLS_KEY,
         tls_client_ca if tls_client_ca is not None else settings.TLS_CLIENT_CA,
     )
+    native = transport == "native"
+    if native:
+        check_native_settings(secure=credentials is not None)
     interceptors = load_interceptors()
     raise_open_files_limit()
-    runner = EventLoopThread(max_workers or settings.MAX_WORKERS)
+    runner = EventLoopThread(max_workers or settings.MAX_WORKERS, own_default_executor=native)
 
     async def assemble() -> GrpcServer:
         gate = DrainGate()
-        server = grpc.aio.server(interceptors=[gate, *interceptors], options=server_options(reuse_port=reuse_port))
-        recorder = _ServiceRecorder(server)
+        options = server_options(reuse_port=reuse_port, transport=transport)
+        server = new_server(transport, interceptors=[gate, *interceptors], options=options)
+        recorder = _ServiceRecorder(server, bound_unary=not native)
         (handlers_hook or settings.ROOT_HANDLERS_HOOK)(recorder)
         service_names = list(dict.fromkeys(recorder.service_names))
         health_servicer = AsyncHealthServicer()
@@ -364,13 +481,24 @@ def build_server(
                 port = server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise OSError(f"Cannot listen on {address}: the port is in use or the address is not valid.") from exc
-        return GrpcServer(runner, server, port, health_servicer, gate, service_names, credentials is not None)
+        grpc_server = GrpcServer(runner, server, port, health_servicer, gate, service_names, credentials is not None)
+        grpc_server.transport = transport
+        return grpc_server
 
     try:
         return runner.run(assemble())
     except BaseException:
         runner.close()
         raise
+
+
+def new_server(transport: str, **options: Any) -> grpc.aio.Server:
+    """Return an unstarted ``grpc.aio`` server, or pygrpc-native's (same API) for ``transport`` ``native``."""
+    if transport == "native":
+        import pygrpc_native.aio
+
+        return pygrpc_native.aio.server(**options)
+    return grpc.aio.server(**options)
 
 
 def serve_in_background(address: str = "127.0.0.1:0", **options: Any) -> GrpcServer:

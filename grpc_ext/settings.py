@@ -67,9 +67,13 @@ DEFAULTS = {
     "QUERY_TIMEOUT": 30.0,
     # Seconds a call's request message may take to arrive after its headers; then DEADLINE_EXCEEDED.
     "REQUEST_TIMEOUT": 10.0,
+    # The HTTP/2 transport under the services: "aio" (grpc.aio) or "native" (pygrpc-native: HTTP/2
+    # and gRPC framing in Rust, outside the GIL; plaintext, connections not aged). grpc_ext.server.
+    "TRANSPORT": "aio",
     # Seconds a new connection may take to complete its handshake (TLS, the HTTP/2 preface and
     # settings); then it is closed. A client that connects and says nothing holds a socket that long.
-    "HANDSHAKE_TIMEOUT": 10.0,
+    # None: the transport's own (aio: 10; native: 120, fixed, which refuses another value).
+    "HANDSHAKE_TIMEOUT": None,
     # Concurrent calls (HTTP/2 streams) one connection may have open.
     "MAX_CONCURRENT_STREAMS": 100,
     # The server pings a connection after this many seconds without activity, and closes
@@ -77,14 +81,17 @@ DEFAULTS = {
     "KEEPALIVE_TIME": 60.0,
     "KEEPALIVE_TIMEOUT": 20.0,
     # Shortest interval at which a client may ping without calls in flight; pinging more
-    # often gets its connection closed (GOAWAY too_many_pings).
-    "KEEPALIVE_MIN_CLIENT_PING_INTERVAL": 10.0,
+    # often gets its connection closed (GOAWAY too_many_pings). None: 10 on aio; native does not
+    # enforce one (and refuses a value).
+    "KEEPALIVE_MIN_CLIENT_PING_INTERVAL": None,
     # A connection gets GOAWAY after this many seconds (+-10% jitter), so clients reconnect
     # and an L4 load balancer spreads them over new backends; calls in flight then get
     # MAX_CONNECTION_AGE_GRACE more seconds. Idle connections close after MAX_CONNECTION_IDLE.
-    "MAX_CONNECTION_AGE": 300.0,
-    "MAX_CONNECTION_AGE_GRACE": 60.0,
-    "MAX_CONNECTION_IDLE": 300.0,
+    # None: the transport's default (aio: 300, 60 and 300; native ages and idles out no
+    # connection, and refuses to start with a value set).
+    "MAX_CONNECTION_AGE": None,
+    "MAX_CONNECTION_AGE_GRACE": None,
+    "MAX_CONNECTION_IDLE": None,
     # A persistent database connection is checked (SELECT 1, with CONN_HEALTH_CHECKS) at most
     # once per this many seconds, and always after an error, instead of before every call.
     "DB_HEALTH_CHECK_INTERVAL": 1.0,

@@ -28,6 +28,21 @@ pytest_plugins = ["grpc_ext.testing"]
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+#: Fixtures that serve gRPC (the others that do depend on one of them), and what a test module calls to serve
+#: gRPC itself or starts a server process with.
+SERVER_FIXTURES = {"grpc_server", "run_server", "production_servers", "database_server"}
+SERVER_BUILDERS = ("build_server", "serve_in_background", "start_live_server")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``transport`` every test that serves gRPC: CI runs them on each transport (``GRPC_TRANSPORT``)."""
+    for item in items:
+        module = getattr(item, "module", None)
+        serves = SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if serves or any(hasattr(module, name) for name in SERVER_BUILDERS):
+            item.add_marker(pytest.mark.transport)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def fast_password_hasher():
     """Hash test passwords with a cheap hasher: the default costs about 0.5 s per user."""

@@ -3,14 +3,33 @@ and ways to break the database on purpose."""
 
 from __future__ import annotations
 
+import os
 import socket
 
+import pytest
 from django.db import connection, connections
 
 from grpc_ext.testing import access_token, assert_status, auth_metadata, bad_request_fields, with_metadata
 
+#: The transport the servers of this test run use (``GRPC_TRANSPORT``; CI runs the servicer tests once per transport).
+TRANSPORT = os.environ.get("GRPC_TRANSPORT", "").strip() or "aio"
+
+
+def aio_only(reason: str):
+    """Mark a test of a guarantee only grpc.aio keeps; ``reason`` says what the native transport does instead."""
+    return pytest.mark.skipif(TRANSPORT != "aio", reason=reason)
+
+
+def native_only(reason: str):
+    """Mark a test of the native transport's own behaviour."""
+    return pytest.mark.skipif(TRANSPORT != "native", reason=reason)
+
+
 __all__ = [
+    "TRANSPORT",
     "access_token",
+    "aio_only",
+    "native_only",
     "assert_status",
     "auth_metadata",
     "bad_request_fields",

@@ -15,9 +15,10 @@ GRPC_FRAMEWORK = {
     ],
     # A test may probe the database less often, to see what the RPCs' own failures do.
     "DATABASE_PROBE_INTERVAL": float(os.environ.get("TEST_DATABASE_PROBE_INTERVAL", "1")),
-    # A test may give connections less time to complete their handshake.
-    "HANDSHAKE_TIMEOUT": float(os.environ.get("TEST_HANDSHAKE_TIMEOUT", "10")),
 }
+if os.environ.get("TEST_HANDSHAKE_TIMEOUT"):
+    # A test may give connections less time to complete their handshake.
+    GRPC_FRAMEWORK["HANDSHAKE_TIMEOUT"] = float(os.environ["TEST_HANDSHAKE_TIMEOUT"])
 
 if os.environ.get("TEST_LOG_SQL"):
     # Every statement logged (Django does it with DEBUG on), from the pool thread that ran it.

@@ -403,7 +403,9 @@ class ThreadedCall:
 def test_tls_with_root_certificates(transactional_db, user, certificates):  # noqa: F811 - the fixture
     from grpc_ext.server import build_server
 
-    server = build_server("127.0.0.1:0", tls_cert=certificates / "server.pem", tls_key=certificates / "server.key")
+    server = build_server(
+        "127.0.0.1:0", tls_cert=certificates / "server.pem", tls_key=certificates / "server.key", transport="aio"
+    )
     server.start()
     try:
         post = make_post(owner=user)

@@ -118,7 +118,7 @@ def test_the_dockerfile_and_manifests_lint_clean(command):
 
 def test_the_readme_environment_table_names_every_variable_the_settings_read():
     settings_source = (BASE_DIR / "demo" / "settings.py").read_text()
-    read = set(re.findall(r'(?:env_bool|env_int|env_list|os\.environ\.get)\(\s*"(\w+)"', settings_source))
+    read = set(re.findall(r'(?:env_bool|env_int|env_float|env_list|os\.environ\.get)\(\s*"(\w+)"', settings_source))
     readme = (BASE_DIR / "README.md").read_text()
     table = readme.split("### Environment", 1)[1].split("\n### ", 1)[0]
     documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))

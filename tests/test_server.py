@@ -22,8 +22,8 @@ from grpc_ext.server import build_server
 from grpc_ext.settings import grpc_ext_settings
 from grpc_ext.signals import grpc_got_request_exception
 from posts.servicers import PostService
-from protos import posts_pb2, users_pb2
-from tests.helpers import assert_status
+from protos import posts_pb2, posts_pb2_grpc, users_pb2
+from tests.helpers import assert_status, with_metadata
 from tests.interceptors import PID_KEY
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -199,7 +199,9 @@ def secure_check(port: int, certificates: Path, *, client_cert: bool) -> health_
 
 
 def test_tls_call_succeeds_and_plaintext_is_refused(transactional_db, certificates):
-    server = build_server("127.0.0.1:0", tls_cert=certificates / "server.pem", tls_key=certificates / "server.key")
+    server = build_server(
+        "127.0.0.1:0", tls_cert=certificates / "server.pem", tls_key=certificates / "server.key", transport="aio"
+    )
     server.start()
     try:
         assert secure_check(server.port, certificates, client_cert=False).status == SERVING
@@ -215,6 +217,7 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(transactional_db, cer
         tls_cert=certificates / "server.pem",
         tls_key=certificates / "server.key",
         tls_client_ca=certificates / "ca.pem",
+        transport="aio",
     )
     server.start()
     try:
@@ -226,7 +229,78 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(transactional_db, cer
 
 def test_tls_with_a_certificate_but_no_key_is_a_clear_error(certificates):
     with pytest.raises(ValueError, match="both a certificate and a key"):
-        build_server("127.0.0.1:0", tls_cert=certificates / "server.pem")
+        build_server("127.0.0.1:0", tls_cert=certificates / "server.pem", transport="aio")
+
+
+# The transports
+
+
+def test_native_transport_refuses_tls_naming_the_way_out(certificates):
+    with pytest.raises(ValueError, match=r"TLS \(TLS_CERT.*plaintext only.*GRPC_TRANSPORT=aio"):
+        build_server(
+            "127.0.0.1:0", tls_cert=certificates / "server.pem", tls_key=certificates / "server.key", transport="native"
+        )
+
+
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        ("MAX_CONNECTION_AGE", 300.0),
+        ("MAX_CONNECTION_AGE_GRACE", 60.0),
+        ("MAX_CONNECTION_IDLE", 300.0),
+        ("HANDSHAKE_TIMEOUT", 10.0),
+        ("KEEPALIVE_MIN_CLIENT_PING_INTERVAL", 10.0),
+        ("SERVER_OPTIONS", [("grpc.max_connection_idle_ms", 1000)]),
+    ],
+)
+def test_native_transport_refuses_a_limit_it_cannot_honour(settings, setting, value):
+    """A connection limit set explicitly is never dropped: the native server does not start, and says why."""
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, setting: value}
+    with pytest.raises(ValueError, match=rf"native transport.*{setting}.*GRPC_TRANSPORT=aio"):
+        build_server("127.0.0.1:0", transport="native")
+
+
+def test_connection_limits_left_unset_get_grpc_aio_defaults():
+    from grpc_ext.server import server_options
+
+    options = dict(server_options(reuse_port=False, transport="aio"))
+    assert options["grpc.max_connection_age_ms"] == 300_000
+    assert options["grpc.max_connection_idle_ms"] == 300_000
+    assert options["grpc.server_handshake_timeout_ms"] == 10_000
+    native = dict(server_options(reuse_port=False, transport="native"))
+    assert "grpc.max_connection_age_ms" not in native and native["grpc.max_concurrent_streams"] == 100
+
+
+def test_an_unknown_transport_is_a_clear_error(settings):
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "TRANSPORT": "quic"}
+    with pytest.raises(ValueError, match="'quic': use 'aio' or 'native'"):
+        build_server("127.0.0.1:0")
+
+
+def test_grpcrunserver_refuses_tls_on_the_native_transport_before_serving(certificates):
+    with pytest.raises(CommandError, match="cannot honour TLS"):
+        call_command(
+            "grpcrunserver",
+            "127.0.0.1:0",
+            "--transport",
+            "native",
+            "--tls-cert",
+            str(certificates / "server.pem"),
+            "--tls-key",
+            str(certificates / "server.key"),
+        )
+
+
+@pytest.mark.parametrize("transport", ["aio", "native"])
+def test_grpcrunserver_serves_with_the_transport_asked_for(run_server, transport):
+    process, address = run_server("--transport", transport, "--reflection")
+    with grpc.insecure_channel(address) as channel:
+        assert check(channel, timeout=5).status == SERVING
+        assert set(PROJECT_SERVICES) <= set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, output
+    assert f"{transport} transport" in output
 
 
 # The RPC life cycle
@@ -293,6 +367,37 @@ def test_a_broken_persistent_connection_is_replaced_not_kept(posts_stub, post):
         time.sleep(past_the_interval)  # the next tests' calls find them broken and replace them
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs a server that can kill its sessions")
+def test_a_connection_opened_by_one_call_and_broken_before_the_next_is_replaced(post, settings):
+    """A thread's connection, opened by its first call and broken before its second past the interval, is checked.
+
+    Its health-check clock starts when it opens, not when a call first finds
+    it open: that second call would otherwise take it for just checked.
+    """
+    database = connection.settings_dict
+    terminate = (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    database["CONN_MAX_AGE"] = None
+    server = build_server("127.0.0.1:0", max_workers=1)  # one thread: both calls on the same connection
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = with_metadata(channel, post.owner)
+            retrieve = posts_pb2_grpc.PostControllerStub(stub).Retrieve
+            assert retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)), timeout=10).id == str(post.id)
+            with connection.cursor() as cursor:
+                cursor.execute(terminate)
+            time.sleep(grpc_ext_settings.DB_HEALTH_CHECK_INTERVAL + 0.2)
+            assert retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)), timeout=10).id == str(post.id)
+    finally:
+        server.stop(None).wait()
+        database["CONN_MAX_AGE"] = 0
+        with connection.cursor() as cursor:
+            cursor.execute(terminate)
+
+
 # grpcrunserver as an operator runs it
 
 
@@ -330,3 +435,44 @@ def test_two_workers_answer_from_two_processes_and_stop_together(run_server):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def server_pid(address: str) -> int:
+    """Return the pid of the process that answers a Health/Check on a new connection to ``address``."""
+    with grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        _, call = health_pb2_grpc.HealthStub(channel).Check.with_call(
+            health_pb2.HealthCheckRequest(), timeout=20, wait_for_ready=True
+        )
+        return int(dict(call.trailing_metadata())[PID_KEY])
+
+
+def test_dev_server_reloads_on_a_code_change_and_serves_again(run_server, served_database, tmp_path):
+    """``--dev`` restarts the serving process when a module it imported changes, on the same port."""
+    settings_module = tmp_path / "reloading_settings.py"
+    settings_module.write_text("from tests.server_settings import *  # noqa: F403\nEDITION = 1\n")
+    env = {
+        **served_database.env,
+        "DJANGO_SETTINGS_MODULE": "reloading_settings",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(BASE_DIR)]),
+    }
+    process, address = run_server("--dev", env=env)
+    first = server_pid(address)
+    time.sleep(1.5)  # the reloader notes the files' times once a second; the edit must come after
+    settings_module.write_text("from tests.server_settings import *  # noqa: F403\nEDITION = 2\n")
+    for _ in range(40):
+        time.sleep(0.5)
+        try:
+            if server_pid(address) != first:
+                break
+        except grpc.RpcError:
+            continue  # between the old process and the new one
+    assert server_pid(address) != first
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=20)
+
+
+def test_the_test_servers_serve_with_the_transport_grpc_transport_names():
+    """CI's second run (GRPC_TRANSPORT=native) reaches the servers the fixtures start, through the settings."""
+    from tests.helpers import TRANSPORT
+
+    assert grpc_ext_settings.TRANSPORT == TRANSPORT

@@ -30,7 +30,7 @@ from posts.selectors import post_list
 from posts.servicers import PostService
 from protos import auth_pb2, auth_pb2_grpc, posts_pb2, posts_pb2_grpc, users_pb2, users_pb2_grpc
 from tests.factories import make_post
-from tests.helpers import access_token, assert_status, auth_metadata, database_url_of_this_run
+from tests.helpers import access_token, aio_only, assert_status, auth_metadata, database_url_of_this_run, native_only
 from tests.rawh2 import RawConnection
 
 RETRIEVE = "/posts.PostController/Retrieve"
@@ -102,10 +102,22 @@ def test_requests_that_never_arrive_hold_no_thread(grpc_address, user, post, con
         close_all(opened)
 
 
-@pytest.mark.parametrize(("connections", "calls"), [(1, 10), (10, 2)], ids=["one-connection", "many-connections"])
+@pytest.fixture
+def posts_past_any_buffer(user):
+    """Enough posts that a Stream outgrows what a transport buffers for a client that does not read (native: ~64 KB)."""
+    return [make_post(owner=user, description="x" * 200) for _ in range(600)]
+
+
+@pytest.mark.parametrize(("connections", "calls"), [(1, 20), (20, 1)], ids=["one-connection", "many-connections"])
 def test_streams_whose_client_stops_reading_hold_no_thread(
-    grpc_address, user, post, posts_to_stream, connections, calls
+    grpc_address, user, post, posts_past_any_buffer, connections, calls
 ):
+    """More Streams than the server has threads, their clients reading nothing, leave every other call served.
+
+    On the native transport the Streams' sends wait for room in threads of
+    their own, not the pool's (``EventLoopThread``): with the pool as the
+    loop's default executor, four such clients took every thread of the test server.
+    """
     opened = stop_reading_streams(grpc_address, access_token(user), connections=connections, calls=calls)
     try:
         for _ in range(3):
@@ -114,6 +126,43 @@ def test_streams_whose_client_stops_reading_hold_no_thread(
         close_all(opened)
 
 
+def stall_every_way_then_probe(address: str, user, post) -> None:
+    """Issue 21's drill: 100 requests that never arrive on one connection, 200 silent connections and 20 Streams
+    whose clients stop reading, all at once; then 10 probes, each Health/Check and an authenticated Retrieve
+    on a new connection, answer within a second (pygrpc-native, with the calls' pool as the loop's default
+    executor, failed 9 of 10)."""
+    host, port = address.rsplit(":", 1)
+    silent = [socket.create_connection((host, int(port))) for _ in range(200)]
+    opened = stall_requests(address, connections=1, calls=100)
+    opened += stop_reading_streams(address, access_token(user), connections=20, calls=1)
+    try:
+        for _ in range(10):
+            assert_still_answering(address, access_token(user), str(post.id))
+    finally:
+        close_all(opened)
+        for sock in silent:
+            sock.close()
+
+
+def test_every_kind_of_stalled_client_at_once_leaves_health_and_retrieve_answering(
+    grpc_address, user, post, posts_past_any_buffer
+):
+    stall_every_way_then_probe(grpc_address, user, post)
+
+
+def test_every_kind_of_stalled_client_at_once_spares_two_worker_processes(
+    run_server, user, post, posts_past_any_buffer
+):
+    """The same drill on ``--workers 2`` with 2 threads each: the probes' new connections land on either process."""
+    process, address = run_server(
+        "--workers", "2", "--max-workers", "2", env={"DATABASE_URL": database_url_of_this_run()}
+    )
+    stall_every_way_then_probe(address, user, post)
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@aio_only("the native transport hands a call to Python once its whole request has arrived: REQUEST_TIMEOUT is not kept")
 def test_a_request_that_does_not_arrive_in_time_ends_deadline_exceeded(grpc_address, settings):
     settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "REQUEST_TIMEOUT": 0.3}
     raw = RawConnection(grpc_address)
@@ -162,6 +211,7 @@ def test_a_thousand_silent_connections_leave_room_for_more(run_server, served_da
     process.wait(timeout=20)
 
 
+@aio_only("the native transport's handshake timeout is fixed (120 s); it refuses HANDSHAKE_TIMEOUT (test_server)")
 def test_a_connection_that_never_completes_its_handshake_is_closed(run_server, served_database):
     process, address = run_server(env={**served_database.env, "TEST_HANDSHAKE_TIMEOUT": "0.5"})
     host, port = address.rsplit(":", 1)
@@ -173,6 +223,26 @@ def test_a_connection_that_never_completes_its_handshake_is_closed(run_server, s
         assert time.monotonic() - started < 5
     process.terminate()
     process.wait(timeout=20)
+
+
+@native_only("the native transport's own behaviour, where grpc.aio keeps REQUEST_TIMEOUT")
+def test_a_request_that_never_arrives_ends_at_the_clients_deadline_on_native(grpc_address, user, post):
+    """Without REQUEST_TIMEOUT (pygrpc-native never hands such a call over), the call costs no thread and no
+    coroutine, the server keeps answering, and it ends DEADLINE_EXCEEDED at the deadline its client sent."""
+    raw = RawConnection(grpc_address)
+    try:
+        stream_id = raw.open_call(RETRIEVE, metadata=(("grpc-timeout", "1S"),))
+        assert_still_answering(grpc_address, access_token(user), str(post.id))
+        trailers = {}
+        for _ in range(20):
+            for event in raw.settle(0.25):
+                if getattr(event, "stream_id", None) == stream_id and getattr(event, "headers", None):
+                    trailers.update(dict(event.headers))
+            if "grpc-status" in trailers:
+                break
+        assert trailers.get("grpc-status") == str(grpc.StatusCode.DEADLINE_EXCEEDED.value[0])
+    finally:
+        raw.close()
 
 
 # Deadlines and cancellation

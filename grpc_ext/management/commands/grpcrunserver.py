@@ -22,7 +22,16 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import autoreload
 
 from grpc_ext.metrics import serve_metrics
-from grpc_ext.server import GrpcServer, build_server, check_port_free, serve_in_processes, serve_until_signalled
+from grpc_ext.server import (
+    TRANSPORTS,
+    GrpcServer,
+    build_server,
+    check_native_settings,
+    check_port_free,
+    serve_in_processes,
+    serve_until_signalled,
+    transport_name,
+)
 from grpc_ext.settings import grpc_ext_settings
 
 
@@ -71,6 +80,13 @@ class Command(BaseCommand):
             default=None,
             help="PEM CA bundle; require client certificates signed by it (default: TLS_CLIENT_CA).",
         )
+        parser.add_argument(
+            "--transport",
+            choices=TRANSPORTS,
+            default=None,
+            help="HTTP/2 transport: aio (grpc.aio) or native (pygrpc-native; plaintext, connections not aged) "
+            "(default: TRANSPORT, i.e. GRPC_TRANSPORT).",
+        )
         parser.add_argument("--dev", action="store_true", help="Reload on code change (one process).")
 
     def handle(self, *args, **options):
@@ -90,6 +106,7 @@ class Command(BaseCommand):
             "reuse_port": self.workers > 1,
         }
         self.validate(dev=options["dev"])
+        self.server_kwargs["transport"] = self.validate_transport(options["transport"], options["tls_cert"])
         if not options["dev"]:
             self.run_system_checks()
         if options["dev"]:
@@ -106,6 +123,16 @@ class Command(BaseCommand):
             raise CommandError("--dev reloads one process; it cannot be combined with --workers.")
         if self.workers > 1 and self.address.endswith(":0"):
             raise CommandError("--workers needs a fixed port to share; port 0 would give each process its own.")
+
+    def validate_transport(self, transport: str | None, tls_cert: str | None) -> str:
+        """Return the transport to serve with; refuse, before any process starts, settings it cannot honour."""
+        try:
+            transport = transport_name(transport)
+            if transport == "native":
+                check_native_settings(secure=bool(tls_cert or grpc_ext_settings.TLS_CERT))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        return transport
 
     def run_system_checks(self) -> None:
         """Run every system check, the deployment ones too when DEBUG is off; raise on an error.
@@ -174,6 +201,7 @@ class Command(BaseCommand):
     def describe(self, server: GrpcServer) -> str:
         scheme = "TLS" if server.secure else "plaintext"
         return (
-            f"Starting gRPC server at {self.address} (port {server.port}, {scheme}, {self.max_workers} threads), "
+            f"Starting gRPC server at {self.address} (port {server.port}, {scheme}, {server.transport} transport, "
+            f"{self.max_workers} threads), "
             f"services: {', '.join(server.service_names)}"
         )
