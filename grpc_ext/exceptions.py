@@ -342,12 +342,12 @@ def retry_pushback(error: GrpcError, time_remaining: float | None) -> str | None
     return str(max(0, round(error.retry_after * 1000)))
 
 
-def status_for(exc: Exception, time_remaining: float | None = None) -> grpc.Status:
+def status_for(exc: Exception, time_remaining: float | None = None, *, pushback: bool = True) -> grpc.Status:
     """Return the status ``exc`` maps to; unexpected errors become INTERNAL.
 
     ``time_remaining`` is the call's (None: no deadline), for the retry
-    pushback of an UNAVAILABLE (``retry_pushback``). The traceback of an
-    unexpected error is logged here and never sent.
+    pushback of an UNAVAILABLE (``retry_pushback``; none unless ``pushback``).
+    The traceback of an unexpected error is logged here and never sent.
     """
     try:
         error = to_grpc_error(exc)
@@ -363,21 +363,34 @@ def status_for(exc: Exception, time_remaining: float | None = None) -> grpc.Stat
     elif isinstance(error, Unavailable) and error is not exc:
         logger.warning("Service unavailable: %s: %s", type(exc).__name__, database_availability.first_line(exc))
     status = rpc_status.to_status(to_status_proto(error))
-    pushback = retry_pushback(error, time_remaining)
-    if pushback is None:
+    pushback_ms = retry_pushback(error, time_remaining) if pushback else None
+    if pushback_ms is None:
         return status
-    return RpcStatus(status.code, status.details, (*status.trailing_metadata, (RETRY_PUSHBACK_KEY, pushback)))
+    return RpcStatus(status.code, status.details, (*status.trailing_metadata, (RETRY_PUSHBACK_KEY, pushback_ms)))
 
 
 def abort_with_error(exc: Exception, context: grpc.ServicerContext) -> None:
     """Abort the RPC with the status ``exc`` maps to (synchronous code, in a pool thread)."""
-    context.abort_with_status(status_for(exc, context.time_remaining()))
+    context.abort_with_status(status_for(exc, context.time_remaining(), pushback=sends_retry_pushback(context)))
 
 
 async def abort_with_error_async(exc: Exception, context: grpc.aio.ServicerContext) -> None:
     """Abort the RPC with the status ``exc`` maps to, from the event loop."""
-    status = status_for(exc, context.time_remaining())
+    status = status_for(exc, context.time_remaining(), pushback=sends_retry_pushback(context))
     await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def sends_retry_pushback(context: object) -> bool:
+    """Tell whether the transport of ``context`` (or of the ``CallContext`` around it) can send the retry pushback.
+
+    pygrpc-native 0.5.0 refuses every reserved (``grpc-``) trailing metadata
+    key, ``grpc-retry-pushback-ms`` included, with a ``ValueError`` raised
+    where it ends the call, which then never ends: the client waits until
+    its deadline (README, notes on pygrpc-native). There the status goes
+    without it, and the client's retry policy keeps its own backoff.
+    """
+    transport_context = getattr(context, "_context", context)  # a CallContext's own
+    return not type(transport_context).__module__.startswith("pygrpc_native")
 
 
 def report_database_unavailable(exc: BaseException) -> None:

@@ -23,7 +23,7 @@ from grpc_ext.client import Client as GrpcClient
 from grpc_ext.client import ClientError
 from protos import auth_pb2, auth_pb2_grpc, posts_pb2, posts_pb2_grpc, users_pb2, users_pb2_grpc
 from tests.conftest import free_port
-from tests.helpers import auth_metadata, database_url_of_this_run
+from tests.helpers import aio_only, auth_metadata, database_url_of_this_run, native_only
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary")
 
@@ -132,6 +132,7 @@ def test_a_hung_cache_holds_no_thread_of_the_pool_and_calls_recover_by_themselve
         assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
+@aio_only("pygrpc-native cannot send the grpc-retry-pushback-ms trailer (README, notes on pygrpc-native)")
 def test_a_signup_the_client_retries_while_the_cache_is_down_ends_unavailable_with_its_message(
     private_redis, run_server, transactional_db
 ):
@@ -154,6 +155,21 @@ def test_a_signup_the_client_retries_while_the_cache_is_down_ends_unavailable_wi
         with pytest.raises(ClientError) as raised:
             client.users.Create(email="new@example.com", password="a-long-password-123")
     assert (raised.value.code, raised.value.details) == (grpc.StatusCode.UNAVAILABLE, CACHE_DOWN)
+
+
+@native_only("the native transport's own answer: without the retry pushback aio sends")
+def test_on_native_an_unavailable_with_retry_info_ends_at_once_without_a_pushback(
+    private_redis, run_server, transactional_db
+):
+    """pygrpc-native refuses reserved trailing metadata and would never end the call: it goes without the trailer."""
+    _, address = run_server(env={"DATABASE_URL": database_url_of_this_run(), "CACHE_URL": private_redis.url})
+    private_redis.stop()
+    signup = users_pb2.UserCreateRequest(email="new@example.com", password="a-long-password-123")
+    with grpc.insecure_channel(address) as channel:
+        with pytest.raises(grpc.RpcError) as raised:
+            users_pb2_grpc.UserControllerStub(channel).Create(signup, timeout=30)
+    assert (raised.value.code(), raised.value.details()) == (grpc.StatusCode.UNAVAILABLE, CACHE_DOWN)
+    assert "grpc-retry-pushback-ms" not in dict(raised.value.trailing_metadata())
 
 
 def call_code(call) -> tuple[grpc.StatusCode, str]:
