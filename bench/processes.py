@@ -259,14 +259,13 @@ def start_grpc(
     return server
 
 
-def start_drf(database_url: str, workers: int, token: str) -> Server:
-    """Start gunicorn with ``workers`` processes serving the DRF baseline."""
-    port = free_port()
-    command = [
+def gunicorn_command(application: str, port: int, workers: int) -> list[str]:
+    """Return the README's production web command (gunicorn, gthread, 4 threads per worker) serving ``application``."""
+    return [
         sys.executable,
         "-m",
         "gunicorn",
-        "bench.wsgi",
+        application,
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
@@ -280,6 +279,12 @@ def start_drf(database_url: str, workers: int, token: str) -> Server:
         "--timeout",
         "120",
     ]
+
+
+def start_drf(database_url: str, workers: int, token: str) -> Server:
+    """Start gunicorn with ``workers`` processes serving the DRF baseline."""
+    port = free_port()
+    command = gunicorn_command("bench.wsgi", port, workers)
     env = {**server_env(database_url), "DJANGO_SETTINGS_MODULE": "bench.drf_settings"}
     return start(f"drf x{workers}", [command], port, env, workers_are_children=True, token=token)
 
@@ -290,24 +295,7 @@ def start_web(database_url: str, workers: int, token: str) -> Server:
     It serves every service over Connect and gRPC-Web (``grpc_ext.connect``), with the product's settings.
     """
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "demo.wsgi:application",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--worker-class",
-        "gthread",
-        "--threads",
-        "4",
-        "--log-level",
-        "warning",
-        "--timeout",
-        "120",
-    ]
+    command = gunicorn_command("demo.wsgi:application", port, workers)
     env = {**server_env(database_url), "ALLOWED_HOSTS": "127.0.0.1"}
     return start(f"web x{workers}", [command], port, env, workers_are_children=True, token=token)
 

@@ -143,6 +143,23 @@ def observe_handler(
     return wrap_handler(handler, wrap_unary, wrap_stream)
 
 
+#: An interceptor's wrapped handlers, by method: (the handler it wrapped, the wrapper).
+WrappedHandlers = dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]]
+
+
+def wrapped_once(
+    cache: WrappedHandlers, method: str, handler: grpc.RpcMethodHandler, wrap: Callable[[], grpc.RpcMethodHandler]
+) -> grpc.RpcMethodHandler:
+    """Return ``method``'s wrapper of ``handler`` from ``cache``, built by ``wrap()`` once per method, not per call.
+
+    Built again only if the method's handler is another object than the one wrapped.
+    """
+    cached = cache.get(method)
+    if cached is None or cached[0] is not handler:
+        cached = cache[method] = (handler, wrap())
+    return cached[1]
+
+
 class ObservingInterceptor(grpc.aio.ServerInterceptor):
     """An interceptor that watches every call of a method with the ``begin`` and ``end`` of ``observers(method)``.
 
@@ -151,7 +168,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
     """
 
     def __init__(self) -> None:
-        self._observed: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._observed: WrappedHandlers = {}
 
     def observers(self, method: str) -> tuple[Callable[[Any], Any], Callable[[Any, Any, BaseException | None], None]]:
         """Return ``begin(context)`` and ``end(context, begun, exc)`` for the calls of ``method``."""
@@ -166,10 +183,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not self.observing():
             return handler
         method = handler_call_details.method
-        cached = self._observed.get(method)
-        if cached is None or cached[0] is not handler:
-            cached = self._observed[method] = (handler, observe_handler(handler, *self.observers(method)))
-        return cached[1]
+        return wrapped_once(self._observed, method, handler, lambda: observe_handler(handler, *self.observers(method)))
 
 
 #: How much later the server's deadline may run out than the client's, which started before the headers were sent.
@@ -216,7 +230,7 @@ class DrainGate(grpc.aio.ServerInterceptor):
         # For a unary request, which the native transport has read in full before the call is handed over
         # (and where a request-streaming handler cannot answer a unary call).
         self._unary_refusal: grpc.RpcMethodHandler = grpc.unary_unary_rpc_method_handler(self._refuse_unary)
-        self._tracked: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._tracked: WrappedHandlers = {}
 
     async def _refuse(self, request_iterator, context) -> None:
         """Answer a call that arrived during the drain UNAVAILABLE: when grpc's shutdown begins, or after a second.
@@ -253,11 +267,12 @@ class DrainGate(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         # The tracking wrapper depends on the handler only: built once per method, not per call.
-        method = handler_call_details.method
-        cached = self._tracked.get(method)
-        if cached is None or cached[0] is not handler:
-            cached = self._tracked[method] = (handler, wrap_handler(handler, self._track_unary, self._track_stream))
-        return cached[1]
+        return wrapped_once(
+            self._tracked,
+            handler_call_details.method,
+            handler,
+            lambda: wrap_handler(handler, self._track_unary, self._track_stream),
+        )
 
     def _enter(self) -> asyncio.Task:
         task = asyncio.current_task()

@@ -38,7 +38,7 @@ from opentelemetry import context as context_api
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from grpc_ext.limits import outcome_code, wrap_handler
+from grpc_ext.limits import WrappedHandlers, outcome_code, wrap_handler, wrapped_once
 
 logger = logging.getLogger(__name__)
 
@@ -238,17 +238,14 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
         self.excluded = excluded_services()
         #: The metadata keys the propagator reads (OTEL_PROPAGATORS); lower case, as gRPC metadata keys are.
         self.fields = frozenset(field.lower() for field in propagate.get_global_textmap().fields)
-        self._traced: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._traced: WrappedHandlers = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
-        cached = self._traced.get(method)
-        if cached is None or cached[0] is not handler:
-            cached = self._traced[method] = (handler, self.traced(handler, method))
-        return cached[1]
+        return wrapped_once(self._traced, method, handler, lambda: self.traced(handler, method))
 
     def traced(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         """Return ``handler`` with a span around each of its calls (``handler`` itself for an excluded service)."""

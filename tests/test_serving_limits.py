@@ -54,6 +54,18 @@ def assert_still_answering(address: str, token: str | None = None, post_id: str 
             assert retrieve(request, metadata=(("authorization", f"Bearer {token}"),), timeout=1).id == post_id
 
 
+def wait_for_trailers(raw: RawConnection, stream_id: int) -> dict:
+    """Return the headers and trailers the server sent on ``stream_id`` once they hold a status (5 s at most)."""
+    trailers: dict = {}
+    for _ in range(20):
+        for event in raw.settle(0.25):
+            if getattr(event, "stream_id", None) == stream_id and getattr(event, "headers", None):
+                trailers.update(dict(event.headers))
+        if "grpc-status" in trailers:
+            break
+    return trailers
+
+
 def stall_requests(address: str, *, connections: int, calls: int) -> list[RawConnection]:
     """Open ``calls`` Retrieve calls with headers and no message on each of ``connections`` connections."""
     opened = []
@@ -168,13 +180,7 @@ def test_a_request_that_does_not_arrive_in_time_ends_deadline_exceeded(grpc_addr
     raw = RawConnection(grpc_address)
     try:
         stream_id = raw.open_call(RETRIEVE)
-        trailers = {}
-        for _ in range(20):
-            for event in raw.settle(0.25):
-                if getattr(event, "stream_id", None) == stream_id and getattr(event, "headers", None):
-                    trailers.update(dict(event.headers))
-            if "grpc-status" in trailers:
-                break
+        trailers = wait_for_trailers(raw, stream_id)
         assert trailers.get("grpc-status") == str(grpc.StatusCode.DEADLINE_EXCEEDED.value[0])
         assert "did not arrive" in trailers.get("grpc-message", "")
     finally:
@@ -233,13 +239,7 @@ def test_a_request_that_never_arrives_ends_at_the_clients_deadline_on_native(grp
     try:
         stream_id = raw.open_call(RETRIEVE, metadata=(("grpc-timeout", "1S"),))
         assert_still_answering(grpc_address, access_token(user), str(post.id))
-        trailers = {}
-        for _ in range(20):
-            for event in raw.settle(0.25):
-                if getattr(event, "stream_id", None) == stream_id and getattr(event, "headers", None):
-                    trailers.update(dict(event.headers))
-            if "grpc-status" in trailers:
-                break
+        trailers = wait_for_trailers(raw, stream_id)
         assert trailers.get("grpc-status") == str(grpc.StatusCode.DEADLINE_EXCEEDED.value[0])
     finally:
         raw.close()
