@@ -31,7 +31,7 @@ from django.utils.module_loading import import_string
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grpc_ext.calls import use_pool
+from grpc_ext.calls import CallPool, use_pool
 from grpc_ext.database_availability import DatabaseMonitor
 from grpc_ext.health import AsyncHealthServicer
 from grpc_ext.limits import DrainGate, bounded_request
@@ -309,7 +309,7 @@ class EventLoopThread:
 
     def __init__(self, max_workers: int, *, own_default_executor: bool = False):
         self.loop = new_event_loop()
-        self.pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc")
+        self.pool = CallPool(max_workers=max_workers, thread_name_prefix="grpc")
         use_pool(self.loop, self.pool)
         self.waiters: futures.ThreadPoolExecutor | None = None
         if own_default_executor:
