@@ -108,10 +108,13 @@ class Service(framework_generics.GenericService):
 
     def check_throttles(self) -> None:
         """Count this call ``throttle_count`` times (a batch, once per item) against each rate limit."""
+        throttles = self.get_throttles()
+        if not throttles:  # the default: no rate limit, and no caller address to work out
+            return
         request = client_request(self)
         waits = [
             throttle.wait()
-            for throttle in self.get_throttles()
+            for throttle in throttles
             if not allow_requests(throttle, request, self, self.throttle_count)
         ]
         if waits:
