@@ -1,7 +1,7 @@
-# One image, two process types (README "Production"): the gRPC server (the default
+# One image, two process types (docs/guides/production.md): the gRPC server (the default
 # command) and the web process (admin + REST under gunicorn); the migration job
 # runs `manage.py migrate`. The project lives in /app, its virtualenv in /app/.venv,
-# so the commands are the README's: .venv/bin/python manage.py ...
+# so the commands are the docs': .venv/bin/python manage.py ...
 
 # --- build: the virtualenv with the runtime requirements, and the static files
 FROM python:3.11.7-slim-bookworm AS build

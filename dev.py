@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Set up a local virtualenv and run the project: ``python3 dev.py serve|test|lint|lint-deploy|buf|web|cluster|drill``.
+"""Set up a local virtualenv and run the project: ``python3 dev.py COMMAND`` (``COMMANDS``, at the end, lists them).
 
 Needs only Python 3.11+ (and npm for ``buf`` and ``web``). Installs ``requirements-dev.txt``
-into ``.venv`` (again only when the requirements change), then runs inside it.
+into ``.venv`` (again only when the requirements change), then runs inside it;
+``docs`` adds ``requirements-docs.txt`` the same way.
 ``buf`` installs the pinned buf CLI into ``.tools/`` the same way; ``web`` runs
 ``npm ci`` in ``web/`` (again only when its lockfile changes).
 """
@@ -25,6 +26,8 @@ VENV = ROOT / ".venv"
 PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 REQUIREMENTS = ["requirements.txt", "requirements-dev.txt"]
 STAMP = VENV / ".requirements.sha256"
+DOCS_REQUIREMENTS = ROOT / "requirements-docs.txt"
+DOCS_STAMP = VENV / ".requirements-docs.sha256"
 BUF_VERSION = "1.75.0"
 ACCEPTED_BREAKS = ROOT / "buf.accepted-breaks.txt"
 BUF = ROOT / ".tools" / "node_modules" / ".bin" / ("buf.cmd" if os.name == "nt" else "buf")
@@ -299,6 +302,32 @@ def web(*args: str) -> None:
         print(f"web: wrote {', '.join(f'web/{name}' for name in WEB_OUTPUTS)}.", flush=True)
 
 
+def ensure_docs_packages() -> None:
+    """Install ``requirements-docs.txt`` (MkDocs, Material) into ``.venv`` unless it already is."""
+    digest = hashlib.sha256(DOCS_REQUIREMENTS.read_bytes()).hexdigest()
+    if DOCS_STAMP.exists() and DOCS_STAMP.read_text() == digest:
+        return
+    print("Installing the documentation's requirements into .venv ...", flush=True)
+    run(str(PYTHON), "-m", "pip", "install", "--quiet", "-r", DOCS_REQUIREMENTS.name)
+    DOCS_STAMP.write_text(digest)
+
+
+def docs(*args: str) -> None:
+    """Build the documentation site (``docs/``, ``mkdocs.yml``) into ``var/site``; warnings are errors.
+
+    ``--serve [ADDRESS]`` serves it instead, rebuilt on every change (default ``127.0.0.1:8001``).
+    """
+    ensure_docs_packages()
+    quiet = {"NO_MKDOCS_2_WARNING": "1"}  # Material's banner about its successor, printed on every build
+    if args and args[0] == "--serve":
+        address = args[1] if len(args) > 1 else "127.0.0.1:8001"
+        run(str(PYTHON), "-m", "mkdocs", "serve", "--strict", "--dev-addr", address, **quiet)
+        return
+    # Not --quiet: it hides the warnings from the count that makes a strict build fail.
+    run(str(PYTHON), "-m", "mkdocs", "build", "--strict", "--site-dir", "var/site", *args, **quiet)
+    print("docs: built var/site (strict: no warning).", flush=True)
+
+
 def same_tree(built: Path, committed: Path) -> bool:
     """Tell whether two files, or two directories file by file, have the same bytes."""
     if built.is_file() or committed.is_file():
@@ -316,6 +345,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "lint": lint,
     "lint-deploy": lint_deploy,
     "web": web,
+    "docs": docs,
     "cluster": cluster,
     "drill": drill,
 }

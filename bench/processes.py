@@ -260,7 +260,7 @@ def start_grpc(
 
 
 def gunicorn_command(application: str, port: int, workers: int) -> list[str]:
-    """Return the README's production web command (gunicorn, gthread, 4 threads per worker) serving ``application``."""
+    """Return the production guide's web command (gunicorn, gthread, 4 threads per worker) serving ``application``."""
     return [
         sys.executable,
         "-m",
@@ -290,7 +290,7 @@ def start_drf(database_url: str, workers: int, token: str) -> Server:
 
 
 def start_web(database_url: str, workers: int, token: str) -> Server:
-    """Start the web process as the README's production command does (gunicorn, gthread, 4 threads per worker).
+    """Start the web process as the production guide's command does (gunicorn, gthread, 4 threads per worker).
 
     It serves every service over Connect and gRPC-Web (``grpc_ext.connect``), with the product's settings.
     """

@@ -37,7 +37,7 @@ def up(lb_port: int) -> int:
 def pgbouncer(postgres: str, port: int) -> int:
     """Run only a PgBouncer (``deploy/cluster/pgbouncer.ini``) in front of every database of ``postgres`` (host:port).
 
-    For the test suite through PgBouncer (README, Tests and CI); stops on Ctrl-C or SIGTERM.
+    For the test suite through PgBouncer (docs/guides/testing.md); stops on Ctrl-C or SIGTERM.
     """
     host, _, postgres_port = postgres.rpartition(":")
     cluster = Cluster()

@@ -298,7 +298,7 @@ def drill_redis(cluster: Cluster, outage: float = 20.0, hang: bool = False) -> D
     Every call, gRPC and REST, those that use the cache (signup, login) and
     those that do not: OK, or UNAVAILABLE / HTTP 503 JSON with Retry-After and
     a clear message; never INTERNAL, UNKNOWN or HTTP 500; none past its
-    deadline. Health stays SERVING (the README: only the database makes a
+    deadline. Health stays SERVING (docs/guides/api.md: only the database makes a
     host NOT_SERVING). Calls succeed again by themselves after Redis returns.
     """
     result = DrillResult("redis-hung" if hang else "redis")
@@ -341,7 +341,7 @@ def drill_redis(cluster: Cluster, outage: float = 20.0, hang: bool = False) -> D
     result.check(not bad_rest, f"{len(bad_rest)} REST call(s) answered neither 2xx nor 503 JSON: {examples(bad_rest)}")
     result.check(not late, f"{len(late)} call(s) ended DEADLINE_EXCEEDED or past their deadline: {examples(late)}")
     result.check(not unclear, f"{len(unclear)} UNAVAILABLE call(s) without a message")
-    result.check(set(health) <= {"SERVING"}, f"health was {dict(Counter(health))}, the README says SERVING")
+    result.check(set(health) <= {"SERVING"}, f"health was {dict(Counter(health))}, the docs say SERVING")
     result.check(bool(settled) and not failed(settled), f"after Redis returned: {summary(settled)}")
     check_writes(cluster, load, result)
     return result

@@ -1,6 +1,6 @@
 """Start, break and stop the hosts of a local cluster: every process by its pid, nothing else.
 
-The layout, as the README's Production section describes it for many hosts::
+The layout, as the production guide (docs/guides/production.md) describes it for many hosts::
 
     client --h2--> HAProxy (127.0.0.1) --h2--> grpcrunserver on 127.0.0.2, .3, .4 --+
                                                                                     +--> PgBouncer --> PostgreSQL
@@ -299,7 +299,7 @@ class Cluster:
             "GRPC_METRICS_ADDRESS": host or LOCAL,
         }
         if not self.direct:
-            # Behind PgBouncer in transaction mode (README, Sizing).
+            # Behind PgBouncer in transaction mode (docs/guides/production.md, Sizing).
             env.update({"CONN_MAX_AGE": "0", "DISABLE_SERVER_SIDE_CURSORS": "true"})
         return env
 

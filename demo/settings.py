@@ -75,7 +75,7 @@ INSTALLED_APPS = [
     "grpc_ext",
     "users",
     "posts",
-    # The page at /app/ (a Connect client built from the protos; see README, "From a browser").
+    # The page at /app/ (a Connect client built from the protos; see docs/guides/browser.md).
     "web",
 ]
 
@@ -293,7 +293,7 @@ GRPC_FRAMEWORK: dict[str, Any] = {
     "METRICS_ADDRESS": os.environ.get("GRPC_METRICS_ADDRESS", "0.0.0.0"),
     # L7 proxies in front of the gRPC servers that append to x-forwarded-for (the rate limits' client address).
     "NUM_PROXIES": env_int("GRPC_NUM_PROXIES", 0),
-    # The HTTP/2 transport: "aio" (grpc.aio) or "native" (pygrpc-native); see the README's Serving.
+    # The HTTP/2 transport: "aio" (grpc.aio) or "native" (pygrpc-native); see docs/guides/transports.md.
     "TRANSPORT": os.environ.get("GRPC_TRANSPORT", "").strip() or "aio",
     # Connections close after this age (GOAWAY; calls in flight get the grace), so that
     # clients reconnect and spread over the servers a scale-up added. Unset: the transport's

@@ -17,6 +17,9 @@ def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok", content_type="text/plain")
 
 
+# The admin's "View site" link: the page at /app/ (the site has no page at /).
+admin.site.site_url = "/app/"
+
 urlpatterns = [
     path("healthz/", healthz, name="healthz"),
     path("admin/", admin.site.urls),

@@ -83,7 +83,9 @@ def check_services(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     try:
         services = discover_services()
     except ContractError as exc:
-        return [contract_problem(str(exc), hint="Then run `python manage.py generateproto`.", ids=MISSING_STUBS)]
+        return [
+            contract_problem(str(exc), hint="Then run `.venv/bin/python manage.py generateproto`.", ids=MISSING_STUBS)
+        ]
     for service in services:
         label = f"{service.service_class.__module__}.{service.service_class.__qualname__}"
         full_name = f"{service.grpc_module}.{service.name}"
@@ -101,7 +103,7 @@ def check_services(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             errors.append(
                 contract_problem(
                     f"{label} is served as {service.name} of {service.grpc_module}, which cannot be imported: {exc}",
-                    hint="Run `python manage.py generateproto`.",
+                    hint="Run `.venv/bin/python manage.py generateproto`.",
                     ids=MISSING_STUBS,
                 )
             )
@@ -168,7 +170,7 @@ def check_contract_is_current(contract) -> list[checks.CheckMessage]:
     from grpc_ext.protogen import ContractError
 
     path = Path(settings.BASE_DIR) / grpc_ext_settings.PROTO_DIR / f"{contract.package}.proto"
-    hint = "Run `python manage.py generateproto` and commit the result."
+    hint = "Run `.venv/bin/python manage.py generateproto` and commit the result."
     if not path.exists():
         return [
             contract_problem(
@@ -209,7 +211,7 @@ def check_retired_settings(app_configs=None, **kwargs) -> list[checks.CheckMessa
             checks.Warning(
                 "GRPC_FRAMEWORK['PROTOS'] is no longer read: protos are generated for the services found in "
                 "each installed app's servicers.py.",
-                hint="Remove the setting; see the README's 'Adding a model'.",
+                hint="Remove the setting; see the tutorial 'Adding a model' (docs/tutorial/adding-a-model.md).",
                 id="grpc_ext.W003",
             )
         ]

@@ -386,7 +386,7 @@ def sends_retry_pushback(context: object) -> bool:
     pygrpc-native 0.5.0 refuses every reserved (``grpc-``) trailing metadata
     key, ``grpc-retry-pushback-ms`` included, with a ``ValueError`` raised
     where it ends the call, which then never ends: the client waits until
-    its deadline (README, notes on pygrpc-native). There the status goes
+    its deadline (docs/guides/transports.md, notes on pygrpc-native). There the status goes
     without it, and the client's retry policy keeps its own backoff.
     """
     transport_context = getattr(context, "_context", context)  # a CallContext's own

@@ -304,7 +304,7 @@ class EventLoopThread:
     thread per stream, for a client that stopped reading to make room (its
     ``_send`` calls ``run_in_executor(None, front.stream_send, ...)``).
     Were it the pool that serves calls, 10 such clients (``MAX_WORKERS``)
-    would leave no thread for any other call (README: "Notes on pygrpc-native").
+    would leave no thread for any other call (docs/guides/transports.md: "Notes on pygrpc-native").
     """
 
     def __init__(self, max_workers: int, *, own_default_executor: bool = False):

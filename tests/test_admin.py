@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -110,3 +112,10 @@ def test_post_owner_autocomplete_finds_users_by_email(staff_client):
     )
     assert response.status_code == 200
     assert [result["text"] for result in response.json()["results"]] == ["grace.hopper@example.com"]
+
+
+def test_the_view_site_link_leads_to_a_page_that_exists(staff_client):
+    index = staff_client.get(reverse("admin:index")).content.decode()
+    (href,) = re.findall(r'<a href="([^"]+)">View site</a>', index)
+    assert href == "/app/"
+    assert staff_client.get(href).status_code == 200

@@ -1,6 +1,6 @@
 """The admin in a real browser, served as in production: DEBUG off, gunicorn, static files from WhiteNoise.
 
-Follows the README's production steps (migrate, collectstatic, createsuperuser,
+Follows the production guide's steps (migrate, collectstatic, createsuperuser,
 gunicorn) on a scratch SQLite database, then drives Debian's chromium with
 Playwright: log in, add and edit a user, add a post whose owner is picked with
 the autocomplete, edit it. Screenshots go to ``var/screenshots/admin/``.
@@ -48,7 +48,7 @@ if not Path(CHROMIUM).exists():
 
 @pytest.fixture(scope="module")
 def production_site(tmp_path_factory):
-    """Run the web process as the README's production section does; yield its URL and database file."""
+    """Run the web process as the production guide does; yield its URL and database file."""
     root = tmp_path_factory.mktemp("production-site")
     database = root / "db.sqlite3"
     port = free_port()

@@ -132,7 +132,7 @@ def test_a_hung_cache_holds_no_thread_of_the_pool_and_calls_recover_by_themselve
         assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
-@aio_only("pygrpc-native cannot send the grpc-retry-pushback-ms trailer (README, notes on pygrpc-native)")
+@aio_only("pygrpc-native cannot send the grpc-retry-pushback-ms trailer (docs: transports, pygrpc-native)")
 def test_a_signup_the_client_retries_while_the_cache_is_down_ends_unavailable_with_its_message(
     private_redis, run_server, transactional_db
 ):

@@ -82,11 +82,21 @@ def test_a_stale_proto_is_an_error_except_while_the_schema_commands_run(settings
     settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "PROTO_DIR": str(tmp_path)}
     messages = check_services()
     assert ids(messages) == ["grpc_ext.E008"] and "posts.proto is stale" in messages[0].msg
+    assert "`.venv/bin/python manage.py generateproto`" in messages[0].hint
     with relaxed_contract_checks():
         assert ids(check_services()) == ["grpc_ext.W001"]
     with pytest.raises(SystemCheckError, match="posts.proto is stale"):
         call_command("check")
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)  # the schema commands still run
+
+
+def test_hints_name_the_virtualenv_python_since_a_bare_python_finds_no_django(settings):
+    sources = [settings.BASE_DIR / "grpc_ext" / "checks.py"]
+    sources += sorted((settings.BASE_DIR / "grpc_ext" / "management" / "commands").glob("*.py"))
+    for source in sources:
+        text = source.read_text()
+        assert "`python manage.py" not in text, source
+    assert "`.venv/bin/python manage.py generateproto`" in sources[0].read_text()
 
 
 def test_two_services_for_one_grpc_service_is_an_error(monkeypatch):

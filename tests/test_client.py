@@ -482,7 +482,7 @@ def test_async_deadline(slow_server):
     assert asyncio.run(call()) == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-# The pytest plugin's client factory, as the README's "Testing your services" uses it
+# The pytest plugin's client factory, as docs/guides/testing.md uses it
 
 
 def test_the_plugin_makes_clients_signed_in_as_a_user_or_anonymous(grpc_client, user):

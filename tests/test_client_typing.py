@@ -1,4 +1,4 @@
-"""The client ships type hints: mypy accepts the README's example and refuses a misuse of it."""
+"""The client ships type hints: mypy accepts the client guide's example and refuses a misuse of it."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from django.conf import settings
 
 
 def readme_example() -> str:
-    """The first Python block of the README's "Calling it from Python" section."""
-    readme = (settings.BASE_DIR / "README.md").read_text()
-    section = readme.split("## Calling it from Python", 1)[1]
+    """The first Python block of the client guide, docs/guides/client.md ("The client: calling it from Python")."""
+    guide = (settings.BASE_DIR / "docs" / "guides" / "client.md").read_text()
+    section = guide.split("calling it from Python", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 

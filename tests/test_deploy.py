@@ -1,4 +1,7 @@
-"""The container image and the Kubernetes manifests run the production commands the README documents, and lint clean."""
+"""The container image and the Kubernetes manifests run the production commands the docs give, and lint clean.
+
+The commands and variables are read from the production guide and the settings reference in docs/.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +18,14 @@ import yaml
 BASE_DIR = Path(__file__).resolve().parent.parent
 K8S = BASE_DIR / "deploy" / "k8s"
 BIN = Path(sys.executable).parent
-# The image keeps the project in /app: /app/.venv/bin/python is the README's .venv/bin/python.
+# The image keeps the project in /app: /app/.venv/bin/python is the docs' .venv/bin/python.
 IMAGE_ROOT = "/app/"
 
 
 def readme_commands() -> dict[str, list[str]]:
-    """Return the commands of the README's "Process types and commands" block, by what they run."""
-    readme = (BASE_DIR / "README.md").read_text()
-    section = readme.split("### Process types and commands", 1)[1]
+    """Return the commands of the production guide's "Process types and commands" block, by what they run."""
+    guide = (BASE_DIR / "docs" / "guides" / "production.md").read_text()
+    section = guide.split("## Process types and commands", 1)[1]
     block = section.split("```sh\n", 1)[1].split("```", 1)[0]
     commands = [shlex.split(line) for line in block.splitlines() if line.startswith(".venv/bin/")]
     by_name = {}
@@ -34,7 +37,7 @@ def readme_commands() -> dict[str, list[str]]:
 
 
 def in_project(command: list[str]) -> list[str]:
-    """A command run in the image, with its paths as the README writes them (relative to the project)."""
+    """A command run in the image, with its paths as the docs write them (relative to the project)."""
     return [part.removeprefix(IMAGE_ROOT) for part in command]
 
 
@@ -116,12 +119,28 @@ def test_the_dockerfile_and_manifests_lint_clean(command):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_readme_environment_table_names_every_variable_the_settings_read():
+def test_the_settings_reference_names_every_variable_the_settings_read():
     settings_source = (BASE_DIR / "demo" / "settings.py").read_text()
     read = set(re.findall(r'(?:env_bool|env_int|env_float|env_list|os\.environ\.get)\(\s*"(\w+)"', settings_source))
-    readme = (BASE_DIR / "README.md").read_text()
-    table = readme.split("### Environment", 1)[1].split("\n### ", 1)[0]
-    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
-    assert read - documented == set(), "variables the README does not list"
+    reference = (BASE_DIR / "docs" / "reference" / "settings.md").read_text()
+    tables = reference.split("## Environment variables", 1)[1]
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", tables))
+    assert read - documented == set(), "variables the settings reference does not list"
+    listed = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)`", tables, re.MULTILINE))
+    read_elsewhere = {name for name in listed - read if name in (BASE_DIR / "grpc_ext" / "tracing.py").read_text()}
+    assert listed - read - read_elsewhere == set(), "variables the settings reference lists that nothing reads"
     example = (BASE_DIR / "deploy" / "production.env.example").read_text()
     assert {line.split("=", 1)[0] for line in example.splitlines() if line and not line.startswith("#")} <= read
+
+
+def test_the_production_environment_copy_has_one_path_and_git_and_the_image_ignore_it():
+    """The copy holds the secret key: the example, the guide and the ignore files agree on where it is."""
+    example = (BASE_DIR / "deploy" / "production.env.example").read_text()
+    guide = (BASE_DIR / "docs" / "guides" / "production.md").read_text()
+    assert "Copy to deploy/production.env" in example and "set -a; . deploy/production.env; set +a" in example
+    assert "cp deploy/production.env.example deploy/production.env" in guide
+    assert "set -a; . deploy/production.env; set +a" in guide
+    assert "deploy/*.env" in (BASE_DIR / ".dockerignore").read_text().splitlines()
+    if (BASE_DIR / ".git").exists():
+        ignored = subprocess.run(["git", "check-ignore", "-q", "deploy/production.env"], cwd=BASE_DIR)
+        assert ignored.returncode == 0, "git would commit deploy/production.env"

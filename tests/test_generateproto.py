@@ -168,6 +168,10 @@ def test_check_fails_on_model_drift_and_passes_after_regenerating(settings, tmp_
 
     configure(DraftV1)
     call_command("generateproto")
+    out = capsys.readouterr().out
+    written = [line for line in out.splitlines() if line.startswith(f"Wrote {tmp_path}/")]
+    assert len(written) == len(list(tmp_path.iterdir())) > 1  # the proto and its stubs
+    assert f"Wrote {len(written)} files: 1 proto(s) and their stubs." in out  # what it wrote, not what it read
     first = (tmp_path / "drafts.proto").read_text()
     configure(DraftV2)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -108,6 +109,41 @@ def test_the_example_environment_passes_every_deploy_check(redis_db):
     result = manage("check", "--deploy", "--fail-level", "WARNING", **env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def local_run_values() -> dict[str, str]:
+    """Return the variables the production guide's one-host run appends to its copy of the example."""
+    guide = (BASE_DIR / "docs" / "guides" / "production.md").read_text()
+    section = guide.split("## A production-style run on one host", 1)[1]
+    block = section.split("cat >> deploy/production.env <<EOF", 1)[1].split("\n", 1)[1].split("\nEOF\n", 1)[0]
+    return dict(line.split("=", 1) for line in block.strip().splitlines())
+
+
+def test_the_one_host_run_of_the_docs_passes_its_deploy_check_with_the_four_https_warnings(redis_db):
+    values = local_run_values()
+    assert values["SECRET_KEY"].startswith("$(python3 -c") and values["ALLOWED_HOSTS"] == "127.0.0.1,localhost"
+    env = {
+        **example_environment(),
+        **values,
+        "SECRET_KEY": "local-run-" + uuid.uuid4().hex * 2,
+        "DATABASE_URL": os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+        "CACHE_URL": REDIS_URL,
+        "CACHE_KEY_PREFIX": redis_db.prefix,
+    }
+
+    result = manage("check", "--deploy", **env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    warnings = set(re.findall(r"\((security\.W\d+)\)", result.stdout + result.stderr))
+    assert warnings == {"security.W004", "security.W008", "security.W012", "security.W016"}
+
+
+def test_the_one_host_run_of_the_docs_listens_on_loopback_only():
+    guide = (BASE_DIR / "docs" / "guides" / "production.md").read_text()
+    block = guide.split("## A production-style run on one host", 1)[1].split("```sh\n", 1)[1].split("\n```", 1)[0]
+    assert "grpcrunserver 127.0.0.1:50051" in block and "--bind 127.0.0.1:8000" in block
+    assert "0.0.0.0" not in block and "[::]" not in block
+    assert local_run_values()["GRPC_METRICS_ADDRESS"] == "127.0.0.1"
 
 
 def test_the_deploy_check_fails_without_the_security_settings():

@@ -1,4 +1,4 @@
-"""The README's client example works against a real server with the demo data."""
+"""The quickstart's client example (examples/quickstart_client.py) works against a real server with the demo data."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ PRINT_DATABASE = "import django; django.setup(); from django.conf import setting
 
 
 #: Variables of the test run's own environment that would change what these tests read as the defaults
-#: (a run through PgBouncer sets CONN_MAX_AGE=0 and DISABLE_SERVER_SIDE_CURSORS=true, README: Tests and CI).
+#: (a run through PgBouncer sets CONN_MAX_AGE=0 and DISABLE_SERVER_SIDE_CURSORS=true, docs/guides/testing.md).
 RUN_VARIABLES = {
     "DEBUG",
     "SECRET_KEY",

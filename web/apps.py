@@ -2,6 +2,6 @@ from django.apps import AppConfig
 
 
 class WebConfig(AppConfig):
-    """The page at /app/: a browser client of the Connect endpoints (README, "From a browser")."""
+    """The page at /app/: a browser client of the Connect endpoints (docs/guides/browser.md)."""
 
     name = "web"

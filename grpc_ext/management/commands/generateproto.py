@@ -55,7 +55,9 @@ class Command(BaseCommand):
         for name, text in generated.items():
             (out_dir / name).write_text(text)
             self.stdout.write(f"Wrote {grpc_ext_settings.PROTO_DIR}/{name}")
-        self.stdout.write(self.style.SUCCESS(f"Generated {len(contracts)} proto(s) and their stubs."))
+        # Count what was written: the hand-written STATIC_PROTOS are compiled and written too.
+        protos = sum(name.endswith(".proto") for name in generated)
+        self.stdout.write(self.style.SUCCESS(f"Wrote {len(generated)} files: {protos} proto(s) and their stubs."))
 
     def generate(self, contracts: list[ProtoContract], out_dir: Path) -> dict[str, str]:
         """Render and compile every contract in a scratch directory; return file name -> text."""
@@ -114,7 +116,7 @@ class Command(BaseCommand):
         if stale:
             raise CommandError(
                 f"{len(stale)} generated file(s) are out of date: {', '.join(stale)}. "
-                "Run `python manage.py generateproto` and commit the result."
+                "Run `.venv/bin/python manage.py generateproto` and commit the result."
             )
         self.stdout.write(self.style.SUCCESS("Protos and stubs are up to date."))
 
