@@ -212,11 +212,11 @@ class CallPool(ThreadPoolExecutor):
         if not self._bare:
             self.submit(function)
             return
-        with self._shutdown_lock:  # type: ignore[attr-defined]  # the executor's own, as submit takes it
-            if self._shutdown or self._broken:  # type: ignore[attr-defined]
+        with self._shutdown_lock:  # the executor's own, as submit takes it
+            if self._shutdown or self._broken:
                 raise RuntimeError("cannot schedule new work after shutdown")
-            self._work_queue.put(_BareWork(function))  # type: ignore[attr-defined]
-            self._adjust_thread_count()  # type: ignore[attr-defined]
+            self._work_queue.put(_BareWork(function))  # type: ignore[arg-type]  # its workers only call run()
+            self._adjust_thread_count()
 
 
 class _NoFuture:
