@@ -47,7 +47,9 @@ class _CallSpans:
     def __init__(self, tracer: Any):
         self.tracer = tracer
 
-    def start(self, method: str | bytes, metadata: Sequence[tuple[str, Any]] | None) -> tuple[Any, list]:
+    def start(
+        self, method: str | bytes, metadata: Sequence[tuple[str, Any]] | None
+    ) -> tuple[Any, list[tuple[str, Any]]]:
         """Return the new span and the call's metadata with its ``traceparent`` (and ``tracestate``) added."""
         from opentelemetry import propagate, trace
 
@@ -111,7 +113,7 @@ class AsyncTracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.a
 
     def __init__(self, tracer: Any):
         self.spans = _CallSpans(tracer)
-        self._ending: set[asyncio.Task] = set()
+        self._ending: set[asyncio.Task[Any]] = set()
 
     async def _intercept(self, continuation: Any, details: Any, request: Any) -> Any:
         span, metadata = self.spans.start(details.method, details.metadata)
