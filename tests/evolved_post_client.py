@@ -24,7 +24,7 @@ from google.protobuf import field_mask_pb2  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
 from rest_framework_simplejwt.tokens import AccessToken  # noqa: E402
 
-from grpc_ext.server import serve_in_background  # noqa: E402
+from grpc_ext.server.transport import serve_in_background  # noqa: E402
 from posts.models import Post  # noqa: E402
 from protos import posts_pb2, posts_pb2_grpc, users_pb2, users_pb2_grpc  # noqa: E402
 from users.models import User  # noqa: E402

@@ -6,7 +6,7 @@ import os
 
 import grpc
 
-from grpc_ext.limits import wrap_handler
+from grpc_ext.server.limits import wrap_handler
 
 PID_KEY = "x-server-pid"
 

@@ -7,7 +7,7 @@ import os
 from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
 
-from grpc_ext.discovery import add_services as add_project_services
+from grpc_ext.contract.discovery import add_services as add_project_services
 from posts.servicers import PostService
 
 

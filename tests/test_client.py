@@ -16,7 +16,7 @@ import pytest
 from rest_framework_simplejwt.tokens import AccessToken
 
 from grpc_ext.client import KEEPALIVE_OPTIONS, AsyncClient, Client, ClientError, discover_services
-from grpc_ext.server import server_options
+from grpc_ext.server.transport import server_options
 from grpc_ext.testing import access_token, assert_status, bad_request_fields, start_live_server
 from posts.models import Post
 from protos import auth_pb2, auth_pb2_grpc, posts_pb2
@@ -401,7 +401,7 @@ class ThreadedCall:
 
 
 def test_tls_with_root_certificates(transactional_db, user, certificates):  # noqa: F811 - the fixture
-    from grpc_ext.server import build_server
+    from grpc_ext.server.transport import build_server
 
     server = build_server(
         "127.0.0.1:0", tls_cert=certificates / "server.pem", tls_key=certificates / "server.key", transport="aio"

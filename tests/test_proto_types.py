@@ -19,8 +19,8 @@ import pytest
 from django.db import connection
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
-from grpc_ext.protogen import ProtoContract, compile_protos
-from grpc_ext.server import serve_in_background
+from grpc_ext.contract.protogen import ProtoContract, compile_protos
+from grpc_ext.server.transport import serve_in_background
 from tests.factories import make_user
 from tests.helpers import assert_status
 from tests.typesapp.grpc_services import SampleService

@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from grpc_ext.server import build_server
+from grpc_ext.server.transport import build_server
 from grpc_ext.settings import grpc_ext_settings
 from grpc_ext.signals import grpc_got_request_exception
 from posts.servicers import PostService
@@ -261,7 +261,7 @@ def test_native_transport_refuses_a_limit_it_cannot_honour(settings, setting, va
 
 
 def test_connection_limits_left_unset_get_grpc_aio_defaults():
-    from grpc_ext.server import server_options
+    from grpc_ext.server.transport import server_options
 
     options = dict(server_options(reuse_port=False, transport="aio"))
     assert options["grpc.max_connection_age_ms"] == 300_000

@@ -7,7 +7,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 
 from grpc_ext.exceptions import Aborted
-from grpc_ext.server import serve_in_background
+from grpc_ext.server.transport import serve_in_background
 from posts.models import Post
 from posts.serializers import PostProtoSerializer
 from posts.servicers import PostService

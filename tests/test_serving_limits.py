@@ -24,7 +24,7 @@ from django.db import connection
 from django.db.models.expressions import RawSQL
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grpc_ext.server import serve_in_background
+from grpc_ext.server.transport import serve_in_background
 from grpc_ext.signals import grpc_request_finished, grpc_request_started
 from posts.selectors import post_list
 from posts.servicers import PostService

@@ -22,9 +22,9 @@ from django.utils import timezone
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rest_framework import serializers
 
-from grpc_ext.bulk import ItemValidationError, new_instances
 from grpc_ext.models import IdempotencyRecord
-from grpc_ext.serializers import checks_as_model_field
+from grpc_ext.wire.bulk import ItemValidationError, new_instances
+from grpc_ext.wire.serializers import checks_as_model_field
 from posts.models import Post
 from posts.serializers import PostProtoSerializer
 from posts.services import post_create_many, post_update

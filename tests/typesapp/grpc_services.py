@@ -1,7 +1,7 @@
 """Not ``servicers.py``: this service is served only by tests/test_proto_types.py, with a scratch proto."""
 
-from grpc_ext.generics import ModelService
-from grpc_ext.permissions import AllowAny
+from grpc_ext.services.generics import ModelService
+from grpc_ext.services.permissions import AllowAny
 from tests.typesapp.models import Sample
 from tests.typesapp.serializers import SampleProtoSerializer
 

@@ -1,6 +1,6 @@
 """The Sample message: every field readable except the token, which is write-only."""
 
-from grpc_ext.serializers import ModelProtoSerializer
+from grpc_ext.wire.serializers import ModelProtoSerializer
 from tests.typesapp.models import Sample
 
 SAMPLE_FIELDS = [

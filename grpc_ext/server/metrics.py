@@ -13,7 +13,7 @@ import time
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from grpc_ext.limits import ObservingInterceptor, outcome_code
+from grpc_ext.server.limits import ObservingInterceptor, outcome_code
 from grpc_ext.settings import grpc_ext_settings
 
 logger = logging.getLogger(__name__)

@@ -24,10 +24,10 @@ from typing import Any
 from django.db.models import QuerySet
 from google.protobuf.message import Message
 
-from grpc_ext import fastpath
-from grpc_ext.protojson import message_to_dict
-from grpc_ext.rows import RawRows
 from grpc_ext.settings import grpc_ext_settings
+from grpc_ext.wire import fastpath
+from grpc_ext.wire.protojson import message_to_dict
+from grpc_ext.wire.rows import RawRows
 
 logger = logging.getLogger(__name__)
 

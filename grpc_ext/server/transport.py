@@ -31,13 +31,13 @@ from django.utils.module_loading import import_string
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grpc_ext.calls import use_pool
-from grpc_ext.database_availability import DatabaseMonitor
-from grpc_ext.health import AsyncHealthServicer
-from grpc_ext.limits import DrainGate, bounded_request
-from grpc_ext.reflection import enable_server_reflection
+from grpc_ext.server.calls import use_pool
+from grpc_ext.server.database_availability import DatabaseMonitor
+from grpc_ext.server.decoding import guard_decoding
+from grpc_ext.server.health import AsyncHealthServicer
+from grpc_ext.server.limits import DrainGate, bounded_request
+from grpc_ext.server.reflection import enable_server_reflection
 from grpc_ext.settings import grpc_ext_settings
-from grpc_ext.wire import guard_decoding
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +49,15 @@ def load_interceptors() -> list[grpc.aio.ServerInterceptor]:
     """Instantiate the interceptors of ``SERVER_INTERCEPTORS`` once, in order (``grpc.aio.ServerInterceptor``).
 
     With ``METRICS_PORT`` set, the metrics interceptor comes first; with tracing on
-    (``grpc_ext.tracing``), the tracing one comes before it, so the others run inside the call's span.
+    (``grpc_ext.server.tracing``), the tracing one comes before it, so the others run inside the call's span.
     """
-    from grpc_ext.tracing import tracing_enabled
+    from grpc_ext.server.tracing import tracing_enabled
 
     paths = list(grpc_ext_settings.SERVER_INTERCEPTORS or [])
     if grpc_ext_settings.METRICS_PORT:
-        paths.insert(0, "grpc_ext.metrics.MetricsInterceptor")
+        paths.insert(0, "grpc_ext.server.metrics.MetricsInterceptor")
     if tracing_enabled():
-        paths.insert(0, "grpc_ext.tracing.TracingInterceptor")
+        paths.insert(0, "grpc_ext.server.tracing.TracingInterceptor")
     return [import_string(path)() for path in paths]
 
 

@@ -5,10 +5,11 @@ seconds from a background thread, on a connection of its own opened for each
 probe (so it meets what a new RPC's connection would meet: a refused
 connection, a server shutting down, an unreadable SQLite file). An RPC that
 fails on a connection error marks every running monitor unavailable at once
-(``report_unavailable``) and makes it probe again without waiting; only a
-probe that succeeds marks it available again. A probe that hangs (a network
-that drops packets) counts as a failure after ``DATABASE_PROBE_TIMEOUT``,
-and the next probe starts on time anyway (up to ``MAX_HUNG_PROBES`` waiting).
+(``report_unavailable``, on the ``database_unavailable`` signal the error map
+sends) and makes it probe again without waiting; only a probe that succeeds
+marks it available again. A probe that hangs (a network that drops packets)
+counts as a failure after ``DATABASE_PROBE_TIMEOUT``, and the next probe
+starts on time anyway (up to ``MAX_HUNG_PROBES`` waiting).
 
 Subscribers get ``callback(serving: bool)`` on every change, in order, always
 on the monitor's own thread, whoever noticed the change (an RPC on an event
@@ -25,7 +26,9 @@ from collections.abc import Callable
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
+from grpc_ext.exceptions import first_line
 from grpc_ext.settings import grpc_ext_settings
+from grpc_ext.signals import database_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +48,12 @@ def report_unavailable(reason: str) -> None:
         monitor.mark_unavailable(reason)
 
 
-def first_line(exc: BaseException) -> str:
-    """Return the first line of an error's message (drivers add hints and context on further lines)."""
-    return next(iter(str(exc).strip().splitlines()), type(exc).__name__)
+def on_database_unavailable(sender: object, *, reason: str, **kwargs: object) -> None:
+    """Receive ``database_unavailable``, which the error map sends for a call failed on a connection error."""
+    report_unavailable(reason)
+
+
+database_unavailable.connect(on_database_unavailable, dispatch_uid="grpc_ext_database_availability")
 
 
 class DatabaseMonitor:

@@ -33,8 +33,8 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from grpc_ext.serializers import ModelProtoSerializer
 from grpc_ext.settings import grpc_ext_settings
+from grpc_ext.wire.serializers import ModelProtoSerializer
 
 #: True while a schema command runs: a contract not regenerated yet is then a warning.
 _schema_command_running: ContextVar[bool] = ContextVar("grpc_ext_schema_command_running", default=False)
@@ -75,8 +75,8 @@ def _import(path: str, setting: str, check_id: str) -> tuple[object | None, list
 @checks.register()
 def check_services(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     """Every discovered service can be served, and its serializer, model, proto and domain services agree."""
-    from grpc_ext.discovery import discover_services, project_contracts
-    from grpc_ext.protogen import ContractError
+    from grpc_ext.contract.discovery import discover_services, project_contracts
+    from grpc_ext.contract.protogen import ContractError
 
     errors: list[checks.CheckMessage] = []
     served: dict[str, str] = {}
@@ -121,7 +121,7 @@ def check_serializer(label: str, serializer_class: type) -> list[checks.CheckMes
         return [
             checks.Error(
                 f"{label}.serializer_class is not a grpc_ext ModelProtoSerializer.",
-                hint="Subclass grpc_ext.serializers.ModelProtoSerializer.",
+                hint="Subclass grpc_ext.wire.serializers.ModelProtoSerializer.",
                 id="grpc_ext.E002",
             )
         ]
@@ -165,7 +165,7 @@ def refused_keywords(function: Callable[..., Any], names: list[str], positional:
 
 def check_contract_is_current(contract) -> list[checks.CheckMessage]:
     """The .proto on disk and the compiled message are what ``generateproto`` makes from the serializer now."""
-    from grpc_ext.protogen import ContractError
+    from grpc_ext.contract.protogen import ContractError
 
     path = Path(settings.BASE_DIR) / grpc_ext_settings.PROTO_DIR / f"{contract.package}.proto"
     hint = "Run `python manage.py generateproto` and commit the result."

@@ -19,9 +19,9 @@ from django.core import signing
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db.models import Field, Model, Q, QuerySet
 
-from grpc_ext.codec import MessageCodec
 from grpc_ext.exceptions import InvalidArgument
 from grpc_ext.settings import grpc_ext_settings
+from grpc_ext.wire.codec import MessageCodec
 
 TOKEN_SALT = "grpc_ext.pagination.page_token"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from grpc_ext.limits import ObservingInterceptor, outcome_code, wrap_handler
+from grpc_ext.server.limits import ObservingInterceptor, outcome_code, wrap_handler
 
 access_logger = logging.getLogger("grpc_ext.access")
 

@@ -23,12 +23,12 @@ from django_grpc_framework import mixins as framework_mixins
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
-from grpc_ext.codec import MessageCodec
 from grpc_ext.exceptions import InvalidArgument, excerpt, excerpts
-from grpc_ext.filters import filter_list_request, get_list_filters, get_ordering_fields, parse_order_by
-from grpc_ext.pagination import KeysetPagination
-from grpc_ext.serializers import skip_surrogate_checks
+from grpc_ext.services.filters import filter_list_request, get_list_filters, get_ordering_fields, parse_order_by
+from grpc_ext.services.pagination import KeysetPagination
 from grpc_ext.settings import grpc_ext_settings
+from grpc_ext.wire.codec import MessageCodec
+from grpc_ext.wire.serializers import skip_surrogate_checks
 
 if TYPE_CHECKING:
     # The mixins are combined with the framework's GenericService (untyped): its methods are theirs.

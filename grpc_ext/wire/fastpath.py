@@ -32,9 +32,9 @@ from rest_framework import ISO_8601, serializers
 from rest_framework import fields as drf_fields
 from rest_framework.settings import api_settings
 
-from grpc_ext.bulk import same_object
-from grpc_ext.protojson import JSON_MESSAGE_TYPES, integral_numbers, message_to_dict
-from grpc_ext.relations import StringPrimaryKeyRelatedField
+from grpc_ext.wire.bulk import same_object
+from grpc_ext.wire.protojson import JSON_MESSAGE_TYPES, integral_numbers, message_to_dict
+from grpc_ext.wire.relations import StringPrimaryKeyRelatedField
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from django.db.models import Model, QuerySet
 from django.db.models.query import ModelIterable
 from django.db.models.sql import Query
 
-from grpc_ext.rows import convert_row
+from grpc_ext.wire.rows import convert_row
 
 
 def plain_shape(queryset: QuerySet) -> tuple | None:

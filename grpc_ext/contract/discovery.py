@@ -17,8 +17,8 @@ from importlib import import_module
 from django.apps import apps
 from django.utils.module_loading import import_string, module_has_submodule
 
-from grpc_ext.generics import Service
-from grpc_ext.protogen import ContractError, ProtoContract
+from grpc_ext.contract.protogen import ContractError, ProtoContract
+from grpc_ext.services.generics import Service
 from grpc_ext.settings import grpc_ext_settings
 
 logger = logging.getLogger(__name__)

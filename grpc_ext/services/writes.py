@@ -1,13 +1,13 @@
 """Writes beyond the framework's: batch create (AIP-233), retries (AIP-155) and entity tags (AIP-154).
 
-Each is one mixin over the plain handlers of ``grpc_ext.mixins``:
+Each is one mixin over the plain handlers of ``grpc_ext.services.mixins``:
 
 - ``BatchCreateModelMixin``: ``BatchCreate`` validates every item, then
   creates them all in one transaction, or none; an error names its item
   (``requests[3].title``). Permissions and rate limits are Create's, and a
   rate limit counts each item.
 - ``IdempotentCreateMixin``: a Create or BatchCreate with a ``request_id``
-  runs once per caller and id (``grpc_ext.idempotency``).
+  runs once per caller and id (``grpc_ext.services.idempotency``).
 - ``ETagMixin``: Update, PartialUpdate and Destroy with an ``etag`` lock the
   row, compare, and write in one transaction; a stale tag is ABORTED.
 """
@@ -25,13 +25,13 @@ from google.protobuf.message import Message
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.fields import get_error_detail
 
-from grpc_ext import idempotency
-from grpc_ext.bulk import ItemValidationError
 from grpc_ext.exceptions import Aborted, InvalidArgument, describe_field_errors, flatten_field_errors
-from grpc_ext.mixins import repeated_field, response_class_for
 from grpc_ext.models import ETAG_FIELD
-from grpc_ext.serializers import skip_surrogate_checks
+from grpc_ext.services import idempotency
+from grpc_ext.services.mixins import repeated_field, response_class_for
 from grpc_ext.settings import grpc_ext_settings
+from grpc_ext.wire.bulk import ItemValidationError
+from grpc_ext.wire.serializers import skip_surrogate_checks
 
 if TYPE_CHECKING:
     # The mixins are combined with the framework's GenericService (untyped): its methods are theirs.
