@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from tests.factories import make_post, make_user
+from tests.support.factories import make_post, make_user
 
 
 @pytest.fixture

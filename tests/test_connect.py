@@ -36,7 +36,7 @@ from grpc_ext.gateway.connect import JSONCodec, method_info
 from grpc_ext.testing import access_token
 from posts.models import Post
 from protos import auth_pb2, posts_pb2
-from tests.factories import PASSWORD, make_post, make_user
+from tests.support.factories import PASSWORD, make_post, make_user
 
 POSTS = posts_pb2.DESCRIPTOR.services_by_name["PostController"]
 

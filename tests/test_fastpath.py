@@ -29,7 +29,7 @@ from grpc_ext.wire.serializers import ModelProtoSerializer, skip_surrogate_check
 from posts.models import Post
 from posts.serializers import PostProtoSerializer
 from protos import posts_pb2, users_pb2
-from tests.factories import make_post, make_user
+from tests.support.factories import make_post, make_user
 from users.serializers import UserProtoSerializer
 
 

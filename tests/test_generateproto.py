@@ -11,7 +11,7 @@ from rest_framework import serializers
 from grpc_ext.contract.protogen import ContractError, ProtoContract, parse_proto
 from grpc_ext.wire.serializers import ModelProtoSerializer
 from posts.models import Post
-from tests.typesapp.serializers import SAMPLE_FIELDS, SampleProtoSerializer
+from tests.support.typesapp.serializers import SAMPLE_FIELDS, SampleProtoSerializer
 from users.models import User
 
 

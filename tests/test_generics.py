@@ -12,7 +12,7 @@ from grpc_ext.services.permissions import AllowAny
 from posts.selectors import post_list
 from posts.serializers import PostProtoSerializer
 from protos import posts_pb2, posts_pb2_grpc
-from tests.helpers import assert_status
+from tests.support.helpers import assert_status
 
 
 class RetrieveOnlyPostService(framework_mixins.RetrieveModelMixin, GenericService):

@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from protos import users_pb2, users_pb2_grpc
 from tests.conftest import free_port
-from tests.helpers import assert_status
+from tests.support.helpers import assert_status
 from tests.test_server import InFlightRpc, check
 
 BASE_DIR = Path(__file__).resolve().parent.parent

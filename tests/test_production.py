@@ -14,7 +14,7 @@ import redis
 
 from protos import users_pb2, users_pb2_grpc
 from tests.conftest import free_port
-from tests.helpers import assert_status
+from tests.support.helpers import assert_status
 from tests.test_server import check
 
 BASE_DIR = Path(__file__).resolve().parent.parent

@@ -12,8 +12,8 @@ from posts.models import Post
 from posts.serializers import PostProtoSerializer
 from posts.servicers import PostService
 from protos import posts_pb2, posts_pb2_grpc
-from tests.factories import make_post
-from tests.helpers import with_metadata
+from tests.support.factories import make_post
+from tests.support.helpers import with_metadata
 
 
 class ShoutingPostSerializer(PostProtoSerializer):

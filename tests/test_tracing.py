@@ -40,8 +40,8 @@ from grpc_ext.server.trace_logging import TraceContextFilter
 from grpc_ext.server.transport import load_interceptors
 from protos import posts_pb2, posts_pb2_grpc
 from tests.conftest import free_port
-from tests.factories import make_post
-from tests.helpers import access_token, auth_metadata
+from tests.support.factories import make_post
+from tests.support.helpers import access_token, auth_metadata
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 SERVICE_NAME = "grpc-ext-tracing-test"

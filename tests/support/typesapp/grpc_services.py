@@ -2,8 +2,8 @@
 
 from grpc_ext.services.generics import ModelService
 from grpc_ext.services.permissions import AllowAny
-from tests.typesapp.models import Sample
-from tests.typesapp.serializers import SampleProtoSerializer
+from tests.support.typesapp.models import Sample
+from tests.support.typesapp.serializers import SampleProtoSerializer
 
 
 class SampleService(ModelService):

@@ -4,6 +4,6 @@ from django.apps import AppConfig
 class TypesAppConfig(AppConfig):
     """A test-only app whose model has every field type the proto generator maps."""
 
-    name = "tests.typesapp"
+    name = "tests.support.typesapp"
     label = "typesapp"
     default_auto_field = "django.db.models.BigAutoField"

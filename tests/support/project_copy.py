@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dj_database_url
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 IGNORED = shutil.ignore_patterns(
     ".venv", ".git", ".tools", "var", "db.sqlite3*", "__pycache__", ".pytest_cache", "node_modules", "bench"
 )

@@ -7,11 +7,11 @@ from demo.settings import GRPC_FRAMEWORK
 
 GRPC_FRAMEWORK = {
     **GRPC_FRAMEWORK,
-    # The project's services, with the knobs of tests.server_hooks.
-    "ROOT_HANDLERS_HOOK": "tests.server_hooks.add_services",
+    # The project's services, with the knobs of tests.support.server_hooks.
+    "ROOT_HANDLERS_HOOK": "tests.support.server_hooks.add_services",
     "SERVER_INTERCEPTORS": [
         *GRPC_FRAMEWORK["SERVER_INTERCEPTORS"],
-        "tests.interceptors.ServerPidInterceptor",
+        "tests.support.interceptors.ServerPidInterceptor",
     ],
     # A test may probe the database less often, to see what the RPCs' own failures do.
     "DATABASE_PROBE_INTERVAL": float(os.environ.get("TEST_DATABASE_PROBE_INTERVAL", "1")),

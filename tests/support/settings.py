@@ -10,7 +10,7 @@ os.environ.setdefault("DEBUG", "true")
 from demo.settings import *  # noqa: E402, F403
 from demo.settings import INSTALLED_APPS  # noqa: E402
 
-INSTALLED_APPS = [*INSTALLED_APPS, "tests.typesapp"]
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.support.typesapp"]
 
 # A cache of the test run's own, shared with the server processes the tests start.
 CACHES = {

@@ -1,7 +1,7 @@
 """The Sample message: every field readable except the token, which is write-only."""
 
 from grpc_ext.wire.serializers import ModelProtoSerializer
-from tests.typesapp.models import Sample
+from tests.support.typesapp.models import Sample
 
 SAMPLE_FIELDS = [
     "id",
