@@ -25,13 +25,13 @@ DEFAULTS = {
     # Stream: rows per response message by default, and the largest batch_size a client may ask for.
     "STREAM_BATCH_SIZE": 1000,
     "MAX_STREAM_BATCH_SIZE": 5000,
-    # Directory the protos and stubs are written to, relative to BASE_DIR, and the
-    # Python package they are imported from (a serializer without proto_class means
-    # <PROTO_PACKAGE>.<app_label>_pb2.<Model>).
     # BatchCreate (AIP-233): most items one call may create.
     "MAX_BATCH_SIZE": 1000,
     # Seconds a Create's request_id (AIP-155) is remembered at least; `clearidempotencyrecords` deletes older ones.
     "IDEMPOTENCY_TTL": 24 * 3600,
+    # Directory the protos and stubs are written to, relative to BASE_DIR, and the
+    # Python package they are imported from (a serializer without proto_class means
+    # <PROTO_PACKAGE>.<app_label>_pb2.<Model>).
     "PROTO_DIR": "protos",
     "PROTO_PACKAGE": "protos",
     # Build messages with converters compiled per serializer class (grpc_ext.wire.fastpath);

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import nullcontext
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
@@ -28,18 +27,10 @@ from rest_framework.fields import get_error_detail
 from grpc_ext.exceptions import Aborted, InvalidArgument, describe_field_errors, flatten_field_errors
 from grpc_ext.models import ETAG_FIELD
 from grpc_ext.services import idempotency
-from grpc_ext.services.mixins import repeated_field, response_class_for
+from grpc_ext.services.mixins import _ServiceBase, repeated_field, response_class_for
 from grpc_ext.settings import grpc_ext_settings
 from grpc_ext.wire.bulk import ItemValidationError
 from grpc_ext.wire.serializers import skip_surrogate_checks
-
-if TYPE_CHECKING:
-    # The mixins are combined with the framework's GenericService (untyped): its methods are theirs.
-    from django_grpc_framework import generics as framework_generics
-
-    _ServiceBase: Any = framework_generics.GenericService
-else:
-    _ServiceBase = object
 
 #: Actions whose request may carry an ``etag`` to compare with the row's.
 ETAG_ACTIONS = frozenset({"Update", "PartialUpdate", "Destroy"})

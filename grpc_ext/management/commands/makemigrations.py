@@ -6,10 +6,8 @@ last step the proto is stale by design, and must not stop the schema commands.
 
 from django.core.management.commands.makemigrations import Command as DjangoCommand
 
-from grpc_ext.contract.checks import relaxed_contract_checks
+from grpc_ext.contract.checks import RelaxedContractChecks
 
 
-class Command(DjangoCommand):
-    def check(self, *args, **kwargs):
-        with relaxed_contract_checks():
-            return super().check(*args, **kwargs)
+class Command(RelaxedContractChecks, DjangoCommand):
+    pass
