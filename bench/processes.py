@@ -292,7 +292,7 @@ def start_drf(database_url: str, workers: int, token: str) -> Server:
 def start_web(database_url: str, workers: int, token: str) -> Server:
     """Start the web process as the production guide's command does (gunicorn, gthread, 4 threads per worker).
 
-    It serves every service over Connect and gRPC-Web (``grpc_ext.connect``), with the product's settings.
+    It serves every service over Connect and gRPC-Web (``grpc_ext.gateway.connect``), with the product's settings.
     """
     port = free_port()
     command = gunicorn_command("demo.wsgi:application", port, workers)

@@ -200,7 +200,7 @@ if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
 SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) or None
 
 # Front ends on these origins ("https://app.example.com") may call the Connect and gRPC-Web endpoints
-# (grpc_ext.connect) and the REST API from their pages; none by default. Their requests may carry the
+# (grpc_ext.gateway.connect) and the REST API from their pages; none by default. Their requests may carry the
 # headers of both protocols, and their pages may read the status headers gRPC-Web answers with.
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
 CORS_ALLOW_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -238,9 +238,9 @@ def cache_from_url(url: str | None) -> dict:
         }
     if url.startswith(("redis://", "rediss://", "unix://")):
         return {
-            # Django's Redis backend that fails fast while Redis is down or hung (grpc_ext.cache): calls that
+            # Django's Redis backend that fails fast while Redis is down or hung (grpc_ext.server.cache): calls that
             # need it answer UNAVAILABLE / HTTP 503 at once instead of holding a thread for socket timeouts.
-            "BACKEND": "grpc_ext.cache.FailFastRedisCache",
+            "BACKEND": "grpc_ext.server.cache.FailFastRedisCache",
             "LOCATION": url,
             # Keys of several deployments (or test runs) sharing one Redis database stay apart.
             "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", ""),
@@ -256,7 +256,7 @@ def cache_from_url(url: str | None) -> dict:
 CACHES = {"default": cache_from_url(os.environ.get("CACHE_URL"))}
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["grpc_ext.authentication.UserCheckingJWTAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["grpc_ext.services.authentication.UserCheckingJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": int(os.environ.get("API_PAGE_SIZE", "50")),
@@ -280,7 +280,7 @@ SIMPLE_JWT = {
 
 # djangogrpcframework's namespace, extended by grpc_ext (see grpc_ext/settings.py).
 GRPC_FRAMEWORK: dict[str, Any] = {
-    "SERVER_INTERCEPTORS": ["grpc_ext.interceptors.AccessLogInterceptor"],
+    "SERVER_INTERCEPTORS": ["grpc_ext.server.interceptors.AccessLogInterceptor"],
     "PAGE_SIZE": int(os.environ.get("GRPC_PAGE_SIZE", "50")),
     "MAX_PAGE_SIZE": int(os.environ.get("GRPC_MAX_PAGE_SIZE", "1000")),
     "MAX_WORKERS": env_int("GRPC_MAX_WORKERS", 10),
@@ -302,8 +302,8 @@ GRPC_FRAMEWORK: dict[str, Any] = {
     "MAX_CONNECTION_AGE_GRACE": env_float("GRPC_MAX_CONNECTION_AGE_GRACE"),
     "STATIC_PROTOS": ["auth.proto"],
     # Every RPC needs an access token unless its service says otherwise.
-    "DEFAULT_AUTHENTICATION_CLASSES": ["grpc_ext.authentication.JWTAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["grpc_ext.permissions.IsAuthenticated"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["grpc_ext.services.authentication.JWTAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["grpc_ext.services.permissions.IsAuthenticated"],
 }
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
@@ -315,7 +315,7 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s%(trace_context)s"},
     },
     "filters": {
-        "trace_context": {"()": "grpc_ext.trace_logging.TraceContextFilter"},
+        "trace_context": {"()": "grpc_ext.server.trace_logging.TraceContextFilter"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["trace_context"]},

@@ -8,8 +8,8 @@ class GrpcExtConfig(AppConfig):
     verbose_name = "gRPC layer over djangogrpcframework"
 
     def ready(self) -> None:
-        from grpc_ext import checks  # noqa: F401  (registers the system checks)
-        from grpc_ext.authentication import forget_cached_user
+        from grpc_ext.contract import checks  # noqa: F401  (registers the system checks)
+        from grpc_ext.services.authentication import forget_cached_user
 
         post_save.connect(forget_cached_user, sender=settings.AUTH_USER_MODEL, dispatch_uid="grpc_ext_user_cache")
         post_delete.connect(forget_cached_user, sender=settings.AUTH_USER_MODEL, dispatch_uid="grpc_ext_user_cache")

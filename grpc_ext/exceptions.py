@@ -1,6 +1,6 @@
 """Client errors as declarative exceptions, and the one map from errors to gRPC status.
 
-Services raise; ``grpc_ext.generics.Service`` catches and calls
+Services raise; ``grpc_ext.services.generics.Service`` catches and calls
 ``abort_with_error``. Nothing else in the project aborts an RPC. The status
 goes out twice, as gRPC asks: the code and a readable message, and the rich
 ``google.rpc.Status`` in the trailers with a ``google.rpc.BadRequest`` (one
@@ -28,7 +28,7 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.settings import api_settings
 from rest_framework_simplejwt.exceptions import TokenError
 
-from grpc_ext import database_availability
+from grpc_ext.signals import database_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -361,7 +361,7 @@ def status_for(exc: Exception, time_remaining: float | None = None, *, pushback:
         if not is_contention(exc):  # contention: the database works, health stays SERVING
             report_database_unavailable(exc)
     elif isinstance(error, Unavailable) and error is not exc:
-        logger.warning("Service unavailable: %s: %s", type(exc).__name__, database_availability.first_line(exc))
+        logger.warning("Service unavailable: %s: %s", type(exc).__name__, first_line(exc))
     status = rpc_status.to_status(to_status_proto(error))
     pushback_ms = retry_pushback(error, time_remaining) if pushback else None
     if pushback_ms is None:
@@ -398,9 +398,14 @@ def report_database_unavailable(exc: BaseException) -> None:
 
     No traceback: during an outage every call fails the same way.
     """
-    reason = database_availability.first_line(exc)
+    reason = first_line(exc)
     logger.debug("Database unavailable: %s", reason)
-    database_availability.report_unavailable(reason)
+    database_unavailable.send(sender=type(exc), reason=reason)
+
+
+def first_line(exc: BaseException) -> str:
+    """Return the first line of an error's message (drivers add hints and context on further lines)."""
+    return next(iter(str(exc).strip().splitlines()), type(exc).__name__)
 
 
 def to_status_proto(error: GrpcError) -> status_pb2.Status:

@@ -1,34 +1,8 @@
-"""Permission checks of gRPC calls, in DRF's shape.
+"""The permission classes a service names.
 
-``has_permission(service)`` runs before the handler; ``has_object_permission(
-service, obj)`` when the handler looks an object up (``get_object``). The
-service exposes ``user``, ``auth``, ``action``, ``request`` and ``context``.
-Rules about the domain are plain functions in the apps, so the DRF permission
-of the REST API and the gRPC permission call the same rule.
+The public names of ``grpc_ext.services.permissions``, kept at ``grpc_ext.permissions`` where a project imports them.
 """
 
-from __future__ import annotations
+from grpc_ext.services.permissions import READ_ACTIONS, AllowAny, BasePermission, IsAuthenticated
 
-#: Actions that only read, the gRPC counterpart of DRF's ``SAFE_METHODS``.
-READ_ACTIONS = frozenset({"List", "Stream", "Retrieve"})
-
-
-class BasePermission:
-    """Allow everything; override one or both checks."""
-
-    message: str | None = None
-
-    def has_permission(self, service) -> bool:
-        return True
-
-    def has_object_permission(self, service, obj) -> bool:
-        return True
-
-
-class AllowAny(BasePermission):
-    pass
-
-
-class IsAuthenticated(BasePermission):
-    def has_permission(self, service) -> bool:
-        return bool(service.user and service.user.is_authenticated)
+__all__ = ["AllowAny", "BasePermission", "IsAuthenticated", "READ_ACTIONS"]

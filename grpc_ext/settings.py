@@ -12,8 +12,8 @@ from django_grpc_framework.settings import GRPCSettings
 
 DEFAULTS = {
     **FRAMEWORK_DEFAULTS,
-    # Adds every service found in the installed apps' servicers.py (grpc_ext.discovery).
-    "ROOT_HANDLERS_HOOK": "grpc_ext.discovery.add_services",
+    # Adds every service found in the installed apps' servicers.py (grpc_ext.contract.discovery).
+    "ROOT_HANDLERS_HOOK": "grpc_ext.contract.discovery.add_services",
     # Dotted paths of server interceptor classes, instantiated once per server.
     "SERVER_INTERCEPTORS": [],
     # List paging (AIP-132): default and maximum page_size.
@@ -25,16 +25,16 @@ DEFAULTS = {
     # Stream: rows per response message by default, and the largest batch_size a client may ask for.
     "STREAM_BATCH_SIZE": 1000,
     "MAX_STREAM_BATCH_SIZE": 5000,
-    # Directory the protos and stubs are written to, relative to BASE_DIR, and the
-    # Python package they are imported from (a serializer without proto_class means
-    # <PROTO_PACKAGE>.<app_label>_pb2.<Model>).
     # BatchCreate (AIP-233): most items one call may create.
     "MAX_BATCH_SIZE": 1000,
     # Seconds a Create's request_id (AIP-155) is remembered at least; `clearidempotencyrecords` deletes older ones.
     "IDEMPOTENCY_TTL": 24 * 3600,
+    # Directory the protos and stubs are written to, relative to BASE_DIR, and the
+    # Python package they are imported from (a serializer without proto_class means
+    # <PROTO_PACKAGE>.<app_label>_pb2.<Model>).
     "PROTO_DIR": "protos",
     "PROTO_PACKAGE": "protos",
-    # Build messages with converters compiled per serializer class (grpc_ext.fastpath);
+    # Build messages with converters compiled per serializer class (grpc_ext.wire.fastpath);
     # False uses the reference path (DRF .data + json_format) everywhere.
     "FAST_PATH": True,
     # Seconds in-flight RPCs get to finish after SIGTERM or SIGINT.
@@ -43,7 +43,7 @@ DEFAULTS = {
     "STATIC_PROTOS": [],
     # What a service uses when it does not say (as DRF's DEFAULT_* settings).
     "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": ["grpc_ext.permissions.AllowAny"],
+    "DEFAULT_PERMISSION_CLASSES": ["grpc_ext.services.permissions.AllowAny"],
     "DEFAULT_THROTTLE_CLASSES": [],
     # Seconds JWTAuthentication keeps a validated token (never past its expiry) and the user it
     # read, per process; saving or deleting a user drops it at once in that process, other
@@ -68,7 +68,7 @@ DEFAULTS = {
     # Seconds a call's request message may take to arrive after its headers; then DEADLINE_EXCEEDED.
     "REQUEST_TIMEOUT": 10.0,
     # The HTTP/2 transport under the services: "aio" (grpc.aio) or "native" (pygrpc-native: HTTP/2
-    # and gRPC framing in Rust, outside the GIL; plaintext, connections not aged). grpc_ext.server.
+    # and gRPC framing in Rust, outside the GIL; plaintext, connections not aged). grpc_ext.server.transport.
     "TRANSPORT": "aio",
     # Seconds a new connection may take to complete its handshake (TLS, the HTTP/2 preface and
     # settings); then it is closed. A client that connects and says nothing holds a socket that long.
@@ -111,12 +111,12 @@ DEFAULTS = {
     # to the x-forwarded-for metadata: the client address of rate limits is the one the outermost
     # of them appended. 0: the peer's address, and the metadata is ignored (a client could set it).
     "NUM_PROXIES": 0,
-    # Port of the Prometheus metrics endpoint (grpc_ext.metrics); None serves no metrics.
+    # Port of the Prometheus metrics endpoint (grpc_ext.server.metrics); None serves no metrics.
     "METRICS_PORT": None,
     "METRICS_ADDRESS": "0.0.0.0",
 }
 
-# Interceptors are instantiated by grpc_ext.server, so they stay dotted paths here.
+# Interceptors are instantiated by grpc_ext.server.transport, so they stay dotted paths here.
 IMPORT_STRINGS = [
     "ROOT_HANDLERS_HOOK",
     "DEFAULT_AUTHENTICATION_CLASSES",

@@ -46,7 +46,7 @@ __all__ = [
 
 def start_live_server(address: str = "127.0.0.1:0") -> tuple[int, Callable[[], None]]:
     """Start every service on ``address`` in this process; return the port and a function that stops it."""
-    from grpc_ext.server import serve_in_background
+    from grpc_ext.server.transport import serve_in_background
 
     server = serve_in_background(address, max_workers=4, reflection_enabled=True)
 

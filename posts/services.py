@@ -29,7 +29,7 @@ def _validated(post: Post) -> Post:
 # No transaction of their own: each validates without a query, then writes one statement,
 # atomic by itself, and says so (@transaction.non_atomic_requests, as a Django view opts out of
 # ATOMIC_REQUESTS): the RPC handler then opens none around it either, and a Create is one
-# round trip (grpc_ext.mixins.write_transaction). Inside a caller's transaction an atomic block
+# round trip (grpc_ext.services.mixins.write_transaction). Inside a caller's transaction an atomic block
 # would add a savepoint (two round trips), and savepoint=False would leave the caller's
 # transaction unusable after a validation error. A service that comes to write twice drops
 # the marker or wraps its writes in transaction.atomic, as users.services does.

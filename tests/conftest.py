@@ -21,7 +21,7 @@ from django.test import override_settings
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos import auth_pb2_grpc, posts_pb2_grpc, users_pb2_grpc
-from tests.factories import make_post, make_user
+from tests.support.factories import make_post, make_user
 
 pytest_plugins = ["grpc_ext.testing"]
 
@@ -97,7 +97,12 @@ def run_server():
 
     def start(*args: str, env: dict | None = None, open_files: int | None = None) -> tuple[subprocess.Popen, str]:
         address = f"127.0.0.1:{free_port()}"
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.server_settings", "LOG_LEVEL": "INFO", **(env or {})}
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.support.server_settings",
+            "LOG_LEVEL": "INFO",
+            **(env or {}),
+        }
         command = [sys.executable, "manage.py", "grpcrunserver", address, *args]
         if open_files:
             command = [sys.executable, "-c", LIMIT_OPEN_FILES_AND_EXEC, str(open_files), *command]
@@ -137,7 +142,7 @@ def served_database(tmp_path_factory) -> SimpleNamespace:
     path = tmp_path_factory.mktemp("served") / "db.sqlite3"
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.server_settings",
+        "DJANGO_SETTINGS_MODULE": "tests.support.server_settings",
         "DATABASE_URL": f"sqlite:///{path}",
         "CACHE_LOCATION": str(path.parent / "cache"),
     }

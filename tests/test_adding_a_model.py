@@ -12,7 +12,7 @@ import sys
 import grpc
 import pytest
 
-from tests.project_copy import ROOT, ProjectCopy, free_port
+from tests.support.project_copy import ROOT, ProjectCopy, free_port
 
 
 def tutorial_blocks() -> list[tuple[str, str]]:
@@ -107,11 +107,11 @@ def test_a_field_added_then_removed_follows_the_model_everywhere(project):
     project.edit("users/models.py", USER_ANCHOR, USER_FIELD + USER_ANCHOR)
     project.edit("users/serializers.py", USER_FIELDS, '"is_superuser", "date_joined", "display_name"]')
     regenerate(project)
-    assert "added: ok" in project.run(sys.executable, "tests/evolved_post_client.py", "added").stdout
+    assert "added: ok" in project.run(sys.executable, "tests/support/evolved_post_client.py", "added").stdout
 
     project.edit("posts/models.py", POST_FIELD, "")
     project.edit("posts/serializers.py", '"description", "summary", "created"', POST_FIELDS)
     project.edit("users/models.py", USER_FIELD, "")
     project.edit("users/serializers.py", '"is_superuser", "date_joined", "display_name"]', USER_FIELDS)
     regenerate(project)
-    assert "removed: ok" in project.run(sys.executable, "tests/evolved_post_client.py", "removed").stdout
+    assert "removed: ok" in project.run(sys.executable, "tests/support/evolved_post_client.py", "removed").stdout

@@ -7,7 +7,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from tests.factories import make_post, make_user
+from tests.support.factories import make_post, make_user
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from posts.models import Post
 from protos import auth_pb2, posts_pb2, users_pb2
-from tests.factories import PASSWORD, make_user
-from tests.helpers import assert_status, auth_metadata, bad_request_fields
+from tests.support.factories import PASSWORD, make_user
+from tests.support.helpers import assert_status, auth_metadata, bad_request_fields
 from users.models import User
 
 NO_ACCOUNT = "No active account found with the given credentials"

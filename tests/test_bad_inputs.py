@@ -17,8 +17,8 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from posts.models import Post
 from protos import auth_pb2, auth_pb2_grpc, posts_pb2, posts_pb2_grpc, users_pb2, users_pb2_grpc
-from tests.factories import PASSWORD, make_post, make_user
-from tests.helpers import assert_status, auth_metadata, bad_request_fields
+from tests.support.factories import PASSWORD, make_post, make_user
+from tests.support.helpers import assert_status, auth_metadata, bad_request_fields
 from users.models import User
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

@@ -7,7 +7,7 @@ import sys
 
 from django.conf import settings
 
-from tests.project_copy import ROOT
+from tests.support.project_copy import ROOT
 
 
 def test_the_product_settings_do_not_install_the_benchmark():

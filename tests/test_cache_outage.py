@@ -23,7 +23,7 @@ from grpc_ext.client import Client as GrpcClient
 from grpc_ext.client import ClientError
 from protos import auth_pb2, auth_pb2_grpc, posts_pb2, posts_pb2_grpc, users_pb2, users_pb2_grpc
 from tests.conftest import free_port
-from tests.helpers import aio_only, auth_metadata, database_url_of_this_run, native_only
+from tests.support.helpers import aio_only, auth_metadata, database_url_of_this_run, native_only
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary")
 

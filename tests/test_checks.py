@@ -6,10 +6,10 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
-from grpc_ext.checks import check_interceptors, check_retired_settings, check_services, relaxed_contract_checks
-from grpc_ext.discovery import DiscoveredService
-from grpc_ext.generics import ModelService
-from grpc_ext.serializers import ModelProtoSerializer
+from grpc_ext.contract.checks import check_interceptors, check_retired_settings, check_services, relaxed_contract_checks
+from grpc_ext.contract.discovery import DiscoveredService
+from grpc_ext.services.generics import ModelService
+from grpc_ext.wire.serializers import ModelProtoSerializer
 from posts.models import Post
 from posts.serializers import PostProtoSerializer
 from posts.servicers import PostService
@@ -22,10 +22,10 @@ def strict_post_create(*, owner, title: str, description: str = "") -> Post:
 
 def serve_only(monkeypatch, *service_classes: type) -> None:
     """Make discovery find exactly ``service_classes``."""
-    import grpc_ext.discovery
+    import grpc_ext.contract.discovery
 
     found = [DiscoveredService(cls, "protos.posts_pb2_grpc", "PostController") for cls in service_classes]
-    monkeypatch.setattr(grpc_ext.discovery, "discover_services", lambda: found)
+    monkeypatch.setattr(grpc_ext.contract.discovery, "discover_services", lambda: found)
 
 
 def ids(messages) -> list[str]:
@@ -113,5 +113,5 @@ def test_the_retired_protos_setting_is_reported_not_ignored(settings):
 
 
 def test_an_interceptor_that_cannot_be_imported_is_an_error(settings):
-    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "SERVER_INTERCEPTORS": ["grpc_ext.interceptors.Nope"]}
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "SERVER_INTERCEPTORS": ["grpc_ext.server.interceptors.Nope"]}
     assert [error.id for error in check_interceptors()] == ["grpc_ext.E004"]

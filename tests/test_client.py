@@ -16,14 +16,14 @@ import pytest
 from rest_framework_simplejwt.tokens import AccessToken
 
 from grpc_ext.client import KEEPALIVE_OPTIONS, AsyncClient, Client, ClientError, discover_services
-from grpc_ext.server import server_options
+from grpc_ext.server.transport import server_options
 from grpc_ext.testing import access_token, assert_status, bad_request_fields, start_live_server
 from posts.models import Post
 from protos import auth_pb2, auth_pb2_grpc, posts_pb2
-from tests.factories import PASSWORD, make_post
+from tests.support.factories import PASSWORD, make_post
+from tests.support.typesapp.models import Sample
 from tests.test_proto_types import samples_address, samples_protos  # noqa: F401 - fixtures
 from tests.test_server import certificates  # noqa: F401 - the fixture
-from tests.typesapp.models import Sample
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
@@ -401,7 +401,7 @@ class ThreadedCall:
 
 
 def test_tls_with_root_certificates(transactional_db, user, certificates):  # noqa: F811 - the fixture
-    from grpc_ext.server import build_server
+    from grpc_ext.server.transport import build_server
 
     server = build_server(
         "127.0.0.1:0", tls_cert=certificates / "server.pem", tls_key=certificates / "server.key", transport="aio"

@@ -4,7 +4,7 @@
 gunicorn serve, on the test database.
 
 The web process serves the same service classes as the gRPC server
-(``grpc_ext.connect``): these tests call them as a browser or an HTTP client
+(``grpc_ext.gateway.connect``): these tests call them as a browser or an HTTP client
 would, with plain HTTP requests (to see statuses, headers and bodies) and
 with connectrpc's own client (binary, gRPC-Web, streams), and check the rows
 in the database.
@@ -32,11 +32,11 @@ from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 
-from grpc_ext.connect import JSONCodec, method_info
+from grpc_ext.gateway.connect import JSONCodec, method_info
 from grpc_ext.testing import access_token
 from posts.models import Post
 from protos import auth_pb2, posts_pb2
-from tests.factories import PASSWORD, make_post, make_user
+from tests.support.factories import PASSWORD, make_post, make_user
 
 POSTS = posts_pb2.DESCRIPTOR.services_by_name["PostController"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from grpc_ext.database_availability import DatabaseMonitor
+from grpc_ext.server.database_availability import DatabaseMonitor
 
 
 def wait_until(condition, seconds: float = 10) -> None:

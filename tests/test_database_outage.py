@@ -27,9 +27,9 @@ from django.db import connection
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos import auth_pb2, auth_pb2_grpc, posts_pb2, posts_pb2_grpc, users_pb2, users_pb2_grpc
-from tests.factories import PASSWORD
-from tests.helpers import assert_status, auth_metadata
-from tests.tcp_proxy import TcpProxy
+from tests.support.factories import PASSWORD
+from tests.support.helpers import assert_status, auth_metadata
+from tests.support.tcp_proxy import TcpProxy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 HEALTH_NAMES = [
@@ -116,7 +116,7 @@ def database_server(outage, request, tmp_path) -> Iterator[tuple[str, subprocess
     env = {
         **os.environ,
         **outage.env,
-        "DJANGO_SETTINGS_MODULE": "tests.server_settings",
+        "DJANGO_SETTINGS_MODULE": "tests.support.server_settings",
         "DATABASE_URL": outage.database_url,
         "LOG_LEVEL": "INFO",
         # Rate limits of its own: the project's cache directory keeps counting across runs.

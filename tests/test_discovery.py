@@ -6,7 +6,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grpc_ext.discovery import discover_services, project_contracts
+from grpc_ext.contract.discovery import discover_services, project_contracts
 from posts.serializers import PostProtoSerializer
 from users.serializers import UserProtoSerializer
 

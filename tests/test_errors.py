@@ -24,12 +24,12 @@ from grpc_ext.exceptions import (
     to_grpc_error,
     to_status_proto,
 )
-from grpc_ext.serializers import ModelProtoSerializer
 from grpc_ext.signals import grpc_request_started
+from grpc_ext.wire.serializers import ModelProtoSerializer
 from posts.models import Post
 from protos import auth_pb2, posts_pb2, users_pb2
-from tests.factories import PASSWORD, make_post, make_user
-from tests.helpers import assert_status, auth_metadata, bad_request_fields, database_error, unreachable_database
+from tests.support.factories import PASSWORD, make_post, make_user
+from tests.support.helpers import assert_status, auth_metadata, bad_request_fields, database_error, unreachable_database
 from users.models import User
 
 

@@ -2,7 +2,7 @@
 
 Every field type the proto generator knows is covered by a test-only model
 (never migrated: its instances stay in memory) whose proto is generated and
-compiled by ``grpc_ext.protogen`` for this module.
+compiled by ``grpc_ext.contract.protogen`` for this module.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from django.db import models
 from google.protobuf import json_format
 from rest_framework import serializers
 
-from grpc_ext.fastpath import read_message
-from grpc_ext.protogen import ProtoContract, compile_protos
-from grpc_ext.protojson import message_to_dict
-from grpc_ext.rows import uuid_text
-from grpc_ext.serializers import ModelProtoSerializer, skip_surrogate_checks
+from grpc_ext.contract.protogen import ProtoContract, compile_protos
+from grpc_ext.wire.fastpath import read_message
+from grpc_ext.wire.protojson import message_to_dict
+from grpc_ext.wire.rows import uuid_text
+from grpc_ext.wire.serializers import ModelProtoSerializer, skip_surrogate_checks
 from posts.models import Post
 from posts.serializers import PostProtoSerializer
 from protos import posts_pb2, users_pb2
-from tests.factories import make_post, make_user
+from tests.support.factories import make_post, make_user
 from users.serializers import UserProtoSerializer
 
 

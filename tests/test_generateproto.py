@@ -8,10 +8,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework import serializers
 
-from grpc_ext.protogen import ContractError, ProtoContract, parse_proto
-from grpc_ext.serializers import ModelProtoSerializer
+from grpc_ext.contract.protogen import ContractError, ProtoContract, parse_proto
+from grpc_ext.wire.serializers import ModelProtoSerializer
 from posts.models import Post
-from tests.typesapp.serializers import SAMPLE_FIELDS, SampleProtoSerializer
+from tests.support.typesapp.serializers import SAMPLE_FIELDS, SampleProtoSerializer
 from users.models import User
 
 

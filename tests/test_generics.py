@@ -6,13 +6,13 @@ import grpc
 import pytest
 from django_grpc_framework import mixins as framework_mixins
 
-from grpc_ext.generics import GenericService
-from grpc_ext.permissions import AllowAny
-from grpc_ext.server import serve_in_background
+from grpc_ext.server.transport import serve_in_background
+from grpc_ext.services.generics import GenericService
+from grpc_ext.services.permissions import AllowAny
 from posts.selectors import post_list
 from posts.serializers import PostProtoSerializer
 from protos import posts_pb2, posts_pb2_grpc
-from tests.helpers import assert_status
+from tests.support.helpers import assert_status
 
 
 class RetrieveOnlyPostService(framework_mixins.RetrieveModelMixin, GenericService):

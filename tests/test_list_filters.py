@@ -12,8 +12,8 @@ from grpc_ext.signals import grpc_request_finished, grpc_request_started
 from posts.models import Post
 from posts.servicers import PostService
 from protos import posts_pb2, users_pb2
-from tests.factories import make_post, make_user
-from tests.helpers import assert_status
+from tests.support.factories import make_post, make_user
+from tests.support.helpers import assert_status
 
 
 def walk(stub, request_class, results: str, **fields) -> list:

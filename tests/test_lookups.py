@@ -7,9 +7,9 @@ import uuid
 import pytest
 from django.forms.models import model_to_dict
 
-from grpc_ext.lookups import PreparedLookups, plain_shape
+from grpc_ext.wire.lookups import PreparedLookups, plain_shape
 from posts.models import Post
-from tests.factories import make_post, make_user
+from tests.support.factories import make_post, make_user
 from users.models import User
 
 

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from grpc_ext.models import compile_insert, compiled_insert
 from posts.models import Post
-from tests.factories import make_post, make_user
+from tests.support.factories import make_post, make_user
 
 pytestmark = pytest.mark.django_db
 

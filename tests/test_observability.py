@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from protos import users_pb2, users_pb2_grpc
 from tests.conftest import free_port
-from tests.helpers import assert_status
+from tests.support.helpers import assert_status
 from tests.test_server import InFlightRpc, check
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -87,7 +87,7 @@ def test_health_list_answers_every_service_with_its_status(grpc_channel):
 
 
 def test_the_liveness_entry_serves_through_a_database_outage_until_the_server_drains():
-    from grpc_ext.server import build_server
+    from grpc_ext.server.transport import build_server
 
     server = build_server("127.0.0.1:0", max_workers=2, reflection_enabled=False)
     server.start()
@@ -106,7 +106,7 @@ def test_the_liveness_entry_serves_through_a_database_outage_until_the_server_dr
 def test_grpcrunserver_refuses_to_start_on_a_system_check_error():
     from django.conf import settings
 
-    broken = {**settings.GRPC_FRAMEWORK, "SERVER_INTERCEPTORS": ["grpc_ext.interceptors.NoSuchInterceptor"]}
+    broken = {**settings.GRPC_FRAMEWORK, "SERVER_INTERCEPTORS": ["grpc_ext.server.interceptors.NoSuchInterceptor"]}
     with override_settings(GRPC_FRAMEWORK=broken), pytest.raises(SystemCheckError, match="grpc_ext.E004"):
         call_command("grpcrunserver", "127.0.0.1:0")
 
@@ -209,7 +209,7 @@ def test_grpcrunserver_runs_the_deploy_checks_and_serves_metrics_per_method_and_
 
 
 def test_metrics_are_off_unless_configured():
-    from grpc_ext.server import load_interceptors
+    from grpc_ext.server.transport import load_interceptors
 
     assert not any(type(interceptor).__name__ == "MetricsInterceptor" for interceptor in load_interceptors())
 

@@ -8,8 +8,8 @@ from google.protobuf import field_mask_pb2
 
 from posts.models import Post
 from protos import posts_pb2, users_pb2
-from tests.factories import PASSWORD, make_post, make_user
-from tests.helpers import assert_status, auth_metadata
+from tests.support.factories import PASSWORD, make_post, make_user
+from tests.support.helpers import assert_status, auth_metadata
 from users.models import User
 
 

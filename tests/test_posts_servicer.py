@@ -10,8 +10,8 @@ from google.protobuf import empty_pb2, field_mask_pb2
 
 from posts.models import Post
 from protos import posts_pb2
-from tests.factories import make_post
-from tests.helpers import assert_status
+from tests.support.factories import make_post
+from tests.support.helpers import assert_status
 
 
 def test_create_then_retrieve_round_trips_every_field_and_the_caller_owns_the_post(posts_stub, user):

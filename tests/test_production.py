@@ -15,7 +15,7 @@ import redis
 
 from protos import users_pb2, users_pb2_grpc
 from tests.conftest import free_port
-from tests.helpers import assert_status
+from tests.support.helpers import assert_status
 from tests.test_server import check
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -173,7 +173,7 @@ def test_security_settings_come_from_the_environment():
 def test_cache_url_selects_the_fail_fast_redis_backend_and_the_file_cache_is_the_default():
     backend = "print(s.CACHES['default']['BACKEND'], s.CACHES['default']['LOCATION'])"
     result = run_python(backend, DEBUG="true", CACHE_URL=REDIS_URL)
-    assert result.stdout.split() == ["grpc_ext.cache.FailFastRedisCache", REDIS_URL]
+    assert result.stdout.split() == ["grpc_ext.server.cache.FailFastRedisCache", REDIS_URL]
     result = run_python(backend, DEBUG="true")
     assert result.stdout.split() == [
         "django.core.cache.backends.filebased.FileBasedCache",

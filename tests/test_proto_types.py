@@ -1,6 +1,6 @@
 """Every field type the generator maps round-trips exactly through a real channel.
 
-The Sample model (tests/typesapp) has one field of each kind. Its proto is
+The Sample model (tests/support/typesapp) has one field of each kind. Its proto is
 rendered and compiled by the project's generator code into a scratch package
 for the session, and served on its own server.
 """
@@ -19,13 +19,13 @@ import pytest
 from django.db import connection
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
-from grpc_ext.protogen import ProtoContract, compile_protos
-from grpc_ext.server import serve_in_background
-from tests.factories import make_user
-from tests.helpers import assert_status
-from tests.typesapp.grpc_services import SampleService
-from tests.typesapp.models import Sample
-from tests.typesapp.serializers import SampleProtoSerializer
+from grpc_ext.contract.protogen import ProtoContract, compile_protos
+from grpc_ext.server.transport import serve_in_background
+from tests.support.factories import make_user
+from tests.support.helpers import assert_status
+from tests.support.typesapp.grpc_services import SampleService
+from tests.support.typesapp.models import Sample
+from tests.support.typesapp.serializers import SampleProtoSerializer
 
 PARIS = ZoneInfo("Europe/Paris")
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

@@ -11,7 +11,7 @@ from django.db import connection
 from grpc_ext.signals import grpc_request_finished, grpc_request_started
 from posts.servicers import PostService
 from protos import posts_pb2
-from tests.factories import make_post
+from tests.support.factories import make_post
 
 
 @pytest.fixture

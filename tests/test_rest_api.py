@@ -10,8 +10,8 @@ from rest_framework_simplejwt.tokens import AccessToken
 from posts import api as posts_api
 from posts.models import Post
 from protos import auth_pb2
-from tests.factories import PASSWORD, make_post, make_user
-from tests.helpers import access_token, assert_status, database_error, unreachable_database
+from tests.support.factories import PASSWORD, make_post, make_user
+from tests.support.helpers import access_token, assert_status, database_error, unreachable_database
 from users.models import User
 
 NO_ACCOUNT = "No active account found with the given credentials"

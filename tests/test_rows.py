@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from rest_framework import serializers
 
-from grpc_ext.rows import RawRows
+from grpc_ext.wire.rows import RawRows
 from posts.models import Post
 from posts.serializers import PostProtoSerializer
 

@@ -8,7 +8,7 @@ import pytest
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
-from grpc_ext.serializers import FieldPrototype, ModelProtoSerializer, skip_surrogate_checks
+from grpc_ext.wire.serializers import FieldPrototype, ModelProtoSerializer, skip_surrogate_checks
 from posts.models import Post
 from posts.serializers import PostProtoSerializer
 from users.serializers import UserProtoSerializer

@@ -18,13 +18,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from grpc_ext.server import build_server
+from grpc_ext.server.transport import build_server
 from grpc_ext.settings import grpc_ext_settings
 from grpc_ext.signals import grpc_got_request_exception
 from posts.servicers import PostService
 from protos import posts_pb2, posts_pb2_grpc, users_pb2
-from tests.helpers import assert_status, with_metadata
-from tests.interceptors import PID_KEY
+from tests.support.helpers import assert_status, with_metadata
+from tests.support.interceptors import PID_KEY
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PROJECT_SERVICES = [
@@ -261,7 +261,7 @@ def test_native_transport_refuses_a_limit_it_cannot_honour(settings, setting, va
 
 
 def test_connection_limits_left_unset_get_grpc_aio_defaults():
-    from grpc_ext.server import server_options
+    from grpc_ext.server.transport import server_options
 
     options = dict(server_options(reuse_port=False, transport="aio"))
     assert options["grpc.max_connection_age_ms"] == 300_000
@@ -449,7 +449,7 @@ def server_pid(address: str) -> int:
 def test_dev_server_reloads_on_a_code_change_and_serves_again(run_server, served_database, tmp_path):
     """``--dev`` restarts the serving process when a module it imported changes, on the same port."""
     settings_module = tmp_path / "reloading_settings.py"
-    settings_module.write_text("from tests.server_settings import *  # noqa: F403\nEDITION = 1\n")
+    settings_module.write_text("from tests.support.server_settings import *  # noqa: F403\nEDITION = 1\n")
     env = {
         **served_database.env,
         "DJANGO_SETTINGS_MODULE": "reloading_settings",
@@ -458,7 +458,7 @@ def test_dev_server_reloads_on_a_code_change_and_serves_again(run_server, served
     process, address = run_server("--dev", env=env)
     first = server_pid(address)
     time.sleep(1.5)  # the reloader notes the files' times once a second; the edit must come after
-    settings_module.write_text("from tests.server_settings import *  # noqa: F403\nEDITION = 2\n")
+    settings_module.write_text("from tests.support.server_settings import *  # noqa: F403\nEDITION = 2\n")
     for _ in range(40):
         time.sleep(0.5)
         try:
@@ -473,6 +473,6 @@ def test_dev_server_reloads_on_a_code_change_and_serves_again(run_server, served
 
 def test_the_test_servers_serve_with_the_transport_grpc_transport_names():
     """CI's second run (GRPC_TRANSPORT=native) reaches the servers the fixtures start, through the settings."""
-    from tests.helpers import TRANSPORT
+    from tests.support.helpers import TRANSPORT
 
     assert grpc_ext_settings.TRANSPORT == TRANSPORT

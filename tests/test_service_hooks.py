@@ -7,13 +7,13 @@ import pytest
 from google.protobuf import field_mask_pb2
 
 from grpc_ext.exceptions import Aborted
-from grpc_ext.server import serve_in_background
+from grpc_ext.server.transport import serve_in_background
 from posts.models import Post
 from posts.serializers import PostProtoSerializer
 from posts.servicers import PostService
 from protos import posts_pb2, posts_pb2_grpc
-from tests.factories import make_post
-from tests.helpers import with_metadata
+from tests.support.factories import make_post
+from tests.support.helpers import with_metadata
 
 
 class ShoutingPostSerializer(PostProtoSerializer):

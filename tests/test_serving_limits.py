@@ -1,6 +1,6 @@
 """No client can stall the server: requests that never arrive, responses never read, deadlines, cancellation.
 
-The misbehaving clients speak raw HTTP/2 (``tests.rawh2``): headers with no
+The misbehaving clients speak raw HTTP/2 (``tests.support.rawh2``): headers with no
 message, or a request whose response they never read. Meanwhile a well-behaved
 client must still get Health/Check and an authenticated Retrieve well within a
 second (a liveness bound, not a speed measurement).
@@ -24,14 +24,21 @@ from django.db import connection
 from django.db.models.expressions import RawSQL
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grpc_ext.server import serve_in_background
+from grpc_ext.server.transport import serve_in_background
 from grpc_ext.signals import grpc_request_finished, grpc_request_started
 from posts.selectors import post_list
 from posts.servicers import PostService
 from protos import auth_pb2, auth_pb2_grpc, posts_pb2, posts_pb2_grpc, users_pb2, users_pb2_grpc
-from tests.factories import make_post
-from tests.helpers import access_token, aio_only, assert_status, auth_metadata, database_url_of_this_run, native_only
-from tests.rawh2 import RawConnection
+from tests.support.factories import make_post
+from tests.support.helpers import (
+    access_token,
+    aio_only,
+    assert_status,
+    auth_metadata,
+    database_url_of_this_run,
+    native_only,
+)
+from tests.support.rawh2 import RawConnection
 
 RETRIEVE = "/posts.PostController/Retrieve"
 STREAM = "/posts.PostController/Stream"

@@ -34,14 +34,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from grpc_ext import tracing
 from grpc_ext.client import AsyncClient, Client, ClientError
-from grpc_ext.server import load_interceptors
-from grpc_ext.trace_logging import TraceContextFilter
+from grpc_ext.server import tracing
+from grpc_ext.server.trace_logging import TraceContextFilter
+from grpc_ext.server.transport import load_interceptors
 from protos import posts_pb2, posts_pb2_grpc
 from tests.conftest import free_port
-from tests.factories import make_post
-from tests.helpers import access_token, auth_metadata
+from tests.support.factories import make_post
+from tests.support.helpers import access_token, auth_metadata
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 SERVICE_NAME = "grpc-ext-tracing-test"
@@ -424,7 +424,7 @@ def test_the_rest_api_exports_request_spans_with_the_same_service_and_their_sql(
 
 
 def test_connect_calls_of_the_web_process_are_server_spans_joining_the_callers_trace(traced_web, user):
-    """A Connect JSON Retrieve (``grpc_ext.connect``, in front of Django) is a span as over gRPC, with its SQL."""
+    """A Connect JSON Retrieve (``grpc_ext.gateway``, in front of Django) is a span as over gRPC, with its SQL."""
     base, collector = traced_web
     post = make_post(owner=user)
     trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"

@@ -9,8 +9,8 @@ import grpc
 from google.protobuf import empty_pb2, field_mask_pb2
 
 from protos import users_pb2
-from tests.factories import PASSWORD, make_user
-from tests.helpers import assert_status, bad_request_fields
+from tests.support.factories import PASSWORD, make_user
+from tests.support.helpers import assert_status, bad_request_fields
 from users.models import User
 
 

@@ -22,15 +22,21 @@ from django.utils import timezone
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rest_framework import serializers
 
-from grpc_ext.bulk import ItemValidationError, new_instances
 from grpc_ext.models import IdempotencyRecord
-from grpc_ext.serializers import checks_as_model_field
+from grpc_ext.wire.bulk import ItemValidationError, new_instances
+from grpc_ext.wire.serializers import checks_as_model_field
 from posts.models import Post
 from posts.serializers import PostProtoSerializer
 from posts.services import post_create_many, post_update
 from protos import posts_pb2, posts_pb2_grpc, users_pb2
-from tests.factories import PASSWORD, make_post, make_user
-from tests.helpers import assert_status, auth_metadata, bad_request_fields, database_url_of_this_run, with_metadata
+from tests.support.factories import PASSWORD, make_post, make_user
+from tests.support.helpers import (
+    assert_status,
+    auth_metadata,
+    bad_request_fields,
+    database_url_of_this_run,
+    with_metadata,
+)
 from users.models import User
 
 

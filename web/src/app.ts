@@ -1,5 +1,5 @@
 // The page at /app/: sign in, then list, create, rename and delete my posts, all through the
-// Connect endpoints the web process serves (grpc_ext.connect), with the TypeScript that
+// Connect endpoints the web process serves (grpc_ext.gateway.connect), with the TypeScript that
 // protoc-gen-es generated from the protos (src/gen, by `python3 dev.py web`).
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from grpc_ext.idempotency import clear_expired
+from grpc_ext.services.idempotency import clear_expired
 from grpc_ext.settings import grpc_ext_settings
 
 

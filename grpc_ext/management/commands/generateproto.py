@@ -1,7 +1,7 @@
 """Write every configured .proto from its serializer and compile the Python stubs.
 
 Each .proto on disk is read first, so that every field keeps its number and
-removed fields stay reserved (see ``grpc_ext.protogen``).
+removed fields stay reserved (see ``grpc_ext.contract.protogen``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import import_string
 
-from grpc_ext.discovery import project_contracts
-from grpc_ext.protogen import SECRET_FIELD_NAME, ContractError, ProtoContract, compile_protos
-from grpc_ext.serializers import ModelProtoSerializer
+from grpc_ext.contract.discovery import project_contracts
+from grpc_ext.contract.protogen import SECRET_FIELD_NAME, ContractError, ProtoContract, compile_protos
 from grpc_ext.settings import grpc_ext_settings
+from grpc_ext.wire.serializers import ModelProtoSerializer
 
 
 class Command(BaseCommand):

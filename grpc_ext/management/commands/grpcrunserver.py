@@ -3,7 +3,7 @@
 Replaces djangogrpcframework's command, which sets ``requires_system_checks =
 False`` (a TypeError on Django 5.2), passes interceptor classes where grpc
 wants instances, and cannot be stopped cleanly. The server itself is
-assembled by ``grpc_ext.server.build_server``; this command reads flags, runs
+assembled by ``grpc_ext.server.transport.build_server``; this command reads flags, runs
 the system checks (the deployment checks too when DEBUG is off) and refuses to
 start on an error, then runs the server in one process or several, each with
 its metrics endpoint when ``METRICS_PORT`` is set.
@@ -21,8 +21,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import autoreload
 
-from grpc_ext.metrics import serve_metrics
-from grpc_ext.server import (
+from grpc_ext.server.metrics import serve_metrics
+from grpc_ext.server.transport import (
     TRANSPORTS,
     GrpcServer,
     build_server,

@@ -1,4 +1,4 @@
-"""Django's ``makemigrations``, with a contract not regenerated yet reported as a warning (see ``grpc_ext.checks``).
+"""Django's ``makemigrations``, with a contract not regenerated yet a warning (see ``grpc_ext.contract.checks``).
 
 A model changes first, then its migration, then ``generateproto``: until that
 last step the proto is stale by design, and must not stop the schema commands.
@@ -6,10 +6,8 @@ last step the proto is stale by design, and must not stop the schema commands.
 
 from django.core.management.commands.makemigrations import Command as DjangoCommand
 
-from grpc_ext.checks import relaxed_contract_checks
+from grpc_ext.contract.checks import RelaxedContractChecks
 
 
-class Command(DjangoCommand):
-    def check(self, *args, **kwargs):
-        with relaxed_contract_checks():
-            return super().check(*args, **kwargs)
+class Command(RelaxedContractChecks, DjangoCommand):
+    pass
