@@ -6,7 +6,8 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from grpc_ext.exceptions import Aborted
+from grpc_ext.exceptions import Aborted, GrpcError
+from grpc_ext.generics import RequestCycle
 from grpc_ext.server.transport import serve_in_background
 from posts.models import Post
 from posts.serializers import PostProtoSerializer
@@ -141,3 +142,45 @@ def test_an_overridden_write_hook_that_fails_after_saving_leaves_nothing_written
         assert error.value.code() == grpc.StatusCode.ABORTED, action
         assert error.value.details() == "The second write failed.", action
         assert list(Post.objects.values_list("title", "description")) == [("kept", "as it was")], action
+
+
+class FailedPrecondition(GrpcError):
+    status_code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class TenantRequestCycle(RequestCycle):
+    """Refuses calls without an ``x-tenant`` header before any service runs, and counts the calls it finished."""
+
+    finished: list[str] = []
+
+    def check_call(self, call):
+        super().check_call(call)
+        if not dict(call.invocation_metadata()).get("x-tenant"):
+            raise FailedPrecondition("x-tenant: this service needs the caller's tenant.")
+
+    def request_finished(self):
+        super().request_finished()
+        TenantRequestCycle.finished.append(self.action)
+
+
+class TenantPostService(PostService):
+    request_cycle_class = TenantRequestCycle
+
+
+def test_a_step_of_the_request_cycle_is_overridden_by_a_subclass_named_on_the_service(serve_posts, user):
+    post = make_post(owner=user, title="tenanted")
+    TenantRequestCycle.finished.clear()
+    with grpc.insecure_channel(serve_posts(TenantPostService)) as channel:
+        stub = posts_pb2_grpc.PostControllerStub(with_metadata(channel, user))
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert refused.value.details() == "x-tenant: this service needs the caller's tenant."
+
+        tenant = (("x-tenant", "acme"),)
+        assert stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)), metadata=tenant).title == "tenanted"
+        streamed = [
+            p.title for batch in stub.Stream(posts_pb2.PostStreamRequest(), metadata=tenant) for p in batch.posts
+        ]
+        assert streamed == ["tenanted"]
+    assert TenantRequestCycle.finished == ["Retrieve", "Retrieve", "Stream"]

@@ -5,13 +5,13 @@ protocol (JSON or binary, unary and server streaming) and gRPC-Web can be
 spoken over plain HTTP/1.1 or HTTP/2, by ``@connectrpc/connect-web``, curl or
 any HTTP client. connectrpc's WSGI application speaks both; this module gives
 it one endpoint per RPC of every service the gRPC server serves
-(``grpc_ext.discovery``: a new app needs nothing more), at the standard path
+(``grpc_ext.contract.discovery``: a new app needs nothing more), at the standard path
 ``/<package>.<Service>/<Method>``, and puts it in front of Django in the
 web process's WSGI application (``with_connect``, ``demo/wsgi.py``), so that
 ``runserver`` and gunicorn serve it with the rest of the site.
 
 The gRPC handlers and these endpoints are two faces of one service class:
-both drive ``grpc_ext.generics.RequestCycle`` (authentication, permissions,
+both drive the service's ``RequestCycle`` (authentication, permissions,
 throttles, the action, the one error map) with a ``CallContext``. Here that
 context wraps ``WebContext``, which answers what grpc's context would from
 the HTTP request: the headers as invocation metadata (``authorization:
@@ -274,7 +274,7 @@ def service_endpoints(service: DiscoveredService) -> dict[str, Endpoint]:
                 method=info, function=unimplemented_function(service.service_class, method.name)
             )
             continue
-        cycle = RequestCycle(service.service_class, method.name, {})
+        cycle = service.service_class.request_cycle_class(service.service_class, method.name, {})
         tracer = WebCallTracer(descriptor.full_name, method.name) if tracing_enabled() else None
         if method.server_streaming:
             endpoints[path] = EndpointSync.server_stream(method=info, function=server_stream_function(cycle, tracer))

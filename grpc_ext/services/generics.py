@@ -1,11 +1,12 @@
-"""Service base classes: the framework's, with one error contract and a correct request cycle.
+"""Service base classes and the request cycle: the framework's, with one error contract and a route you can read.
 
 ``Service.as_servicer`` replaces the framework's: that one sent
 ``grpc_request_finished`` (which closes the database connection) before a
 streaming handler had produced anything, and let every exception end the RPC
-as UNKNOWN with a Python repr as its message. Here each handler's errors go
-through ``grpc_ext.exceptions.abort_with_error``, the one place that maps them
-to status codes, and the request-finished signal fires when the response,
+as UNKNOWN with a Python repr as its message. Here every call goes through a
+``RequestCycle`` (``Service.request_cycle_class``): its errors through
+``grpc_ext.exceptions.abort_with_error``, the one place that maps them to
+status codes, and the request-finished signal fires when the response,
 streamed or not, is complete. Before the handler runs, ``Service.initial``
 authenticates the caller and checks permissions and rate limits, as DRF's
 ``APIView.initial`` does.
@@ -55,6 +56,178 @@ from grpc_ext.signals import grpc_got_request_exception, grpc_request_finished, 
 from grpc_ext.wire.lookups import PreparedLookups
 
 
+class RequestCycle:
+    """The life of one call of ``service_class.action``, in named steps a subclass may override.
+
+    As DRF's ``APIView.dispatch`` -> ``initial`` -> handler ->
+    ``handle_exception`` -> ``finalize_response``, the route of a gRPC call::
+
+        server (event loop)        grpc.aio or pygrpc-native: HTTP/2, interceptors, the request message
+          unary / stream           on the loop: the context becomes a CallContext
+            in_pool  ---------->   one hop to the bounded pool (a stream: one per message)
+              run_unary / next_batch
+                start              request_started -> check_call (database, deadline)
+                                   -> get_service -> Service.initial (authentication, permissions, throttles)
+                                   -> perform_action: the action (``mixins``), reading and writing
+                                      messages through the service's codec (``grpc_ext.wire``)
+                handle_exception   any error -> one Status (``exceptions``' error map)
+                request_finished
+            <---------------  (response, status)
+          respond                  write the message, or abort with the status and its rich details
+
+    The Connect and gRPC-Web endpoints (``grpc_ext.gateway.connect``) run
+    ``run_unary`` and ``next_batch`` in the web server's thread. Both pass a
+    ``CallContext``, so the service sees the same ``context`` either way.
+    Override a step in a subclass and name it in ``Service.request_cycle_class``.
+    """
+
+    def __init__(self, service_class: type[Service], action: str, initkwargs: dict):
+        self.service_class = service_class
+        self.action = action
+        self.initkwargs = initkwargs
+        self.streaming = inspect.isgeneratorfunction(getattr(service_class, action))
+
+    def handler(self):
+        """Return the ``grpc.aio`` handler of the action: ``stream`` for a response stream, ``unary`` otherwise."""
+        return self.stream if self.streaming else self.unary
+
+    # On the event loop ---------------------------------------------------------------------
+
+    async def unary(self, request, context: grpc.aio.ServicerContext):
+        """Serve a unary call: one hop to the pool for the whole Django half, then ``respond``."""
+        call = CallContext(context)
+        response, status = await in_pool(call, self.run_unary, request, call)
+        return await self.respond(context, response, status)
+
+    async def stream(self, request, context: grpc.aio.ServicerContext):
+        """Serve a response stream: a hop per message (``next_batch``), each written from the loop.
+
+        A client that stops reading holds no thread; a stream that ends early
+        (cancelled, or stopped by a drain) is closed on the pool after the hop in hand.
+        """
+        call = CallContext(context)
+        stream = StreamState(self.service_class)
+        try:
+            while True:
+                response, status = await in_pool(call, self.next_batch, stream, request, call)
+                response = await self.respond(context, response, status)
+                if response is None:
+                    return
+                yield response
+        finally:
+            if not stream.finished:
+                loop = asyncio.get_running_loop()
+                loop.run_in_executor(serving_pool(loop), stream.close)
+
+    async def respond(self, context: grpc.aio.ServicerContext, response, status: Status | None):
+        """Return ``response`` to be written, or end the call with ``status`` (code, message, rich details)."""
+        if status is not None:
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        return response
+
+    # On the pool (or the web server's thread) ----------------------------------------------
+
+    def run_unary(self, request, call: CallContext) -> tuple[object, Status | None]:
+        """Run a unary call whole; return its response, or ``None`` and the status it failed with."""
+        try:
+            return self.start(request, call), None
+        except Exception as exc:
+            return None, self.handle_exception(exc, request, call)
+        finally:
+            self.request_finished()
+
+    def next_batch(self, stream: StreamState, request, call: CallContext) -> tuple[object, Status | None]:
+        """Return the stream's next message (``None`` at its end) and the status it failed with, if any.
+
+        Each hop ends by closing the connections Django would close after a
+        request, as the finished signal does after the last.
+        """
+        with stream.lock:
+            if stream.finished:
+                return None, None
+            response = None
+            try:
+                if stream.responses is None:
+                    stream.responses = iter(self.start(request, call))
+                response = next(stream.responses, None)
+                if response is not None:
+                    return response, None
+                return None, None
+            except Exception as exc:
+                return None, self.handle_exception(exc, request, call)
+            finally:
+                if response is None:
+                    stream.finished = True
+                    self.request_finished()
+                else:
+                    close_old_connections()
+
+    def start(self, request, call: CallContext):
+        """Check the call and the caller, then run the action; return its response (a stream: its iterator)."""
+        self.request_started(request, call)
+        self.check_call(call)
+        service = self.get_service(request, call)
+        service.initial()
+        return self.perform_action(service, request, call)
+
+    def request_started(self, request, call: CallContext) -> None:
+        """Send ``grpc_request_started`` (Django's per-request housekeeping: queries log, stale connections)."""
+        grpc_request_started.send(sender=self.service_class, request=request, context=call)
+
+    def check_call(self, call: CallContext) -> None:
+        """Check the database connection (at most once per interval) and that the deadline has not passed."""
+        prepare_database(call)
+        check_deadline(call)
+
+    def get_service(self, request, call: CallContext) -> Service:
+        """Return a new service object for this call, as DRF builds a view per request."""
+        service = self.service_class(**self.initkwargs)
+        service.request, service.context, service.action = request, call, self.action
+        return service
+
+    def perform_action(self, service: Service, request, call: CallContext):
+        """Run the RPC method (``Retrieve``, ``List``...); its return value is the response (a stream: an iterator)."""
+        return getattr(service, self.action)(request, call)
+
+    def handle_exception(self, exc: Exception, request, call: CallContext) -> Status | None:
+        """Return the status ``exc`` ends the call with, the handler's own ``abort`` included."""
+        if not isinstance(exc, RpcAborted):
+            # A CallContext answers as grpc's ServicerContext does (abort, set_code, trailing metadata).
+            _report_unexpected(self.service_class, request, cast(grpc.ServicerContext, call), exc)
+            try:
+                abort_with_error(exc, cast(grpc.ServicerContext, call))
+            except RpcAborted:
+                pass
+        return call.status
+
+    def request_finished(self) -> None:
+        """Send ``grpc_request_finished`` (closes the connections Django closes after a request)."""
+        grpc_request_finished.send(sender=self.service_class)
+
+
+class StreamState:
+    """A stream's generator, driven one hop at a time from whichever pool thread runs the hop."""
+
+    def __init__(self, sender: type):
+        self.sender = sender
+        self.responses: Iterator | None = None
+        self.finished = False
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close an abandoned stream's generator and end its request cycle (in a pool thread)."""
+        with self.lock:
+            if self.finished:
+                return
+            self.finished = True
+            try:
+                close = getattr(self.responses, "close", None)  # a generator's; a plain iterator has none
+                if close is not None:
+                    close()
+            finally:
+                grpc_request_finished.send(sender=self.sender)
+
+
 class Service(framework_generics.GenericService):
     """A generic service whose servicer maps every error to a gRPC status.
 
@@ -70,6 +243,8 @@ class Service(framework_generics.GenericService):
     auth = None
     #: Requests this call counts as against rate limits (a batch counts each item).
     throttle_count = 1
+    #: The steps of every call of this service (``RequestCycle``); a subclass of it overrides one.
+    request_cycle_class: type[RequestCycle] = RequestCycle
 
     def initial(self) -> None:
         """Identify the caller, then check permissions and rate limits, before the handler runs."""
@@ -134,7 +309,7 @@ class Service(framework_generics.GenericService):
 
     @classmethod
     def as_servicer(cls, **initkwargs):
-        """Return a servicer object for ``add_<Name>Servicer_to_server``.
+        """Return a servicer object for ``add_<Name>Servicer_to_server``: one ``request_cycle_class`` per RPC.
 
         The framework's ``as_servicer`` still checks ``initkwargs`` and guards
         the class queryset; its servicer object is not used, since its handlers
@@ -146,9 +321,7 @@ class Service(framework_generics.GenericService):
             def __getattr__(self, action):
                 if not hasattr(cls, action):
                     return cls._make_unimplemented_handler(action)
-                handler = cls._make_handler(action, initkwargs)
-                update_wrapper(handler, getattr(cls, action))
-                return handler
+                return cls.request_cycle_class(cls, action, initkwargs).handler()
 
         update_wrapper(Servicer, cls, updated=())
         return Servicer()
@@ -161,144 +334,6 @@ class Service(framework_generics.GenericService):
             await abort_with_error_async(Unimplemented(f"{cls.__name__} does not implement {action}."), context)
 
         return unimplemented
-
-    @classmethod
-    def _make_handler(cls, action: str, initkwargs: dict):
-        """Return the ``grpc.aio`` handler of ``action``: the Django work in the thread pool, I/O on the loop.
-
-        A unary call is one hop to the pool: ``RequestCycle.run_unary`` runs
-        the request-started signal, ``initial``, the action and the
-        request-finished signal there together. A stream hops once per
-        response message (``RequestCycle.next_batch``, a batch of rows) and
-        writes it from the loop, so a client that stops reading holds no
-        thread.
-        """
-        cycle = RequestCycle(cls, action, initkwargs)
-
-        async def unary_handler(request, context: grpc.aio.ServicerContext):
-            call = CallContext(context)
-            response, status = await in_pool(call, cycle.run_unary, request, call)
-            if status is not None:
-                await context.abort(status.code, status.details, status.trailing_metadata)
-            return response
-
-        async def stream_handler(request, context: grpc.aio.ServicerContext):
-            call = CallContext(context)
-            stream = StreamState(cls)
-            try:
-                while True:
-                    response, status = await in_pool(call, cycle.next_batch, stream, request, call)
-                    if status is not None:
-                        await context.abort(status.code, status.details, status.trailing_metadata)
-                    if response is None:
-                        return
-                    yield response
-            finally:
-                if not stream.finished:  # cancelled, or stopped by a drain: close it after the hop in hand
-                    loop = asyncio.get_running_loop()
-                    loop.run_in_executor(serving_pool(loop), stream.close)
-
-        return stream_handler if cycle.streaming else unary_handler
-
-
-class RequestCycle:
-    """The synchronous life of one call of ``service_class.action``, whatever carries it.
-
-    ``run_unary`` (or ``next_batch``, once per message of a stream) ->
-    ``start`` (request-started signal, database check, deadline, a new
-    service, ``Service.initial``, the action) -> ``failed`` for any error
-    (the one error map; the handler's own ``abort`` included) -> the
-    request-finished signal. gRPC's handlers (``Service._make_handler``) run
-    these steps on the pool; the Connect and gRPC-Web endpoints
-    (``grpc_ext.connect``) run them in the web server's thread. Both pass a
-    ``CallContext``, so the service sees the same ``context`` either way.
-    """
-
-    def __init__(self, service_class: type[Service], action: str, initkwargs: dict):
-        self.service_class = service_class
-        self.action = action
-        self.initkwargs = initkwargs
-        self.streaming = inspect.isgeneratorfunction(getattr(service_class, action))
-
-    def start(self, request, call: CallContext):
-        """Check the call and the caller, then run the action; return its response (a stream: its iterator)."""
-        cls = self.service_class
-        grpc_request_started.send(sender=cls, request=request, context=call)
-        prepare_database(call)
-        check_deadline(call)
-        service = cls(**self.initkwargs)
-        service.request, service.context, service.action = request, call, self.action
-        service.initial()
-        return getattr(service, self.action)(request, call)
-
-    def failed(self, exc: Exception, request, call: CallContext) -> Status | None:
-        """Return the status ``exc`` ends the call with, the handler's own ``abort`` included."""
-        if not isinstance(exc, RpcAborted):
-            # A CallContext answers as grpc's ServicerContext does (abort, set_code, trailing metadata).
-            _report_unexpected(self.service_class, request, cast(grpc.ServicerContext, call), exc)
-            try:
-                abort_with_error(exc, cast(grpc.ServicerContext, call))
-            except RpcAborted:
-                pass
-        return call.status
-
-    def run_unary(self, request, call: CallContext) -> tuple[object, Status | None]:
-        """Run a unary call whole; return its response, or ``None`` and the status it failed with."""
-        try:
-            return self.start(request, call), None
-        except Exception as exc:
-            return None, self.failed(exc, request, call)
-        finally:
-            grpc_request_finished.send(sender=self.service_class)
-
-    def next_batch(self, stream: StreamState, request, call: CallContext) -> tuple[object, Status | None]:
-        """Return the stream's next message (``None`` at its end) and the status it failed with, if any.
-
-        Each hop ends by closing the connections Django would close after a
-        request, as the finished signal does after the last.
-        """
-        with stream.lock:
-            if stream.finished:
-                return None, None
-            response = None
-            try:
-                if stream.responses is None:
-                    stream.responses = iter(self.start(request, call))
-                response = next(stream.responses, None)
-                if response is not None:
-                    return response, None
-                return None, None
-            except Exception as exc:
-                return None, self.failed(exc, request, call)
-            finally:
-                if response is None:
-                    stream.finished = True
-                    grpc_request_finished.send(sender=self.service_class)
-                else:
-                    close_old_connections()
-
-
-class StreamState:
-    """A stream's generator, driven one hop at a time from whichever pool thread runs the hop."""
-
-    def __init__(self, sender: type):
-        self.sender = sender
-        self.responses: Iterator | None = None
-        self.finished = False
-        self.lock = threading.Lock()
-
-    def close(self) -> None:
-        """Close an abandoned stream's generator and end its request cycle (in a pool thread)."""
-        with self.lock:
-            if self.finished:
-                return
-            self.finished = True
-            try:
-                close = getattr(self.responses, "close", None)  # a generator's; a plain iterator has none
-                if close is not None:
-                    close()
-            finally:
-                grpc_request_finished.send(sender=self.sender)
 
 
 def _instances(classes: list[type] | None, default_setting: str) -> list:
