@@ -102,6 +102,13 @@ class PermissionDenied(GrpcError):
     default_detail = "You do not have permission to perform this action."
 
 
+class FailedPrecondition(GrpcError):
+    """The system is not in the state the call needs (AIP-193): the client should not retry as is."""
+
+    status_code = grpc.StatusCode.FAILED_PRECONDITION
+    default_detail = "The call's precondition failed."
+
+
 class Aborted(GrpcError):
     """A concurrency conflict: the resource changed since the client read it (a stale ``etag``, AIP-154)."""
 

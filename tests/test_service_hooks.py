@@ -6,7 +6,7 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from grpc_ext.exceptions import Aborted, GrpcError
+from grpc_ext.exceptions import Aborted, FailedPrecondition
 from grpc_ext.generics import RequestCycle
 from grpc_ext.server.transport import serve_in_background
 from posts.models import Post
@@ -142,10 +142,6 @@ def test_an_overridden_write_hook_that_fails_after_saving_leaves_nothing_written
         assert error.value.code() == grpc.StatusCode.ABORTED, action
         assert error.value.details() == "The second write failed.", action
         assert list(Post.objects.values_list("title", "description")) == [("kept", "as it was")], action
-
-
-class FailedPrecondition(GrpcError):
-    status_code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class TenantRequestCycle(RequestCycle):
