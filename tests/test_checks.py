@@ -91,7 +91,7 @@ def test_a_stale_proto_is_an_error_except_while_the_schema_commands_run(settings
 
 
 def test_hints_name_the_virtualenv_python_since_a_bare_python_finds_no_django(settings):
-    sources = [settings.BASE_DIR / "grpc_ext" / "checks.py"]
+    sources = [settings.BASE_DIR / "grpc_ext" / "contract" / "checks.py"]
     sources += sorted((settings.BASE_DIR / "grpc_ext" / "management" / "commands").glob("*.py"))
     for source in sources:
         text = source.read_text()
