@@ -61,6 +61,7 @@ ROWS = [
     ("retrieve_p99_ms", "Retrieve p99", "ms", False),
     ("retrieve_server_cpu_us", "Retrieve: server CPU per call", "µs", False),
     ("retrieve_database_cpu_us", "Retrieve: PostgreSQL CPU per call (all its processes)", "µs", False),
+    ("retrieve_django_half_cpu_us", "Retrieve: its Django half alone, in process, CPU per call", "µs", False),
     ("list_ms", "List of 1,000", "ms", False),
     ("list_per_s", "List of 1,000", "calls/s", True),
     ("create_rps", "Create", "RPC/s", True),

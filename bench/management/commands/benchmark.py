@@ -12,6 +12,8 @@ so Retrieve's cost is reported as CPU per call (server and PostgreSQL).
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,6 +33,7 @@ from bench.processes import (
     Server,
     access_token,
     cpu_seconds,
+    server_env,
     start_drf,
     start_floor,
     start_grpc,
@@ -190,6 +193,7 @@ class Command(BaseCommand):
                 if not self.quick:
                     measure.verify_stream(server, Post.objects.using(ALIAS).count())
         self.run_tracing(server_url, results["grpc"], post_id)
+        results["grpc"]["retrieve_django_half_cpu_us"] = self.django_half(server_url, post_id)
         with self.serving(start_drf(server_url, 1, self.token)) as server:
             self.run_drf(server, results["drf"], post_id, owner_id)
         with self.serving(start_web(server_url, 1, self.token)) as server:
@@ -267,6 +271,17 @@ class Command(BaseCommand):
         out["batch_create_rows_per_s"] = self.measure_batch_create(server).per_second
         streams = [measure.grpc_stream(server, self.rows, quick=self.quick) for _ in range(self.repeat)]
         self.store(out, retrieve, listed, create, streams)
+
+    def django_half(self, server_url: str, post_id: str) -> float:
+        """Return the CPU per call (µs) of a Retrieve's Django half in process, no transport (``bench.django_half``)."""
+        calls = "300" if self.quick else "5000"
+        command = [sys.executable, "-m", "bench.django_half", post_id, self.token, calls]
+        output = subprocess.run(command, env=server_env(server_url), capture_output=True, text=True, check=False)
+        if output.returncode:
+            raise CommandError(f"bench.django_half failed: {output.stderr.strip() or output.stdout.strip()}")
+        cpu_us = float(output.stdout.split()[-1])
+        self.stdout.write(f"-- the Django half of Retrieve in process: {cpu_us:.0f} µs of CPU per call")
+        return cpu_us
 
     def run_tracing(self, server_url: str, out: dict, post_id: str) -> None:
         """Retrieve with tracing on at 10 % sampling against off: two servers started together, loaded in turn.
