@@ -25,8 +25,8 @@ from django.db.models import QuerySet
 from google.protobuf.message import Message
 
 from grpc_ext.settings import grpc_ext_settings
-from grpc_ext.wire import fastpath
-from grpc_ext.wire.protojson import message_to_dict
+from grpc_ext.wire.builders import MessageBuilder, NotCompilable
+from grpc_ext.wire.readers import message_to_dict, read_message
 from grpc_ext.wire.rows import RawRows
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class FetchedRows:
 class MessageCodec:
     """Encode instances and rows of one serializer class into messages; decode requests into data."""
 
-    def __init__(self, serializer_class: Any, builder: fastpath.MessageBuilder | None):
+    def __init__(self, serializer_class: Any, builder: MessageBuilder | None):
         self.serializer_class = serializer_class
         self.builder = builder
 
@@ -57,8 +57,8 @@ class MessageCodec:
         builder = None
         if grpc_ext_settings.FAST_PATH and getattr(serializer_class, "cache_fields", False):
             try:
-                builder = fastpath.MessageBuilder.compile(serializer_class(), serializer_class.get_proto_class())
-            except fastpath.NotCompilable as exc:
+                builder = MessageBuilder.compile(serializer_class(), serializer_class.get_proto_class())
+            except NotCompilable as exc:
                 logger.info("%s keeps the reference path: %s", serializer_class.__qualname__, exc)
         return cls(serializer_class, builder)
 
@@ -103,7 +103,7 @@ class MessageCodec:
     def decode(self, message: Message) -> dict[str, Any]:
         """Return a request message as the dict of its fields that DRF validates."""
         if grpc_ext_settings.FAST_PATH:
-            return fastpath.read_message(message)
+            return read_message(message)
         return message_to_dict(message)
 
 
