@@ -34,7 +34,7 @@ DEFAULTS = {
     # <PROTO_PACKAGE>.<app_label>_pb2.<Model>).
     "PROTO_DIR": "protos",
     "PROTO_PACKAGE": "protos",
-    # Build messages with converters compiled per serializer class (grpc_ext.wire.fastpath);
+    # Build messages with converters compiled per serializer class (grpc_ext.wire.builders);
     # False uses the reference path (DRF .data + json_format) everywhere.
     "FAST_PATH": True,
     # Seconds in-flight RPCs get to finish after SIGTERM or SIGINT.

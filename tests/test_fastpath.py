@@ -22,8 +22,7 @@ from google.protobuf import json_format
 from rest_framework import serializers
 
 from grpc_ext.contract.protogen import ProtoContract, compile_protos
-from grpc_ext.wire.fastpath import read_message
-from grpc_ext.wire.protojson import message_to_dict
+from grpc_ext.wire.readers import message_to_dict, read_message
 from grpc_ext.wire.rows import uuid_text
 from grpc_ext.wire.serializers import ModelProtoSerializer, skip_surrogate_checks
 from posts.models import Post

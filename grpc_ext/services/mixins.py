@@ -5,7 +5,8 @@ The framework's Create and Destroy mixins are used with transactional hooks
 List (a server stream of every row) becomes ``Stream`` (batches of rows), and
 ``List`` returns one page (AIP-132). ``PartialUpdate`` takes a field mask
 (AIP-134). Every action gets its serializer from ``get_serializer`` and its
-messages from that serializer's codec (``grpc_ext.codec``), and every write
+messages from that serializer's codec (``grpc_ext.wire.codec``, the one interface
+they encode and decode through), and every write
 goes through ``perform_create``/``perform_update``/``perform_destroy``.
 """
 
@@ -180,13 +181,25 @@ class CodecMixin(_ServiceBase):
         codec = self.get_codec()
         return codec if codec is not None and codec.columns is not None else None
 
+    def encode_page(self, page, repeated) -> None:
+        """Append the messages of a page's rows to a response's ``repeated`` field (List and Stream).
+
+        Rows of the codec (``page.fill``, from ``MessageCodec.fetch``) are built
+        in place in the response; model instances are encoded by the
+        serializer ``get_serializer(rows, many=True)`` (its codec's ``encode_many``).
+        """
+        if page.fill is not None:
+            page.fill(page.rows, repeated.add)
+        else:
+            repeated.extend(self.get_serializer(page.rows, many=True).message)
+
 
 class RetrieveModelMixin(CodecMixin):
     def Retrieve(self, request, context):
         instance = self.get_object()
         codec = self.get_codec()
-        if codec is not None and codec.builder is not None:
-            return codec.builder.build(instance)
+        if codec is not None and codec.encodes_instances:
+            return codec.encode_instance(instance)
         return self.get_serializer(instance).message
 
 
@@ -215,10 +228,7 @@ class ListModelMixin(CodecMixin):
         response_class = response_class_for(self.get_serializer_class(), "ListResponse")
         response = response_class(next_page_token=page.next_page_token)
         rows = getattr(response, repeated_field(response_class))
-        if page.fill is not None:
-            page.fill(page.rows, rows.add)  # each row built in place in the response
-        else:
-            rows.extend(self.get_serializer(page.rows, many=True).message)
+        self.encode_page(page, rows)
         self.fit_page(response, rows, page)
         return response
 
@@ -299,10 +309,7 @@ class StreamModelMixin(CodecMixin):
             if not page.rows:
                 return
             response = response_class()
-            if page.fill is not None:
-                page.fill(page.rows, getattr(response, field).add)
-            else:
-                getattr(response, field).extend(self.get_serializer(page.rows, many=True).message)
+            self.encode_page(page, getattr(response, field))
             yield response
             if not page.next_page_token:
                 return

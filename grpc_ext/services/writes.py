@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
-from operator import attrgetter
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
@@ -105,12 +104,8 @@ class BatchCreateModelMixin(_ServiceBase):
         response = response_class()
         rows = getattr(response, repeated_field(response_class))
         codec = self.get_codec()
-        builder = codec.builder if codec is not None else None
-        if builder is not None and builder.columns is not None and instances:
-            # The row encoder builds each message in place in the response, from the instances' columns.
-            builder.fill_columns([list(map(attrgetter(column), instances)) for column in builder.columns], rows.add)
-        elif builder is not None:
-            rows.extend(builder.build(instance) for instance in instances)
+        if codec is not None and codec.encodes_instances:
+            codec.encode_into(rows, instances)  # each message built in place in the response
         else:
             rows.extend(self.get_serializer(instance).message for instance in instances)
         return response

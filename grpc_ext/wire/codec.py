@@ -1,17 +1,34 @@
-"""The one seam between a serializer and the wire: rows become messages, requests become data.
+"""The one seam between a serializer and the wire: instances and rows become messages, requests become data.
 
-A ``MessageCodec`` is built once per serializer class (``ModelProtoSerializer.get_codec``):
+A ``MessageCodec`` is built once per serializer class (``ModelProtoSerializer.get_codec``)
+and is the one interface every action encodes and decodes through:
 
-- encoding: an instance or a list of instances into messages (the compiled
-  ``fastpath.MessageBuilder`` when the serializer compiles, the reference path
-  of DRF ``.data`` + ``json_format`` otherwise), and ``values_list`` rows into
-  messages built in place (``fetch``, with ``rows.RawRows`` when the backend's
-  converters are known, plain ``values_list`` otherwise: the one fallback);
-- decoding: a request message into the dict DRF validates.
+================================  ====================================================  ==========================
+method                            does                                                  called by
+================================  ====================================================  ==========================
+``encode(serializer)``            the message of a serializer (its instance, or data)   ``serializer.message``:
+                                                                                        Create, Update,
+                                                                                        PartialUpdate
+``encode_many(serializer)``       the messages of a ``many=True`` serializer            ``.message`` of a list
+``encode_instance(instance)``     one instance's message, no serializer built           Retrieve
+``encode_into(repeated, objs)``   instances' messages, each built in place in a         BatchCreate
+                                  response's repeated field
+``fetch(queryset)``               ``values_list`` rows and the function that fills      List and Stream pages
+                                  messages from them in place                           (``KeysetPagination``)
+``decode(message)``               a request as the dict DRF validates                   ``message_to_data``:
+                                                                                        every write
+================================  ====================================================  ==========================
 
-Services never build messages themselves: they get a serializer from
-``get_serializer`` and ask its codec, so overriding ``get_serializer`` is
-honoured by every action.
+``encodes_instances`` and ``columns`` say what the codec can do without a
+serializer: when it has no compiled builder, or a field is no column, the
+action builds a serializer (``get_serializer``) and asks ``encode`` or
+``encode_many``, so an overridden ``get_serializer`` is honoured by every
+action. Its parts: ``builders.MessageBuilder`` (compiled when the serializer
+can be, else the reference path of DRF ``.data`` + ``json_format``),
+``rows.RawRows`` (rows as the driver gives them, converted once, when the
+backend's converters are known; plain ``values_list`` otherwise: the one
+fallback) and ``readers`` (requests to data). Nothing outside this module
+uses the parts.
 """
 
 from __future__ import annotations
@@ -19,14 +36,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from django.db.models import QuerySet
 from google.protobuf.message import Message
 
 from grpc_ext.settings import grpc_ext_settings
-from grpc_ext.wire import fastpath
-from grpc_ext.wire.protojson import message_to_dict
+from grpc_ext.wire.builders import MessageBuilder, NotCompilable
+from grpc_ext.wire.readers import message_to_dict, read_message
 from grpc_ext.wire.rows import RawRows
 
 logger = logging.getLogger(__name__)
@@ -47,9 +65,12 @@ class FetchedRows:
 class MessageCodec:
     """Encode instances and rows of one serializer class into messages; decode requests into data."""
 
-    def __init__(self, serializer_class: Any, builder: fastpath.MessageBuilder | None):
+    def __init__(self, serializer_class: Any, builder: MessageBuilder | None):
         self.serializer_class = serializer_class
+        #: The compiled builder, or ``None`` (the reference path): a part, used by the methods below only.
         self.builder = builder
+        #: Whether ``encode_instance`` and ``encode_into`` can be called (no serializer needed).
+        self.encodes_instances = builder is not None
 
     @classmethod
     def compile(cls, serializer_class: Any) -> MessageCodec:
@@ -57,8 +78,8 @@ class MessageCodec:
         builder = None
         if grpc_ext_settings.FAST_PATH and getattr(serializer_class, "cache_fields", False):
             try:
-                builder = fastpath.MessageBuilder.compile(serializer_class(), serializer_class.get_proto_class())
-            except fastpath.NotCompilable as exc:
+                builder = MessageBuilder.compile(serializer_class(), serializer_class.get_proto_class())
+            except NotCompilable as exc:
                 logger.info("%s keeps the reference path: %s", serializer_class.__qualname__, exc)
         return cls(serializer_class, builder)
 
@@ -82,6 +103,24 @@ class MessageCodec:
             return self.builder.build_many(instances.all() if hasattr(instances, "all") else instances)
         return serializer.data_to_message(serializer.data)
 
+    def encode_instance(self, instance: Any) -> Message:
+        """Return the message of one instance, as ``serializer.message`` would; only if ``encodes_instances``."""
+        return self.builder.build(instance)  # type: ignore[union-attr]  # encodes_instances: it is set
+
+    def encode_into(self, repeated: Any, instances: list[Any]) -> None:
+        """Append the messages of ``instances`` to a response's ``repeated`` field; only if ``encodes_instances``.
+
+        With ``columns``, each message is built in place in the response, from
+        the instances' column values (a value the rows share converted once).
+        """
+        builder = self.builder
+        if builder is None:
+            raise ValueError(f"{self.serializer_class.__qualname__} needs a serializer: its codec is not compiled")
+        if builder.columns is not None and instances:
+            builder.fill_columns([list(map(attrgetter(column), instances)) for column in builder.columns], repeated.add)
+        else:
+            repeated.extend(builder.build(instance) for instance in instances)
+
     def fetch(self, queryset: QuerySet, *, extra_columns: Iterable[str] = ()) -> FetchedRows:
         """Run ``queryset.values_list(*self.columns, *extra_columns)``; return its rows and how to fill messages.
 
@@ -103,7 +142,7 @@ class MessageCodec:
     def decode(self, message: Message) -> dict[str, Any]:
         """Return a request message as the dict of its fields that DRF validates."""
         if grpc_ext_settings.FAST_PATH:
-            return fastpath.read_message(message)
+            return read_message(message)
         return message_to_dict(message)
 
 

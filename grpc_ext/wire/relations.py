@@ -1,4 +1,4 @@
-"""Related fields of the proto serializers, in a module of their own so that serializers and fastpath both import it."""
+"""Related fields of the proto serializers, in a module of their own so that serializers and builders both import it."""
 
 from __future__ import annotations
 

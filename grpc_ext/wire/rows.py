@@ -23,7 +23,7 @@ from django.db.models import QuerySet
 from django.db.models.sql.constants import GET_ITERATOR_CHUNK_SIZE, MULTI
 from django.utils.dateparse import parse_datetime
 
-from grpc_ext.wire.fastpath import MessageBuilder, compile_fill
+from grpc_ext.wire.builders import MessageBuilder, compile_fill
 
 
 def uuid_text(raw: str) -> str:

@@ -46,8 +46,8 @@ from rest_framework.validators import ProhibitSurrogateCharactersValidator
 from grpc_ext.exceptions import InvalidArgument
 from grpc_ext.models import ETAG_FIELD, has_etag
 from grpc_ext.settings import grpc_ext_settings
-from grpc_ext.wire import fastpath
 from grpc_ext.wire.codec import MessageCodec
+from grpc_ext.wire.item_validation import compile_item_validation
 from grpc_ext.wire.relations import StringPrimaryKeyRelatedField
 
 
@@ -255,7 +255,7 @@ class ListProtoSerializer(proto_serializers.ListProtoSerializer):
         The check is compiled once per list serializer (once per batch), after
         its child's fields are final (``skip_surrogate_checks``), and only for
         a child that validates as DRF's ``Serializer`` does
-        (``fastpath.compile_item_validation``).
+        (``grpc_ext.wire.item_validation``).
         """
         accept = self._accept_item
         if accept is not None:
@@ -268,7 +268,7 @@ class ListProtoSerializer(proto_serializers.ListProtoSerializer):
     def _accept_item(self):
         if not fast_path_enabled() or type(self).run_child_validation is not ListProtoSerializer.run_child_validation:
             return None
-        return fastpath.compile_item_validation(self.child, (ModelProtoSerializer.run_validators,))
+        return compile_item_validation(self.child, (ModelProtoSerializer.run_validators,))
 
     @property
     def message(self) -> list[Message]:

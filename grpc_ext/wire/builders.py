@@ -1,16 +1,18 @@
-"""Converters between model instances and proto messages, compiled once per class.
+"""Message builders compiled once per serializer class: model instances and ``values_list`` rows into messages.
 
 The reference path of ``ModelProtoSerializer`` turns an instance into DRF's
 ``.data`` (a dict of JSON-ready values), then parses that dict into a message
-with ``json_format.ParseDict``; requests go the other way through
-``MessageToDict``. Both walk strings and dicts for every field of every row.
+with ``json_format.ParseDict``, walking strings and dicts for every field of
+every row.
 
 Here the same decisions are made once, from the serializer's fields and the
 message's descriptor: each readable field becomes one step "read this
-attribute, convert it, pass it to the message constructor". A serializer whose
-output cannot be reproduced exactly that way (a custom ``to_representation``,
-a method field, a nested serializer, a dotted source...) is not compiled, and
-keeps the reference path: the fast path never changes what a client receives.
+attribute, convert it, pass it to the message constructor" (``MessageBuilder``).
+A serializer whose output cannot be reproduced exactly that way (a custom
+``to_representation``, a method field, a nested serializer, a dotted
+source...) is not compiled, and keeps the reference path: a builder never
+changes what a client receives. The codec (``grpc_ext.wire.codec``) is the
+one user of a builder.
 """
 
 from __future__ import annotations
@@ -22,18 +24,14 @@ from itertools import repeat
 from operator import attrgetter, is_
 from typing import Any
 
-from django.core.validators import MaxLengthValidator, MinLengthValidator, ProhibitNullCharactersValidator
 from django.db.models import Model
-from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from google.protobuf.internal import type_checkers
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from rest_framework import ISO_8601, serializers
 from rest_framework import fields as drf_fields
 from rest_framework.settings import api_settings
 
 from grpc_ext.wire.bulk import same_object
-from grpc_ext.wire.protojson import JSON_MESSAGE_TYPES, integral_numbers, message_to_dict
 from grpc_ext.wire.relations import StringPrimaryKeyRelatedField
 
 logger = logging.getLogger(__name__)
@@ -70,13 +68,6 @@ SCALAR_TYPES = {
     FieldDescriptor.TYPE_SFIXED64,
     FieldDescriptor.TYPE_DOUBLE,
     FieldDescriptor.TYPE_FLOAT,
-}
-INT64_TYPES = {
-    FieldDescriptor.TYPE_INT64,
-    FieldDescriptor.TYPE_UINT64,
-    FieldDescriptor.TYPE_SINT64,
-    FieldDescriptor.TYPE_FIXED64,
-    FieldDescriptor.TYPE_SFIXED64,
 }
 
 
@@ -169,7 +160,7 @@ class MessageBuilder:
         self.named_converters = [(name, convert) for name, _, convert in steps]
         self.fill = compile_fill(self.named_converters)
         self._fill_converted = compile_fill([(name, identity) for name, _ in self.named_converters])
-        #: Fill functions compiled for other per-column converters (``grpc_ext.rows``).
+        #: Fill functions compiled for other per-column converters (``grpc_ext.wire.rows``).
         self.fill_cache: dict[tuple, Callable] = {}
 
     @classmethod
@@ -240,7 +231,7 @@ def compile_fill(named_converters: list[tuple[str, Callable]]) -> Callable[[Iter
         arguments.append(f"{name}=None if {value} is None else {converted}")
     source = f"def fill(rows, make):\n    return [make({', '.join(arguments)}) for row in rows]\n"
     namespace = {f"convert_{index}": convert for index, (_, convert) in enumerate(named_converters)}
-    exec(compile(source, "<grpc_ext.fastpath.fill>", "exec"), namespace)
+    exec(compile(source, "<grpc_ext.wire.builders.fill>", "exec"), namespace)
     return namespace["fill"]
 
 
@@ -252,169 +243,3 @@ def convert_column(convert: Callable, values: list[Any]) -> list[Any]:
     if any(map(is_, values, repeat(None))):
         return [None if value is None else convert(value) for value in values]
     return values if convert is identity else list(map(convert, values))
-
-
-class DictReader:
-    """Read a request message into the dict ``MessageToDict`` would return, without JSON.
-
-    Options are those of ``grpc_ext.protojson.message_to_dict``: proto field
-    names, fields without presence always present. Scalars are copied as
-    json_format prints them (64-bit integers as strings, non-finite doubles as
-    "NaN"/"Infinity"), set message fields go through ``MessageToDict`` one by
-    one, so DRF validates exactly the values, and gives exactly the errors, of
-    the reference path. A message with repeated, map, enum or bytes fields is
-    read by ``MessageToDict`` as a whole.
-    """
-
-    def __init__(self, descriptor: Descriptor):
-        self.steps: list[tuple[str, bool, Callable]] | None = []
-        for field in descriptor.fields:
-            if field.is_repeated or field.type in (
-                FieldDescriptor.TYPE_ENUM,
-                FieldDescriptor.TYPE_BYTES,
-            ):
-                self.steps = None
-                return
-            convert: Callable[[Any], Any]
-            if field.message_type is not None and field.message_type.full_name in JSON_MESSAGE_TYPES:
-                convert = json_value
-            elif field.message_type is not None:
-                convert = message_value
-            elif field.type in INT64_TYPES:
-                convert = str
-            elif field.type == FieldDescriptor.TYPE_DOUBLE:
-                convert = double_value
-            elif field.type == FieldDescriptor.TYPE_FLOAT:
-                convert = float_value
-            else:
-                convert = identity
-            self.steps.append((field.name, field.has_presence, convert))
-
-    def read(self, message: Message) -> dict:
-        if self.steps is None:
-            return message_to_dict(message)
-        data = {}
-        for name, has_presence, convert in self.steps:
-            if has_presence and not message.HasField(name):
-                continue
-            data[name] = convert(getattr(message, name))
-        return data
-
-
-def message_value(value: Message) -> Any:
-    return json_format.MessageToDict(value, always_print_fields_with_no_presence=True, preserving_proto_field_name=True)
-
-
-def json_value(value: Message) -> Any:
-    """Read a Struct/Value as ``message_to_dict`` does: integral numbers as ints."""
-    return integral_numbers(message_value(value))
-
-
-def double_value(value: float) -> float | str:
-    if value != value:
-        return "NaN"
-    if value in (float("inf"), float("-inf")):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value
-
-
-def float_value(value: float) -> float | str:
-    special = double_value(value)
-    return special if isinstance(special, str) else type_checkers.ToShortestFloat(value)
-
-
-#: Keyed by the message type's descriptor (a C-implemented class under upb).
-_readers: dict[Any, DictReader] = {}
-
-
-def read_message(message: Message) -> dict:
-    """Return ``message`` as a dict, with a reader compiled once per message type."""
-    descriptor: Any = message.DESCRIPTOR
-    reader = _readers.get(descriptor)
-    if reader is None:
-        reader = _readers[descriptor] = DictReader(descriptor)
-    return reader.read(message)
-
-
-#: A plain string field's checks: (key, source, trim_whitespace, allow_blank, shortest, longest, refuses NUL).
-StringCheck = tuple[str, str, bool, bool, int, float, bool]
-
-
-def string_check(serializer: serializers.Serializer, field: drf_fields.Field) -> StringCheck | None:
-    """Return what DRF checks of a valid value of a plain ``CharField``, or ``None`` if it checks anything else.
-
-    Plain: a ``CharField`` itself (no subclass), with a one-attribute source,
-    no ``validate_<field>`` method, and only the validators ``CharField``
-    makes: the maximum and minimum length and the NUL check (the
-    lone-surrogate check is dropped for protobuf requests).
-    """
-    name = str(field.field_name)
-    if type(field) is not drf_fields.CharField or len(field.source_attrs) != 1:
-        return None
-    if getattr(serializer, f"validate_{name}", None) is not None:
-        return None
-    shortest, longest, refuses_nul = 0, float("inf"), False
-    for validator in field.validators:
-        limit = getattr(validator, "limit_value", None)
-        if type(validator) is MaxLengthValidator and type(limit) is int:
-            longest = min(longest, limit)
-        elif type(validator) is MinLengthValidator and type(limit) is int:
-            shortest = max(shortest, limit)
-        elif type(validator) is ProhibitNullCharactersValidator:
-            refuses_nul = True
-        else:
-            return None
-    return name, field.source_attrs[0], field.trim_whitespace, field.allow_blank, shortest, longest, refuses_nul
-
-
-def compile_item_validation(
-    serializer: serializers.Serializer, quiet_run_validators: Iterable[Callable] = ()
-) -> Callable[[Any], dict | None] | None:
-    """Compile ``accept(data)``: the value ``serializer.run_validation(data)`` returns for a valid item, else ``None``.
-
-    For a serializer whose validation is DRF's own walk of its writable
-    fields, each a plain ``CharField`` (``string_check``), and with no
-    serializer-level validator or ``validate()`` (``quiet_run_validators``:
-    ``run_validators`` overrides that do nothing without validators). ``accept`` only accepts: an
-    item it does not find valid (a missing, null or non-string value, a blank,
-    too long or too short one, a NUL) gets ``None``, and the caller runs DRF's
-    own validation on it, whose errors (messages, codes, fields) are the only
-    ones a client sees. A valid item is what DRF returns: its strings,
-    whitespace trimmed as the field says, under their sources.
-    """
-    cls = type(serializer)
-    base = serializers.Serializer
-    if (
-        cls.run_validation is not base.run_validation
-        or cls.to_internal_value is not base.to_internal_value
-        or cls.validate is not base.validate
-        or serializer.validators
-        or (cls.run_validators is not base.run_validators and cls.run_validators not in quiet_run_validators)
-    ):
-        return None
-    checks = []
-    for field in serializer._writable_fields:
-        check = string_check(serializer, field)
-        if check is None:
-            return None
-        checks.append(check)
-
-    def accept(data: Any) -> dict | None:
-        if type(data) is not dict:
-            return None
-        validated = {}
-        for name, source, trim, allow_blank, shortest, longest, refuses_nul in checks:
-            value = data.get(name)
-            if type(value) is not str:
-                return None  # missing (a default, or required), null, or another type: DRF decides
-            if trim:
-                value = value.strip()
-            if not value:
-                if not allow_blank:
-                    return None
-            elif not shortest <= len(value) <= longest or (refuses_nul and "\x00" in value):
-                return None
-            validated[source] = value
-        return validated
-
-    return accept
