@@ -21,6 +21,7 @@ import grpc
 from google.protobuf import descriptor_pool
 
 from grpc_ext.exceptions import InvalidArgument, abort_with_error_async
+from grpc_ext.server.handlers import rebuild
 
 logger = logging.getLogger(__name__)
 
@@ -152,17 +153,8 @@ def guard_decoding(handler: grpc.RpcMethodHandler, path: str = "") -> grpc.RpcMe
     deserializer = lenient_deserializer(handler.request_deserializer, method_input_type(path) if path else None)
     if deserializer is handler.request_deserializer:
         return handler
-    kinds = [
-        ("unary_unary", grpc.unary_unary_rpc_method_handler, _with_checked_request),
-        ("unary_stream", grpc.unary_stream_rpc_method_handler, _with_checked_request),
-        ("stream_unary", grpc.stream_unary_rpc_method_handler, _with_checked_requests),
-        ("stream_stream", grpc.stream_stream_rpc_method_handler, _with_checked_requests),
-    ]
-    for attribute, make, check in kinds:
-        behavior = getattr(handler, attribute)
-        if behavior is not None:
-            checked = check(behavior)
-            if checked is behavior:
-                return handler
-            return make(checked, deserializer, handler.response_serializer)
-    return handler
+
+    def check(kind: str, behavior: Callable) -> Callable:
+        return _with_checked_requests(behavior) if kind.startswith("stream_") else _with_checked_request(behavior)
+
+    return rebuild(handler, check, deserializer)

@@ -24,6 +24,7 @@ import grpc
 
 from grpc_ext.exceptions import DeadlineExceeded, InvalidArgument, Unavailable, abort_with_error_async
 from grpc_ext.server.calls import deadline_remaining
+from grpc_ext.server.handlers import rebuild
 from grpc_ext.settings import grpc_ext_settings
 
 logger = logging.getLogger(__name__)
@@ -86,17 +87,7 @@ def wrap_handler(handler: grpc.RpcMethodHandler, wrap_unary: Callable, wrap_stre
     that of a response stream (an async generator, or a coroutine that calls
     ``context.write``) and must return the same kind.
     """
-    kinds = [
-        ("unary_unary", grpc.unary_unary_rpc_method_handler, wrap_unary),
-        ("unary_stream", grpc.unary_stream_rpc_method_handler, wrap_stream),
-        ("stream_unary", grpc.stream_unary_rpc_method_handler, wrap_unary),
-        ("stream_stream", grpc.stream_stream_rpc_method_handler, wrap_stream),
-    ]
-    for attribute, make, wrap in kinds:
-        behavior = getattr(handler, attribute)
-        if behavior is not None:
-            return make(wrap(behavior), handler.request_deserializer, handler.response_serializer)
-    return handler
+    return rebuild(handler, lambda kind, behavior: (wrap_stream if kind.endswith("_stream") else wrap_unary)(behavior))
 
 
 def observe_handler(
