@@ -29,6 +29,8 @@ class AsyncClient(_ClientBase):
     ``iterate`` and ``stream``. Create it inside the event loop that uses it (``async with AsyncClient(...)``).
     """
 
+    _channel: grpc.aio.Channel
+
     def _connect(self) -> None:
         interceptors = [AsyncTracingClientInterceptor(self._tracer)] if self._tracer is not None else None
         if self._credentials is None:
@@ -101,18 +103,6 @@ class AsyncClient(_ClientBase):
             if self._tokens.access == refused:
                 await self._refresh_locked(None)
             return True
-
-    def _callable(self, method: RpcMethod) -> Any:
-        multicallable = self._callables.get(method.path)
-        if multicallable is None:
-            factory = self._channel.unary_stream if method.server_streaming else self._channel.unary_unary
-            multicallable = factory(
-                method.path,
-                request_serializer=method.request_class.SerializeToString,
-                response_deserializer=method.response_class.FromString,
-            )
-            self._callables[method.path] = multicallable
-        return multicallable
 
     async def _unary(
         self,

@@ -341,6 +341,8 @@ class _ClientBase:
     """What ``Client`` and ``AsyncClient`` share: the services, the tokens, the channel's settings."""
 
     _services: dict[str, ServiceSpec]
+    #: The channel ``_connect`` opens: grpc's (``Client``) or grpc.aio's (``AsyncClient``), whose factories match.
+    _channel: Any
 
     def __init__(
         self,
@@ -376,6 +378,19 @@ class _ClientBase:
     def _connect(self) -> None:
         """Open the channel and build the service objects (grpc or grpc.aio)."""
         raise NotImplementedError
+
+    def _callable(self, method: RpcMethod) -> Any:
+        """Return the channel's multicallable of ``method``, made once per client."""
+        multicallable = self._callables.get(method.path)
+        if multicallable is None:
+            factory = self._channel.unary_stream if method.server_streaming else self._channel.unary_unary
+            multicallable = factory(
+                method.path,
+                request_serializer=method.request_class.SerializeToString,
+                response_deserializer=method.response_class.FromString,
+            )
+            self._callables[method.path] = multicallable
+        return multicallable
 
     def _unary(
         self,

@@ -42,6 +42,8 @@ class Client(_ClientBase):
     the server joins (``grpc_ext.client.tracing``).
     """
 
+    _channel: grpc.Channel
+
     def _connect(self) -> None:
         if self._credentials is None:
             self._channel = grpc.insecure_channel(self.target, options=self._options)
@@ -119,18 +121,6 @@ class Client(_ClientBase):
             if self._tokens.access == refused:
                 self._refresh_locked(None)
             return True
-
-    def _callable(self, method: RpcMethod) -> Any:
-        multicallable = self._callables.get(method.path)
-        if multicallable is None:
-            factory = self._channel.unary_stream if method.server_streaming else self._channel.unary_unary
-            multicallable = factory(
-                method.path,
-                request_serializer=method.request_class.SerializeToString,
-                response_deserializer=method.response_class.FromString,
-            )
-            self._callables[method.path] = multicallable
-        return multicallable
 
     def _unary(
         self,
