@@ -13,13 +13,11 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.support.helpers import running_web
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -51,7 +49,6 @@ def production_site(tmp_path_factory):
     """Run the web process as the production guide does; yield its URL and database file."""
     root = tmp_path_factory.mktemp("production-site")
     database = root / "db.sqlite3"
-    port = free_port()
     keep = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV"}
     env = {
         **{name: value for name, value in os.environ.items() if name in keep},
@@ -64,40 +61,18 @@ def production_site(tmp_path_factory):
         "STATIC_ROOT": str(root / "static"),
         "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD,
     }
-    python = sys.executable
     for command in (
         ["manage.py", "migrate", "--noinput", "-v", "0"],
         ["manage.py", "collectstatic", "--noinput", "-v", "0"],
         ["manage.py", "createsuperuser", "--noinput", "--email", ADMIN_EMAIL],
         ["manage.py", "seeddemo"],
     ):
-        result = subprocess.run([python, *command], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, *command], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=300
+        )
         assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
-    gunicorn = [python, "-m", "gunicorn", "demo.wsgi:application", "--bind", f"127.0.0.1:{port}"]
-    server = subprocess.Popen(
-        [*gunicorn, "--workers", "1", "--threads", "4", "--access-logfile", "-"],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                with urllib.request.urlopen(f"{url}/healthz/", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            server.kill()
-            pytest.fail(f"gunicorn did not answer: {server.communicate()[0]}")
+    with running_web(env, "--threads", "4", "--access-logfile", "-") as url:
         yield url, database
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,7 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -39,9 +37,8 @@ from grpc_ext.server import tracing
 from grpc_ext.server.trace_logging import TraceContextFilter
 from grpc_ext.server.transport import load_interceptors
 from protos import posts_pb2, posts_pb2_grpc
-from tests.conftest import free_port
 from tests.support.factories import make_post
-from tests.support.helpers import access_token, auth_metadata
+from tests.support.helpers import access_token, auth_metadata, running_web
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 SERVICE_NAME = "grpc-ext-tracing-test"
@@ -379,30 +376,9 @@ def test_the_access_log_and_every_record_within_a_call_carry_its_trace_and_span_
 def traced_web(collector, user) -> Iterator[tuple[str, Collector]]:
     """The REST perimeter under gunicorn (``demo.wsgi``), exporting to the collector."""
     receiver, endpoint = collector
-    port = free_port()
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "demo.settings", **tracing_env(endpoint)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "demo.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{base}/healthz/", timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None:
-                    pytest.fail(f"gunicorn exited: {process.communicate()[0]}")
-                time.sleep(0.1)
+    with running_web(env) as base:
         yield base, receiver
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_the_rest_api_exports_request_spans_with_the_same_service_and_their_sql(traced_web, user):

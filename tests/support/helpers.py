@@ -3,8 +3,15 @@ and ways to break the database on purpose."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.db import connection, connections
@@ -71,3 +78,46 @@ def database_url_of_this_run() -> str:
     if connection.vendor == "sqlite":
         return f"sqlite:///{config['NAME']}"
     return f"postgres://{config['USER']}@{config['HOST'] or '127.0.0.1'}:{config['PORT'] or 5432}/{config['NAME']}"
+
+
+#: The project's directory, where the web process runs.
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def running_web(env: dict[str, str], *gunicorn_args: str, timeout: float = 30.0) -> Iterator[str]:
+    """Run gunicorn serving ``demo.wsgi`` with ``env`` on a free port; yield its URL once ``/healthz/`` answers 200.
+
+    Fails the test with gunicorn's output if it exits or does not answer within ``timeout``; stopped afterwards.
+    """
+    from tests.conftest import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "demo.wsgi:application", "--bind", f"127.0.0.1:{port}"]
+    server = subprocess.Popen(
+        [*command, "--workers", "1", *gunicorn_args],
+        cwd=PROJECT_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz/", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail(f"gunicorn exited: {server.communicate()[0]}")
+                if time.monotonic() > deadline:
+                    server.kill()
+                    pytest.fail(f"gunicorn did not answer: {server.communicate()[0]}")
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
