@@ -57,6 +57,23 @@ function showError(error: unknown, root: ParentNode): void {
   if (!shown) notice(connectError.rawMessage);
 }
 
+/** Run an action of the page: clear the errors shown in `root`, then show there the one it fails with
+ *  (an ABORTED one through `onAborted`, when given: a stale etag). */
+async function act(root: ParentNode, action: () => Promise<void>, onAborted?: () => void): Promise<void> {
+  clearErrors(root);
+  notice("");
+  try {
+    await action();
+  } catch (caught) {
+    const connectError = ConnectError.from(caught);
+    if (onAborted && connectError.code === Code.Aborted) {
+      onAborted();
+    } else {
+      showError(connectError, root);
+    }
+  }
+}
+
 /** A request id for Create, so that a retried Create writes once (also outside secure contexts). */
 function requestId(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
@@ -95,42 +112,35 @@ function renderPost(post: Post): HTMLLIElement {
   form.append(input, save, remove, error, conflict);
   item.append(title, form);
 
-  form.addEventListener("submit", async (event) => {
+  const showConflict = (): void => {
+    conflict.textContent = "Conflict: this post was changed elsewhere since it was loaded. Reload to see it.";
+  };
+  form.addEventListener("submit", (event) => {
     event.preventDefault();
-    clearErrors(item);
-    notice("");
-    try {
-      // PartialUpdate with the etag the page read: a post changed since fails ABORTED, nothing is lost.
-      const updated = await posts.partialUpdate({
-        id: post.id,
-        title: input.value,
-        updateMask: { paths: ["title"] },
-        etag: item.dataset.etag ?? "",
-      });
-      item.replaceWith(renderPost(updated));
-    } catch (caught) {
-      const connectError = ConnectError.from(caught);
-      if (connectError.code === Code.Aborted) {
-        conflict.textContent = "Conflict: this post was changed elsewhere since it was loaded. Reload to see it.";
-      } else {
-        showError(connectError, item);
-      }
-    }
+    void act(
+      item,
+      async () => {
+        // PartialUpdate with the etag the page read: a post changed since fails ABORTED, nothing is lost.
+        const updated = await posts.partialUpdate({
+          id: post.id,
+          title: input.value,
+          updateMask: { paths: ["title"] },
+          etag: item.dataset.etag ?? "",
+        });
+        item.replaceWith(renderPost(updated));
+      },
+      showConflict,
+    );
   });
-  remove.addEventListener("click", async () => {
-    clearErrors(item);
-    notice("");
-    try {
-      await posts.destroy({ id: post.id, etag: item.dataset.etag ?? "" });
-      item.remove();
-    } catch (caught) {
-      const connectError = ConnectError.from(caught);
-      if (connectError.code === Code.Aborted) {
-        conflict.textContent = "Conflict: this post was changed elsewhere since it was loaded. Reload to see it.";
-      } else {
-        showError(connectError, item);
-      }
-    }
+  remove.addEventListener("click", () => {
+    void act(
+      item,
+      async () => {
+        await posts.destroy({ id: post.id, etag: item.dataset.etag ?? "" });
+        item.remove();
+      },
+      showConflict,
+    );
   });
   return item;
 }
@@ -168,31 +178,25 @@ function signOut(): void {
 
 function start(): void {
   const signIn = element<HTMLFormElement>("#signin-form");
-  signIn.addEventListener("submit", async (event) => {
+  signIn.addEventListener("submit", (event) => {
     event.preventDefault();
-    clearErrors(signIn);
-    notice("");
     const data = new FormData(signIn);
     const email = String(data.get("email") ?? "");
-    try {
+    void act(signIn, async () => {
       const tokens = await auth.login({ email, password: String(data.get("password") ?? "") });
       sessionStorage.setItem(TOKEN_KEY, tokens.access);
       sessionStorage.setItem(EMAIL_KEY, email);
       signIn.reset();
       await showWorkspace();
-    } catch (caught) {
-      showError(caught, signIn);
-    }
+    });
   });
 
   const create = element<HTMLFormElement>("#create-form");
-  create.addEventListener("submit", async (event) => {
+  create.addEventListener("submit", (event) => {
     event.preventDefault();
-    clearErrors(create);
-    notice("");
     const data = new FormData(create);
     const description = String(data.get("description") ?? "");
-    try {
+    void act(create, async () => {
       const post = await posts.create({
         title: String(data.get("title") ?? ""),
         description: description || undefined,
@@ -200,9 +204,7 @@ function start(): void {
       });
       element("#posts").prepend(renderPost(post));
       create.reset();
-    } catch (caught) {
-      showError(caught, create);
-    }
+    });
   });
 
   element("#signout").addEventListener("click", signOut);
