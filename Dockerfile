@@ -1,5 +1,5 @@
 # One image, two process types (docs/guides/production.md): the gRPC server (the default
-# command) and the web process (admin + REST under gunicorn); the migration job
+# command) and the web process (admin, REST and Connect under granian); the migration job
 # runs `manage.py migrate`. The project lives in /app, its virtualenv in /app/.venv,
 # so the commands are the docs': .venv/bin/python manage.py ...
 

@@ -1,4 +1,4 @@
-"""Settings of the DRF baseline server (gunicorn): the benchmark's, with the baseline's routes."""
+"""Settings of the DRF baseline server (granian): the benchmark's, with the baseline's routes."""
 
 from bench.settings import *  # noqa: F403
 

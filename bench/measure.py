@@ -197,7 +197,7 @@ def verify_stream(server: Server, rows: int) -> None:
         raise Failure(f"{server.name} Stream sent {received} rows, expected {rows}")
 
 
-# DRF under gunicorn ------------------------------------------------------------------------
+# DRF under granian -------------------------------------------------------------------------
 
 
 def drf_http(

@@ -1,4 +1,4 @@
-"""Start, watch and stop the servers under test: gRPC, DRF under gunicorn, the floor."""
+"""Start, watch and stop the servers under test: gRPC, DRF and the web process under granian, the floors."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ class Server:
     name: str
     port: int
     processes: list[subprocess.Popen] = field(default_factory=list)
-    #: gunicorn's master only forks; its workers serve and hold the memory.
+    #: granian's main process only spawns; its workers serve and hold the memory.
     workers_are_children: bool = False
     #: Access token sent with every call (``authorization: Bearer ...``); empty for none.
     token: str = ""
@@ -259,43 +259,43 @@ def start_grpc(
     return server
 
 
-def gunicorn_command(application: str, port: int, workers: int) -> list[str]:
-    """Return the production guide's web command (gunicorn, gthread, 4 threads per worker) serving ``application``."""
+def web_command(application: str, port: int, workers: int) -> list[str]:
+    """Return the production guide's web command (granian, WSGI, 4 blocking threads a worker) for ``application``."""
     return [
         sys.executable,
         "-m",
-        "gunicorn",
-        application,
-        "--bind",
-        f"127.0.0.1:{port}",
+        "granian",
+        "--interface",
+        "wsgi",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
         "--workers",
         str(workers),
-        "--worker-class",
-        "gthread",
-        "--threads",
+        "--blocking-threads",
         "4",
         "--log-level",
         "warning",
-        "--timeout",
-        "120",
+        application,
     ]
 
 
 def start_drf(database_url: str, workers: int, token: str) -> Server:
-    """Start gunicorn with ``workers`` processes serving the DRF baseline."""
+    """Start the production web command with ``workers`` processes serving the DRF baseline."""
     port = free_port()
-    command = gunicorn_command("bench.wsgi", port, workers)
+    command = web_command("bench.wsgi:application", port, workers)
     env = {**server_env(database_url), "DJANGO_SETTINGS_MODULE": "bench.drf_settings"}
     return start(f"drf x{workers}", [command], port, env, workers_are_children=True, token=token)
 
 
 def start_web(database_url: str, workers: int, token: str) -> Server:
-    """Start the web process as the production guide's command does (gunicorn, gthread, 4 threads per worker).
+    """Start the web process as the production guide's command does (granian, 4 blocking threads per worker).
 
     It serves every service over Connect and gRPC-Web (``grpc_ext.gateway.connect``), with the product's settings.
     """
     port = free_port()
-    command = gunicorn_command("demo.wsgi:application", port, workers)
+    command = web_command("demo.wsgi:application", port, workers)
     env = {**server_env(database_url), "ALLOWED_HOSTS": "127.0.0.1"}
     return start(f"web x{workers}", [command], port, env, workers_are_children=True, token=token)
 

@@ -1,4 +1,4 @@
-"""WSGI entry point of the DRF baseline server (``gunicorn bench.wsgi``)."""
+"""WSGI entry point of the DRF baseline server (``granian --interface wsgi bench.wsgi:application``)."""
 
 import os
 

@@ -422,7 +422,7 @@ def connections_by_pid(port: int) -> Counter[int]:
 
 
 def host_pids(cluster: Cluster) -> dict[str, list[int]]:
-    """The pids of each Django host: a gRPC host's process, the web host's gunicorn workers."""
+    """The pids of each Django host: a gRPC host's process, the web host's granian workers."""
     hosts = {f"gRPC host {index + 1}": [cluster.grpc(index).pid] for index in range(len(GRPC_HOSTS))}
     web = cluster.processes["web"].pid
     children = Path(f"/proc/{web}/task/{web}/children").read_text().split()

@@ -4,7 +4,7 @@ The layout, as the production guide (docs/guides/production.md) describes it for
 
     client --h2--> HAProxy (127.0.0.1) --h2--> grpcrunserver on 127.0.0.2, .3, .4 --+
                                                                                     +--> PgBouncer --> PostgreSQL
-    client --http--> gunicorn on 127.0.0.5 ----------------------------------------+     (transaction)  (its own)
+    client --http--> granian on 127.0.0.5 ----------------------------------------+     (transaction)  (its own)
                      every host --> Redis (its own): the cache, rate-limit counters
 
 PostgreSQL and Redis are instances of the cluster's own, on ports of their own
@@ -260,7 +260,7 @@ class Cluster:
         rows = [("gRPC, through the balancer (HAProxy)", self.lb_address)]
         rows += [(f"gRPC host {index}", address) for index, address in enumerate(self.grpc_addresses, 1)]
         rows += [
-            ("web host (gunicorn: admin, REST)", self.web_url),
+            ("web host (granian: admin, REST, Connect)", self.web_url),
             ("metrics of gRPC host 1..3", f"http://{GRPC_HOSTS[0]}..{GRPC_HOSTS[-1][-1]}:{self.metrics_port}/metrics"),
             ("PgBouncer (transaction mode)", self.pgbouncer_url),
             ("PostgreSQL (the cluster's own)", self.postgres_url),
@@ -446,8 +446,8 @@ class Cluster:
         self.wait_for(lambda: health_status(address) == "SERVING", f"gRPC host {address}", self.grpc(index), timeout)
 
     def start_web(self) -> None:
-        command = [PYTHON, "-m", "gunicorn", "demo.wsgi:application", "--bind", f"{WEB_HOST}:{self.web_port}"]
-        command += ["--workers", "2", "--threads", "4", "--access-logfile", "-"]
+        command = [PYTHON, "-m", "granian", "--interface", "wsgi", "--host", WEB_HOST, "--port", str(self.web_port)]
+        command += ["--workers", "2", "--blocking-threads", "4", "--access-log", "demo.wsgi:application"]
         self.process("web", command, self.django_env(WEB_HOST))
         self.wait_for(lambda: self.web_answers(), "the web host", self.processes["web"])
 

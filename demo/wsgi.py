@@ -1,6 +1,6 @@
 """WSGI entry point of the web process: the admin, the REST perimeter, the page, and every service over Connect.
 
-``runserver`` (``WSGI_APPLICATION``) and gunicorn both serve this application;
+``runserver`` (``WSGI_APPLICATION``) and granian both serve this application;
 ``/<package>.<Service>/<Method>`` calls go to ``grpc_ext.gateway.connect``, the rest to Django.
 """
 

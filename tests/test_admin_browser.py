@@ -1,7 +1,7 @@
-"""The admin in a real browser, served as in production: DEBUG off, gunicorn, static files from WhiteNoise.
+"""The admin in a real browser, served as in production: DEBUG off, granian, static files from WhiteNoise.
 
 Follows the production guide's steps (migrate, collectstatic, createsuperuser,
-gunicorn) on a scratch SQLite database, then drives Debian's chromium with
+granian) on a scratch SQLite database, then drives Debian's chromium with
 Playwright: log in, add and edit a user, add a post whose owner is picked with
 the autocomplete, edit it. Screenshots go to ``var/screenshots/admin/``.
 """
@@ -71,7 +71,7 @@ def production_site(tmp_path_factory):
             [sys.executable, *command], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=300
         )
         assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
-    with running_web(env, "--threads", "4", "--access-logfile", "-") as url:
+    with running_web(env, "--blocking-threads", "4", "--access-log") as (url, _):
         yield url, database
 
 

@@ -1,7 +1,7 @@
 """Every service over Connect (JSON and binary, unary and streaming) and gRPC-Web, through a live HTTP server.
 
 ``web_server`` serves ``demo.wsgi.application``, what ``runserver`` and
-gunicorn serve, on the test database.
+granian serve, on the test database.
 
 The web process serves the same service classes as the gRPC server
 (``grpc_ext.gateway.connect``): these tests call them as a browser or an HTTP client
@@ -13,9 +13,13 @@ in the database.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import os
+import signal
 import struct
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -37,6 +41,7 @@ from grpc_ext.testing import access_token
 from posts.models import Post
 from protos import auth_pb2, posts_pb2
 from tests.support.factories import PASSWORD, make_post, make_user
+from tests.support.helpers import database_url_of_this_run, running_web
 
 POSTS = posts_pb2.DESCRIPTOR.services_by_name["PostController"]
 
@@ -441,3 +446,51 @@ def test_cors_refuses_other_origins_by_default(web_server, transactional_db):
     headers = preflight(web_server.url, "https://elsewhere.example.com")
 
     assert "access-control-allow-origin" not in headers
+
+
+# --------------------------------------------------------------------------- the production web command
+
+
+def read_envelopes(response) -> list[tuple[int, bytes]]:
+    """Read a Connect streaming body to its end: (flags, payload) of each enveloped message."""
+    envelopes = []
+    while header := response.read(5):
+        flags, length = header[0], int.from_bytes(header[1:], "big")
+        envelopes.append((flags, response.read(length)))
+    return envelopes
+
+
+def test_sigterm_lets_the_stream_in_flight_finish_and_refuses_new_calls(transactional_db):
+    """SIGTERM to the production web command (granian): the call in flight gets every row, a new one no answer."""
+    owner = make_user(is_verified=True)
+    Post.objects.bulk_create(Post(owner=owner, title=f"Post {index}", description="x" * 2000) for index in range(300))
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "demo.settings",
+        "DATABASE_URL": database_url_of_this_run(),
+        "ALLOWED_HOSTS": "127.0.0.1",
+    }
+    with running_web(env, "--blocking-threads", "4") as (url, process):
+        connection = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30)
+        body = json.dumps({"batchSize": 1}).encode()
+        connection.request(
+            "POST",
+            "/posts.PostController/Stream",
+            body=b"\x00" + len(body).to_bytes(4, "big") + body,
+            headers={"Content-Type": "application/connect+json", "Authorization": f"Bearer {access_token(owner)}"},
+        )
+        response = connection.getresponse()
+        assert response.status == 200
+        header = response.read(5)
+        first = response.read(int.from_bytes(header[1:], "big"))  # one row of 300 (600 kB): the call is under way
+
+        process.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"{url}/healthz/", timeout=5)
+        *rest, (end_flags, end) = read_envelopes(response)
+
+        assert process.wait(timeout=30) == 0
+    assert end_flags == 2 and json.loads(end) == {}, end  # the end-of-stream message, with no error
+    rows = [post["id"] for flags, payload in [(header[0], first), *rest] for post in json.loads(payload)["posts"]]
+    assert sorted(rows) == sorted(str(pk) for pk in Post.objects.values_list("pk", flat=True))

@@ -30,9 +30,9 @@ def readme_commands() -> dict[str, list[str]]:
     commands = [shlex.split(line) for line in block.splitlines() if line.startswith(".venv/bin/")]
     by_name = {}
     for command in commands:
-        name = command[2]  # .venv/bin/python manage.py <command>, .venv/bin/python -m gunicorn
+        name = command[2]  # .venv/bin/python manage.py <command>, .venv/bin/python -m granian
         by_name[name] = command
-    assert set(by_name) == {"grpcrunserver", "gunicorn", "migrate", "collectstatic"}, by_name
+    assert set(by_name) == {"grpcrunserver", "granian", "migrate", "collectstatic"}, by_name
     return by_name
 
 
@@ -71,7 +71,7 @@ def test_the_manifests_run_the_readme_commands():
     (web,) = containers("Deployment", "grpcdemo-web")
     (migrate,) = containers("Job", "grpcdemo-migrate")
     assert in_project(grpc["command"]) == commands["grpcrunserver"]
-    assert in_project(web["command"]) == commands["gunicorn"]
+    assert in_project(web["command"]) == commands["granian"]
     assert in_project(migrate["command"]) == commands["migrate"]
     for container in (grpc, web, migrate):
         assert container["workingDir"] == IMAGE_ROOT.rstrip("/")

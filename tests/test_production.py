@@ -141,7 +141,7 @@ def test_the_one_host_run_of_the_docs_passes_its_deploy_check_with_the_four_http
 def test_the_one_host_run_of_the_docs_listens_on_loopback_only():
     guide = (BASE_DIR / "docs" / "guides" / "production.md").read_text()
     block = guide.split("## A production-style run on one host", 1)[1].split("```sh\n", 1)[1].split("\n```", 1)[0]
-    assert "grpcrunserver 127.0.0.1:50051" in block and "--bind 127.0.0.1:8000" in block
+    assert "grpcrunserver 127.0.0.1:50051" in block and "--host 127.0.0.1 --port 8000" in block
     assert "0.0.0.0" not in block and "[::]" not in block
     assert local_run_values()["GRPC_METRICS_ADDRESS"] == "127.0.0.1"
 

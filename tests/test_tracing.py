@@ -1,7 +1,7 @@
 """Traces as a tracing backend receives them: a real server process exports over OTLP to a collector in this process.
 
 The collector is the OTLP/gRPC ``TraceService`` built from ``opentelemetry-proto``'s
-stubs; the servers (``grpcrunserver``, and gunicorn for the REST side) find it
+stubs; the servers (``grpcrunserver``, and granian for the REST side) find it
 through ``OTEL_EXPORTER_OTLP_ENDPOINT`` alone, on the test database (SQLite or
 PostgreSQL, as the run is).
 """
@@ -374,10 +374,10 @@ def test_the_access_log_and_every_record_within_a_call_carry_its_trace_and_span_
 
 @pytest.fixture
 def traced_web(collector, user) -> Iterator[tuple[str, Collector]]:
-    """The REST perimeter under gunicorn (``demo.wsgi``), exporting to the collector."""
+    """The REST perimeter under granian (``demo.wsgi``), exporting to the collector."""
     receiver, endpoint = collector
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "demo.settings", **tracing_env(endpoint)}
-    with running_web(env) as base:
+    with running_web(env) as (base, _):
         yield base, receiver
 
 

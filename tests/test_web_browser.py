@@ -1,4 +1,4 @@
-"""The page at /app/ in a real browser, served as in production (gunicorn, DEBUG off, WhiteNoise).
+"""The page at /app/ in a real browser, served as in production (granian, DEBUG off, WhiteNoise).
 
 Debian's chromium, driven by Playwright, signs in as a demo user through the
 Connect endpoints, lists the user's posts, creates one, is shown a field

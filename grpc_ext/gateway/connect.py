@@ -8,7 +8,7 @@ it one endpoint per RPC of every service the gRPC server serves
 (``grpc_ext.contract.discovery``: a new app needs nothing more), at the standard path
 ``/<package>.<Service>/<Method>``, and puts it in front of Django in the
 web process's WSGI application (``with_connect``, ``demo/wsgi.py``), so that
-``runserver`` and gunicorn serve it with the rest of the site.
+``runserver`` and granian serve it with the rest of the site.
 
 The gRPC handlers and these endpoints are two faces of one service class:
 both drive the service's ``RequestCycle`` (authentication, permissions,

@@ -85,17 +85,20 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
-def running_web(env: dict[str, str], *gunicorn_args: str, timeout: float = 30.0) -> Iterator[str]:
-    """Run gunicorn serving ``demo.wsgi`` with ``env`` on a free port; yield its URL once ``/healthz/`` answers 200.
+def running_web(
+    env: dict[str, str], *granian_args: str, timeout: float = 30.0
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run the production web command (granian, one worker) serving ``demo.wsgi`` with ``env`` on a free port.
 
-    Fails the test with gunicorn's output if it exits or does not answer within ``timeout``; stopped afterwards.
+    Yields its URL and process once ``/healthz/`` answers 200. Fails the test
+    with granian's output if it exits or does not answer within ``timeout``; stopped afterwards.
     """
     from tests.conftest import free_port
 
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "demo.wsgi:application", "--bind", f"127.0.0.1:{port}"]
+    command = [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port)]
     server = subprocess.Popen(
-        [*command, "--workers", "1", *gunicorn_args],
+        [*command, "--workers", "1", *granian_args, "demo.wsgi:application"],
         cwd=PROJECT_DIR,
         env=env,
         stdout=subprocess.PIPE,
@@ -112,12 +115,13 @@ def running_web(env: dict[str, str], *gunicorn_args: str, timeout: float = 30.0)
                         break
             except OSError:
                 if server.poll() is not None:
-                    pytest.fail(f"gunicorn exited: {server.communicate()[0]}")
+                    pytest.fail(f"granian exited: {server.communicate()[0]}")
                 if time.monotonic() > deadline:
                     server.kill()
-                    pytest.fail(f"gunicorn did not answer: {server.communicate()[0]}")
+                    pytest.fail(f"granian did not answer: {server.communicate()[0]}")
                 time.sleep(0.1)
-        yield url
+        yield url, server
     finally:
-        server.terminate()
+        if server.poll() is None:
+            server.terminate()
         server.wait(timeout=30)

@@ -2,7 +2,7 @@
 
 For each database: create a scratch database, seed it, start the servers one
 at a time (``grpcrunserver`` on the ``aio`` and on the ``native`` transport,
-gunicorn, the plain grpcio floors, the hand-written grpcio + driver server on
+granian (DRF and the web process), the plain grpcio floors, the hand-written grpcio + driver server on
 grpcio and on pygrpc-native), drive them with h2load (gRPC over h2c) and wrk
 (HTTP/1.1), check every call succeeded, then print the table and save it as
 JSON and a chart. On 2 cores a second server process has no core of its own,
