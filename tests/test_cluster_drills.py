@@ -12,16 +12,32 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 
+import grpc
 import h2.config
 import h2.connection
 import h2.events
+import psycopg2
 import pytest
 from grpc_health.v1 import health_pb2
 
 from cluster.drills import DRILLS, QUICK, DrillResult, restore
-from cluster.hosts import HAPROXY_CONFIG, HEALTH_CHECK_SERVING, Cluster, health_check_request, missing_programs
+from cluster.hosts import (
+    HAPROXY_CONFIG,
+    HEALTH_CHECK_SERVING,
+    PGBOUNCER_CONFIG,
+    Cluster,
+    health_check_request,
+    missing_programs,
+)
+from cluster.load import PASSWORD
+from grpc_ext.client import Client
+from protos import posts_pb2, posts_pb2_grpc
 
 
 def test_the_balancers_health_check_is_a_grpc_health_check_request_for_the_whole_server():
@@ -75,4 +91,71 @@ def test_drill(cluster: Cluster, name: str) -> None:
         assert result.passed, "\n".join(result.lines())
         assert result.figures["acknowledged Creates"] > 0, "the load wrote nothing: the drill proved nothing"
     finally:
+        restore(cluster)
+
+
+def pgbouncer_pool_size() -> int:
+    """Server connections PgBouncer lends at most per (database, user): its pool and its reserve."""
+    settings = dict(re.findall(r"^(\w+) = (\S+)$", PGBOUNCER_CONFIG.read_text(), re.MULTILINE))
+    return int(settings["default_pool_size"]) + int(settings["reserve_pool_size"])
+
+
+def test_a_query_queued_in_pgbouncer_as_postgresql_stops_ends_unavailable_before_a_2_s_deadline(
+    cluster: Cluster,
+) -> None:
+    """The postgres drill's rare DEADLINE_EXCEEDED, every time: a query that waits in PgBouncer's queue for a
+    server connection as PostgreSQL stops is not refused with the clients that come after (PgBouncer 1.18);
+    ``query_wait_timeout`` must end its wait before a no-retry call's 2 s deadline, UNAVAILABLE.
+
+    Sleeping queries hold every server connection, so that the call's first query is queued; PostgreSQL's
+    fast shutdown then ends them, and its restart waits until the call has ended.
+    """
+    email = f"queued-{uuid.uuid4().hex[:8]}@example.com"
+    with Client(cluster.lb_address) as client:
+        client.users.Create(email=email, password=PASSWORD)
+        client.login(email, PASSWORD)
+        post = client.posts.Create(title=f"queued-{uuid.uuid4().hex}")
+        metadata = (("authorization", f"Bearer {client.access_token}"),)
+
+    def sleep() -> None:
+        try:
+            connection = psycopg2.connect(cluster.pgbouncer_url, connect_timeout=3)
+            try:
+                connection.cursor().execute("SELECT pg_sleep(60)")
+            finally:
+                connection.close()
+        except psycopg2.Error:
+            pass  # ended by the shutdown, or by the cancel below
+
+    def sleeping() -> int:
+        with cluster.postgres() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
+            return int(cursor.fetchone()[0])
+
+    postgres = cluster.processes["postgres"]
+    sleepers = [threading.Thread(target=sleep, daemon=True) for _ in range(pgbouncer_pool_size())]
+    stopped = False
+    try:
+        for sleeper in sleepers:
+            sleeper.start()
+        cluster.wait_for(lambda: sleeping() == len(sleepers), "every PgBouncer server connection held", timeout=10)
+        with grpc.insecure_channel(cluster.grpc_addresses[0], options=[("grpc.enable_retries", 0)]) as channel:
+            stub = posts_pb2_grpc.PostControllerStub(channel)
+            started = time.monotonic()
+            call = stub.Retrieve.future(posts_pb2.PostRetrieveRequest(id=post.id), metadata=metadata, timeout=2)
+            time.sleep(0.3)  # the call's query is in PgBouncer's queue
+            postgres.send(signal.SIGINT)
+            stopped = True
+            code, details = call.code(), call.details()
+            seconds = time.monotonic() - started
+        assert code == grpc.StatusCode.UNAVAILABLE, f"{code.name} after {seconds:.2f} s: {details}"
+        assert seconds < 2
+    finally:
+        if stopped:
+            postgres.wait(30)  # its fast shutdown ends the sleepers
+        else:
+            with cluster.postgres() as cursor:
+                cursor.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
+        for sleeper in sleepers:
+            sleeper.join(10)
         restore(cluster)
