@@ -23,6 +23,7 @@ import h2.config
 import h2.connection
 import h2.events
 import psycopg2
+import psycopg2.errors
 import pytest
 from grpc_health.v1 import health_pb2
 
@@ -159,3 +160,75 @@ def test_a_query_queued_in_pgbouncer_as_postgresql_stops_ends_unavailable_before
         for sleeper in sleepers:
             sleeper.join(10)
         restore(cluster)
+
+
+def test_the_cancel_request_of_a_connection_through_pgbouncer_stops_its_own_query_only(cluster: Cluster) -> None:
+    """A cancelled call's query is stopped with the protocol's cancel request (``grpc_ext.server.pg_cancel``).
+
+    Through PgBouncer the pid a connection reports is PgBouncer's own, not its backend's, so
+    ``pg_cancel_backend`` of it could not stop the query; the cancel request, with the session's key,
+    stops this client's query and leaves another client's, running beside it, alone.
+    """
+    from grpc_ext.server.pg_cancel import cancel_handle
+
+    def usable(connect) -> psycopg2.extensions.connection:
+        """A connection through PgBouncer that answers: after a drill restarted PostgreSQL, a first statement may
+        meet a server connection that died with it."""
+        deadline = time.monotonic() + 10
+        while True:
+            connection = connect()
+            try:
+                connection.autocommit = True
+                connection.cursor().execute("SELECT 1")
+                return connection
+            except psycopg2.OperationalError:
+                connection.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def sleeper() -> tuple[psycopg2.extensions.connection, threading.Thread, dict]:
+        connection = usable(lambda: psycopg2.connect(cluster.pgbouncer_url, connect_timeout=3))
+        outcome: dict = {}
+
+        def run() -> None:
+            started = time.monotonic()
+            try:
+                connection.cursor().execute("SELECT pg_sleep(20)")
+                outcome["error"] = None
+            except psycopg2.Error as exc:
+                outcome["error"] = exc
+            outcome["seconds"] = time.monotonic() - started
+
+        return connection, threading.Thread(target=run, daemon=True), outcome
+
+    def sleeping() -> int:
+        with cluster.postgres() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
+            return int(cursor.fetchone()[0])
+
+    (mine, my_query, my_outcome), (theirs, their_query, their_outcome) = sleeper(), sleeper()
+    try:
+        with mine.cursor() as cursor:  # outside a transaction PgBouncer lends a server connection per statement
+            cursor.execute("SELECT pg_backend_pid()")
+            assert cursor.fetchone()[0] != mine.info.backend_pid  # the pid the driver knows names no backend
+        handle = cancel_handle(mine)
+        assert handle is not None
+        my_query.start()
+        their_query.start()
+        cluster.wait_for(lambda: sleeping() == 2, "both queries running", timeout=10)
+
+        handle.send()
+        my_query.join(5)
+
+        assert isinstance(my_outcome.get("error"), psycopg2.errors.QueryCanceled), my_outcome
+        assert my_outcome["seconds"] < 5
+        assert their_query.is_alive() and their_outcome == {} and sleeping() == 1
+    finally:
+        with cluster.postgres() as cursor:
+            cursor.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
+        for query in (my_query, their_query):
+            if query.ident is not None:
+                query.join(10)
+        mine.close()
+        theirs.close()

@@ -357,6 +357,44 @@ def test_a_call_without_a_deadline_runs_no_statement_longer_than_query_timeout(p
     assert time.monotonic() - started < 3
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL query stopped by its cancel request")
+def test_a_call_cancelled_by_its_client_stops_its_query(posts_stub, post, monkeypatch, settings):
+    """The server sends PostgreSQL the cancel request of the call's connection: the query does not run on."""
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "QUERY_TIMEOUT": 30}
+
+    def slow_queryset(self):
+        return post_list().annotate(slow=RawSQL("SELECT 1 FROM pg_sleep(20)", []))
+
+    def sleeping() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'"
+            )
+            return int(cursor.fetchone()[0])
+
+    monkeypatch.setattr(PostService, "get_queryset", slow_queryset)
+    monkeypatch.setattr(PostService, "prepared_lookup", False)
+    finished = threading.Event()
+
+    def on_finished(sender, **kwargs):
+        if sender is PostService:
+            finished.set()
+
+    grpc_request_finished.connect(on_finished)
+    try:
+        call = posts_stub.Retrieve.future(posts_pb2.PostRetrieveRequest(id=str(post.id)))  # no deadline
+        for _ in range(100):
+            if sleeping():
+                break
+            time.sleep(0.05)
+        assert sleeping() == 1, "the call's query never started"
+        call.cancel()
+        assert finished.wait(timeout=3), "the cancelled call's query ran on"
+        assert sleeping() == 0
+    finally:
+        grpc_request_finished.disconnect(on_finished)
+
+
 # The access log
 
 

@@ -33,6 +33,7 @@ from django.db import connections
 from django.db.backends.signals import connection_created
 
 from grpc_ext.exceptions import DeadlineExceeded
+from grpc_ext.server.pg_cancel import CancelHandle, cancel_handle
 from grpc_ext.settings import grpc_ext_settings
 
 logger = logging.getLogger(__name__)
@@ -157,7 +158,9 @@ class CallContext:
                 return
             try:
                 if wrapper.vendor == "postgresql":
-                    cancel_postgresql_query(wrapper, raw.info.backend_pid)
+                    state = getattr(wrapper, "_grpc_ext_state", None)
+                    if state is not None and state.raw is raw and state.cancel is not None:
+                        state.cancel.send()
                 elif wrapper.vendor == "sqlite":
                     raw.interrupt()
             except Exception:  # the query may have ended meanwhile, or the database is unreachable
@@ -167,26 +170,6 @@ class CallContext:
 #: The threads that stop the queries of cancelled calls: a silent network can hold one for as long as
 #: ``DB_CONNECT_TIMEOUT``, which must hold neither the event loop nor a thread of the pool that serves calls.
 query_cancellers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="query-cancel")
-
-
-def cancel_postgresql_query(wrapper, backend_pid: int) -> None:
-    """Stop what the PostgreSQL backend ``backend_pid`` runs, with ``pg_cancel_backend`` on a connection of its own.
-
-    Not the driver's own cancel request: psycopg2 sends it holding the GIL,
-    so a database that stops answering would freeze every thread of the
-    process, the event loop included, until the kernel gives up (minutes).
-    The connection is opened with the database's ``connect_timeout`` and
-    waits with the GIL released; it is closed at once, so that no
-    connection is left open between cancels (they are rare). Behind
-    PgBouncer the pid names no backend: the statement timeout stops the query.
-    """
-    connection = wrapper.get_new_connection(wrapper.get_connection_params())
-    try:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_cancel_backend(%s)", [backend_pid])
-    finally:
-        connection.close()
 
 
 class CallPool(ThreadPoolExecutor):
@@ -352,13 +335,15 @@ def check_deadline(call: CallContext) -> None:
 
 
 class ConnectionState:
-    """What this layer knows of one DB-API connection: when it was last checked."""
+    """What this layer knows of one DB-API connection: when it was last checked, how to cancel its query."""
 
-    __slots__ = ("raw", "checked_at")
+    __slots__ = ("raw", "checked_at", "cancel")
 
-    def __init__(self, raw: Any, checked_at: float):
+    def __init__(self, raw: Any, checked_at: float, cancel: CancelHandle | None = None):
         self.raw = raw
         self.checked_at = checked_at
+        #: PostgreSQL's cancel request for this connection (``pg_cancel``), made as it opened.
+        self.cancel = cancel
 
 
 def note_new_connection(sender, connection, **kwargs) -> None:
@@ -367,7 +352,9 @@ def note_new_connection(sender, connection, **kwargs) -> None:
     Not when a call first finds it open: a connection opened by one call
     and next used after a database restart would count as just checked.
     """
-    connection._grpc_ext_state = ConnectionState(connection.connection, time.monotonic())
+    raw = connection.connection
+    cancel = cancel_handle(raw) if connection.vendor == "postgresql" else None
+    connection._grpc_ext_state = ConnectionState(raw, time.monotonic(), cancel)
 
 
 connection_created.connect(note_new_connection)
