@@ -42,6 +42,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "cluster"
 HAPROXY_CONFIG = DEPLOY / "haproxy.cfg"
+#: HAProxy's answer when no gRPC host can take a call: a trailers-only UNAVAILABLE (``errorfile``).
+GRPC_UNAVAILABLE_RESPONSE = DEPLOY / "grpc-unavailable.http"
 PGBOUNCER_CONFIG = DEPLOY / "pgbouncer.ini"
 PRODUCTION_ENV = ROOT / "deploy" / "production.env.example"
 PYTHON = sys.executable
@@ -463,6 +465,7 @@ class Cluster:
             "PATH": os.environ.get("PATH", ""),
             "LB_ADDRESS": self.lb_address,
             "STATS_SOCKET": str(self.stats_socket),
+            "GRPC_UNAVAILABLE_RESPONSE": str(GRPC_UNAVAILABLE_RESPONSE),
             **{f"GRPC_HOST_{index}": address for index, address in enumerate(self.grpc_addresses, 1)},
         }
         self.process("haproxy", ["haproxy", "-db", "-f", str(HAPROXY_CONFIG)], env)
@@ -470,16 +473,20 @@ class Cluster:
 
     # ------------------------------------------------------------------ state
 
-    def balancer_servers(self) -> dict[str, dict[str, str]]:
-        """Return HAProxy's statistics of each gRPC host (``status``: UP, DOWN; ``stot``: calls sent to it)."""
+    def balancer_command(self, command: str) -> str:
+        """Send ``command`` to HAProxy's admin socket (``show stat``, ``disable server grpc_hosts/grpc1``); return the answer."""
         with socket.socket(socket.AF_UNIX) as connection:
             connection.settimeout(2)
             connection.connect(str(self.stats_socket))
-            connection.sendall(b"show stat\n")
+            connection.sendall(command.encode() + b"\n")
             chunks = []
             while chunk := connection.recv(65536):
                 chunks.append(chunk)
-        text = b"".join(chunks).decode().lstrip("# ")
+        return b"".join(chunks).decode()
+
+    def balancer_servers(self) -> dict[str, dict[str, str]]:
+        """Return HAProxy's statistics of each gRPC host (``status``: UP, DOWN; ``stot``: calls sent to it)."""
+        text = self.balancer_command("show stat").lstrip("# ")
         rows = csv.DictReader(io.StringIO(text))
         return {
             row["svname"]: row for row in rows if row["pxname"] == "grpc_hosts" and row["svname"].startswith("grpc")

@@ -232,3 +232,34 @@ def test_the_cancel_request_of_a_connection_through_pgbouncer_stops_its_own_quer
                 query.join(10)
         mine.close()
         theirs.close()
+
+
+def test_with_no_host_in_the_rotation_the_balancer_answers_unavailable_to_unary_and_streaming_calls(
+    cluster: Cluster,
+) -> None:
+    """HAProxy's own answer when no host can take a call is gRPC's UNAVAILABLE (deploy/cluster/grpc-unavailable.http).
+
+    Its HTML 503 page ended a grpcio server-streaming call UNKNOWN "Stream removed" (the postgres drill,
+    about one run in ten: a Stream sent while every host reported NOT_SERVING).
+    """
+    hosts = [f"grpc_hosts/grpc{index}" for index in range(1, len(cluster.grpc_addresses) + 1)]
+    try:
+        for host in hosts:
+            cluster.balancer_command(f"disable server {host}")
+        cluster.wait_for(lambda: cluster.balanced() == {"MAINT"}, "every gRPC host out of the rotation", timeout=10)
+        with grpc.insecure_channel(cluster.lb_address, options=[("grpc.enable_retries", 0)]) as channel:
+            stub = posts_pb2_grpc.PostControllerStub(channel)
+            calls = {
+                "Retrieve": lambda: stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(uuid.uuid4())), timeout=5),
+                "Stream": lambda: list(stub.Stream(posts_pb2.PostStreamRequest(), timeout=5)),
+            }
+            for name, call in calls.items():
+                for _ in range(20):
+                    with pytest.raises(grpc.RpcError) as raised:
+                        call()
+                    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE, (name, raised.value.details())
+                    assert raised.value.details() == "No gRPC host could take the call; retry."
+    finally:
+        for host in hosts:
+            cluster.balancer_command(f"enable server {host}")
+        restore(cluster)
