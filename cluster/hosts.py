@@ -474,7 +474,7 @@ class Cluster:
     # ------------------------------------------------------------------ state
 
     def balancer_command(self, command: str) -> str:
-        """Send ``command`` to HAProxy's admin socket (``show stat``, ``disable server grpc_hosts/grpc1``); return the answer."""
+        """Send ``command`` to HAProxy's admin socket (``show stat``, ``disable server ...``); return its answer."""
         with socket.socket(socket.AF_UNIX) as connection:
             connection.settimeout(2)
             connection.connect(str(self.stats_socket))
