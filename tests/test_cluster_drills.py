@@ -163,11 +163,12 @@ def test_a_query_queued_in_pgbouncer_as_postgresql_stops_ends_unavailable_before
 
 
 def test_the_cancel_request_of_a_connection_through_pgbouncer_stops_its_own_query_only(cluster: Cluster) -> None:
-    """A cancelled call's query is stopped with the protocol's cancel request (``grpc_ext.server.pg_cancel``).
+    """Why a cancelled call's query is stopped with the protocol's cancel request (``grpc_ext.server.pg_cancel``).
 
     Through PgBouncer the pid a connection reports is PgBouncer's own, not its backend's, so
-    ``pg_cancel_backend`` of it could not stop the query; the cancel request, with the session's key,
-    stops this client's query and leaves another client's, running beside it, alone.
+    ``pg_cancel_backend`` of it cannot stop the query (or stops a stranger's); the cancel request, with
+    the session's key, stops this client's query and leaves another client's, running beside it, alone.
+    (The server still sends none behind a transaction pooler: ``sends_cancel_requests``.)
     """
     from grpc_ext.server.pg_cancel import cancel_handle
 

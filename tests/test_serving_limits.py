@@ -357,20 +357,20 @@ def test_a_call_without_a_deadline_runs_no_statement_longer_than_query_timeout(p
     assert time.monotonic() - started < 3
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL query stopped by its cancel request")
-def test_a_call_cancelled_by_its_client_stops_its_query(posts_stub, post, monkeypatch, settings):
-    """The server sends PostgreSQL the cancel request of the call's connection: the query does not run on."""
-    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "QUERY_TIMEOUT": 30}
+def sleeping_queries() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'"
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.fixture
+def slow_retrieve(monkeypatch):
+    """Retrieve's query sleeps 20 s; yields an event set when the call's request cycle has finished."""
 
     def slow_queryset(self):
         return post_list().annotate(slow=RawSQL("SELECT 1 FROM pg_sleep(20)", []))
-
-    def sleeping() -> int:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'"
-            )
-            return int(cursor.fetchone()[0])
 
     monkeypatch.setattr(PostService, "get_queryset", slow_queryset)
     monkeypatch.setattr(PostService, "prepared_lookup", False)
@@ -382,17 +382,52 @@ def test_a_call_cancelled_by_its_client_stops_its_query(posts_stub, post, monkey
 
     grpc_request_finished.connect(on_finished)
     try:
-        call = posts_stub.Retrieve.future(posts_pb2.PostRetrieveRequest(id=str(post.id)))  # no deadline
-        for _ in range(100):
-            if sleeping():
-                break
-            time.sleep(0.05)
-        assert sleeping() == 1, "the call's query never started"
-        call.cancel()
-        assert finished.wait(timeout=3), "the cancelled call's query ran on"
-        assert sleeping() == 0
+        yield finished
     finally:
         grpc_request_finished.disconnect(on_finished)
+
+
+def cancel_while_sleeping(posts_stub, post) -> None:
+    """Start a Retrieve without a deadline, wait until its query sleeps in PostgreSQL, cancel it."""
+    call = posts_stub.Retrieve.future(posts_pb2.PostRetrieveRequest(id=str(post.id)))
+    for _ in range(100):
+        if sleeping_queries():
+            break
+        time.sleep(0.05)
+    assert sleeping_queries() == 1, "the call's query never started"
+    call.cancel()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL query stopped by its cancel request")
+def test_a_call_cancelled_by_its_client_stops_its_query(posts_stub, post, slow_retrieve, settings):
+    """The server sends PostgreSQL the cancel request of the call's connection: the query does not run on."""
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "QUERY_TIMEOUT": 30}
+
+    cancel_while_sleeping(posts_stub, post)
+
+    assert slow_retrieve.wait(timeout=3), "the cancelled call's query ran on"
+    assert sleeping_queries() == 0
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's statement timeout")
+def test_behind_a_transaction_pooler_a_cancelled_calls_query_ends_at_its_statement_timeout(
+    posts_stub, post, slow_retrieve, settings
+):
+    """With DISABLE_SERVER_SIDE_CURSORS (PgBouncer's transaction mode) no cancel request is sent.
+
+    The pooler would forward it to whatever server connection the client holds when it arrives:
+    by then possibly another client's. ``QUERY_TIMEOUT`` (here 2 s) stops the query instead.
+    """
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "QUERY_TIMEOUT": 2}
+    database = connection.settings_dict
+    database["DISABLE_SERVER_SIDE_CURSORS"] = True
+    try:
+        cancel_while_sleeping(posts_stub, post)
+        time.sleep(0.5)
+        assert sleeping_queries() == 1  # not cancelled
+        assert slow_retrieve.wait(timeout=5), "the statement timeout did not end the query"
+    finally:
+        database["DISABLE_SERVER_SIDE_CURSORS"] = False
 
 
 # The access log

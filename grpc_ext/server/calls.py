@@ -353,8 +353,20 @@ def note_new_connection(sender, connection, **kwargs) -> None:
     and next used after a database restart would count as just checked.
     """
     raw = connection.connection
-    cancel = cancel_handle(raw) if connection.vendor == "postgresql" else None
+    cancel = cancel_handle(raw) if sends_cancel_requests(connection) else None
     connection._grpc_ext_state = ConnectionState(raw, time.monotonic(), cancel)
+
+
+def sends_cancel_requests(connection) -> bool:
+    """Tell whether a cancelled call's query on ``connection`` is stopped with its cancel request.
+
+    PostgreSQL only, and not behind a transaction pooler (``DISABLE_SERVER_SIDE_CURSORS``, which
+    the docs ask for behind PgBouncer): the pooler forwards the request to the server connection
+    its client holds when the request arrives, and a call's transaction may have ended and its
+    server connection gone to another client's query meanwhile. There the statement timeout
+    (the call's deadline, at most ``QUERY_TIMEOUT``) stops the query.
+    """
+    return connection.vendor == "postgresql" and not connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")
 
 
 connection_created.connect(note_new_connection)

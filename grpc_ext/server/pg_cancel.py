@@ -9,6 +9,10 @@ transaction mode, none once the transaction is over). Not the alternatives:
 - ``pg_cancel_backend(pid)`` on a connection of our own: behind PgBouncer
   the pid a connection reports is one PgBouncer made up, which names no
   backend, or by chance another session's.
+
+Behind a transaction pooler the server sends none at all
+(``grpc_ext.server.calls.sends_cancel_requests``): the pooler forwards the
+request to whatever server connection its client holds when it arrives.
 - psycopg2's ``connection.cancel()``: the same request, but sent holding the
   GIL, so a database that stops answering would freeze every thread of the
   process, the event loop included, until the kernel gives up (minutes).
