@@ -288,75 +288,6 @@ def test_a_call_whose_deadline_passes_in_the_queue_runs_no_query(posts_stub, pos
     assert len(ran) == 4  # the late call never reached the handler
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="statement_timeout is PostgreSQL's")
-def test_postgresql_statement_timeout_follows_the_deadline(posts_stub, post, monkeypatch):
-    def slow_queryset(self):
-        return post_list().annotate(slow=RawSQL("SELECT 1 FROM pg_sleep(5)", []))
-
-    monkeypatch.setattr(PostService, "get_queryset", slow_queryset)
-    monkeypatch.setattr(PostService, "prepared_lookup", False)
-    finished = threading.Event()
-
-    def on_finished(sender, **kwargs):
-        if sender is PostService:
-            finished.set()
-
-    grpc_request_finished.connect(on_finished)
-    try:
-        assert_status(
-            lambda: posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)), timeout=0.5),
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-        )
-        # The query was stopped by the server, not left running for 5 s.
-        assert finished.wait(timeout=2.5)
-    finally:
-        grpc_request_finished.disconnect(on_finished)
-
-
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="statement_timeout is PostgreSQL's")
-def test_a_short_deadline_leaves_no_statement_timeout_behind_for_the_next_statements(run_server, user):
-    """A Stream without a deadline is not cut short by a short-deadline call that ran on its connection before a batch.
-
-    One pool thread, so one persistent connection, serves both: the Stream's
-    first batch, then the List (queued meanwhile), then the Stream's second
-    batch, whose query takes a second.
-    """
-    for index in range(3):
-        make_post(owner=user, title=f"row {index}")
-    _, address = run_server(
-        "--max-workers",
-        "1",
-        env={"DATABASE_URL": database_url_of_this_run(), "CONN_MAX_AGE": "600", "TEST_SLOW_STREAM_SECONDS": "1"},
-    )
-    metadata = auth_metadata(user)
-    with grpc.insecure_channel(address) as channel:
-        stub = posts_pb2_grpc.PostControllerStub(channel)
-        stream = stub.Stream(posts_pb2.PostStreamRequest(batch_size=1), metadata=metadata)  # no deadline
-        time.sleep(0.3)  # its first batch is running
-        short = stub.List.future(posts_pb2.PostListRequest(page_size=1), metadata=metadata, timeout=1.5)
-        titles = [row.title for batch in stream for row in batch.posts]
-        assert short.result().posts  # the short call ran, between the Stream's batches
-    assert sorted(titles) == ["row 0", "row 1", "row 2"]
-
-
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="statement_timeout is PostgreSQL's")
-def test_a_call_without_a_deadline_runs_no_statement_longer_than_query_timeout(posts_stub, post, monkeypatch, settings):
-    """A client that sends no deadline cannot hold a thread for as long as its query would run."""
-    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "QUERY_TIMEOUT": 0.3}
-
-    def slow_queryset(self):
-        return post_list().annotate(slow=RawSQL("SELECT 1 FROM pg_sleep(5)", []))
-
-    monkeypatch.setattr(PostService, "get_queryset", slow_queryset)
-    monkeypatch.setattr(PostService, "prepared_lookup", False)
-    started = time.monotonic()
-    with pytest.raises(grpc.RpcError) as error:
-        posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)))
-    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert "limit on a query's time" in error.value.details()
-    assert time.monotonic() - started < 3
-
-
 def sleeping_queries() -> int:
     with connection.cursor() as cursor:
         cursor.execute(
@@ -396,6 +327,56 @@ def cancel_while_sleeping(posts_stub, post) -> None:
         time.sleep(0.05)
     assert sleeping_queries() == 1, "the call's query never started"
     call.cancel()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="statement_timeout is PostgreSQL's")
+def test_postgresql_statement_timeout_follows_the_deadline(posts_stub, post, slow_retrieve):
+    assert_status(
+        lambda: posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)), timeout=0.5),
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    )
+    # The query was stopped by the server, not left running for its 20 s.
+    assert slow_retrieve.wait(timeout=2.5)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="statement_timeout is PostgreSQL's")
+def test_a_short_deadline_leaves_no_statement_timeout_behind_for_the_next_statements(run_server, user):
+    """A Stream without a deadline is not cut short by a short-deadline call that ran on its connection before a batch.
+
+    One pool thread, so one persistent connection, serves both: the Stream's
+    first batch, then the List (queued meanwhile), then the Stream's second
+    batch, whose query takes a second.
+    """
+    for index in range(3):
+        make_post(owner=user, title=f"row {index}")
+    _, address = run_server(
+        "--max-workers",
+        "1",
+        env={"DATABASE_URL": database_url_of_this_run(), "CONN_MAX_AGE": "600", "TEST_SLOW_STREAM_SECONDS": "1"},
+    )
+    metadata = auth_metadata(user)
+    with grpc.insecure_channel(address) as channel:
+        stub = posts_pb2_grpc.PostControllerStub(channel)
+        stream = stub.Stream(posts_pb2.PostStreamRequest(batch_size=1), metadata=metadata)  # no deadline
+        time.sleep(0.3)  # its first batch is running
+        short = stub.List.future(posts_pb2.PostListRequest(page_size=1), metadata=metadata, timeout=1.5)
+        titles = [row.title for batch in stream for row in batch.posts]
+        assert short.result().posts  # the short call ran, between the Stream's batches
+    assert sorted(titles) == ["row 0", "row 1", "row 2"]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="statement_timeout is PostgreSQL's")
+def test_a_call_without_a_deadline_runs_no_statement_longer_than_query_timeout(
+    posts_stub, post, slow_retrieve, settings
+):
+    """A client that sends no deadline cannot hold a thread for as long as its query would run."""
+    settings.GRPC_FRAMEWORK = {**settings.GRPC_FRAMEWORK, "QUERY_TIMEOUT": 0.3}
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as error:
+        posts_stub.Retrieve(posts_pb2.PostRetrieveRequest(id=str(post.id)))
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "limit on a query's time" in error.value.details()
+    assert time.monotonic() - started < 3
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL query stopped by its cancel request")

@@ -2,17 +2,11 @@
 
 A cancelled call's query is stopped from a thread of its own (``CallContext.cancel``).
 The cancel request the PostgreSQL protocol defines carries the session's
-secret key, so it can only stop that session's query, and PgBouncer passes
-it to the server connection that runs this client's query, if any (in
-transaction mode, none once the transaction is over). Not the alternatives:
+secret key, so it can only stop that session's query. Not the alternatives:
 
 - ``pg_cancel_backend(pid)`` on a connection of our own: behind PgBouncer
   the pid a connection reports is one PgBouncer made up, which names no
   backend, or by chance another session's.
-
-Behind a transaction pooler the server sends none at all
-(``grpc_ext.server.calls.sends_cancel_requests``): the pooler forwards the
-request to whatever server connection its client holds when it arrives.
 - psycopg2's ``connection.cancel()``: the same request, but sent holding the
   GIL, so a database that stops answering would freeze every thread of the
   process, the event loop included, until the kernel gives up (minutes).
@@ -20,13 +14,15 @@ request to whatever server connection its client holds when it arrives.
 So libpq's own functions are called through ``ctypes`` (which releases the GIL
 during the call), on the libpq psycopg2 loaded: what the request needs is
 copied when a connection opens, in the thread that opened it
-(``cancel_handle``, from ``connection_created``); ``send_cancel`` sends it.
+(``cancel_handle``, from ``connection_created``); ``CancelHandle.send`` sends it.
 With libpq 17 or later (psycopg2-binary 2.9.10+ bundles it) the request
 gives up after the connection's ``connect_timeout``; with an older libpq it
 uses ``PQcancel``, bounded only by the kernel's connect timeout. Where the
 library cannot be found (no ``/proc``: not Linux), no cancel is sent and
 the statement timeout that follows the call's deadline (or ``QUERY_TIMEOUT``)
-stops the query.
+stops the query. Behind a transaction pooler the server sends none at all
+(``grpc_ext.server.calls.sends_cancel_requests``): the pooler forwards the
+request to whatever server connection its client holds when it arrives.
 """
 
 from __future__ import annotations
