@@ -64,6 +64,11 @@ def call_json(url: str, procedure: str, body: bytes | dict, *, token: str = "", 
         return error.code, error.headers, json.loads(raw)
 
 
+def envelope(message: bytes, flags: int = 0) -> bytes:
+    """One enveloped message of a Connect stream: its flags, its length, the message."""
+    return struct.pack(">BI", flags, len(message)) + message
+
+
 def detail(body: dict, kind: str):
     """Decode the Connect error detail of type ``kind`` (google.rpc.BadRequest, RetryInfo) from a JSON error."""
     message_class = getattr(error_details_pb2, kind.rsplit(".", 1)[1])
@@ -397,11 +402,8 @@ def test_grpc_web_login_with_the_auth_service(web_server, owner):
 
 def test_connect_streaming_json_end_message_carries_the_error(web_server, transactional_db):
     """A Connect stream's error is its end-of-stream message (flag 2), after an HTTP 200."""
-    message = b"{}"
-    envelope = struct.pack(">BI", 0, len(message)) + message
-
     status, headers, body = raw_post(
-        web_server.url, "/posts.PostController/Stream", envelope, "application/connect+json"
+        web_server.url, "/posts.PostController/Stream", envelope(b"{}"), "application/connect+json"
     )
 
     assert status == 200 and headers["Content-Type"] == "application/connect+json"
@@ -455,7 +457,7 @@ def read_envelopes(response) -> list[tuple[int, bytes]]:
     """Read a Connect streaming body to its end: (flags, payload) of each enveloped message."""
     envelopes = []
     while header := response.read(5):
-        flags, length = header[0], int.from_bytes(header[1:], "big")
+        flags, length = struct.unpack(">BI", header)
         envelopes.append((flags, response.read(length)))
     return envelopes
 
@@ -472,17 +474,16 @@ def test_sigterm_lets_the_stream_in_flight_finish_and_refuses_new_calls(transact
     }
     with running_web(env, "--blocking-threads", "4") as (url, process):
         connection = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30)
-        body = json.dumps({"batchSize": 1}).encode()
         connection.request(
             "POST",
             "/posts.PostController/Stream",
-            body=b"\x00" + len(body).to_bytes(4, "big") + body,
+            body=envelope(json.dumps({"batchSize": 1}).encode()),
             headers={"Content-Type": "application/connect+json", "Authorization": f"Bearer {access_token(owner)}"},
         )
         response = connection.getresponse()
         assert response.status == 200
-        header = response.read(5)
-        first = response.read(int.from_bytes(header[1:], "big"))  # one row of 300 (600 kB): the call is under way
+        _, first_length = struct.unpack(">BI", response.read(5))
+        first = response.read(first_length)  # one row of 300 (600 kB): the call is under way
 
         process.send_signal(signal.SIGTERM)
         time.sleep(1)
@@ -492,5 +493,5 @@ def test_sigterm_lets_the_stream_in_flight_finish_and_refuses_new_calls(transact
 
         assert process.wait(timeout=30) == 0
     assert end_flags == 2 and json.loads(end) == {}, end  # the end-of-stream message, with no error
-    rows = [post["id"] for flags, payload in [(header[0], first), *rest] for post in json.loads(payload)["posts"]]
+    rows = [post["id"] for payload in [first, *(payload for _, payload in rest)] for post in json.loads(payload)["posts"]]
     assert sorted(rows) == sorted(str(pk) for pk in Post.objects.values_list("pk", flat=True))
