@@ -493,5 +493,6 @@ def test_sigterm_lets_the_stream_in_flight_finish_and_refuses_new_calls(transact
 
         assert process.wait(timeout=30) == 0
     assert end_flags == 2 and json.loads(end) == {}, end  # the end-of-stream message, with no error
-    rows = [post["id"] for payload in [first, *(payload for _, payload in rest)] for post in json.loads(payload)["posts"]]
+    payloads = [first, *(payload for _, payload in rest)]
+    rows = [post["id"] for payload in payloads for post in json.loads(payload)["posts"]]
     assert sorted(rows) == sorted(str(pk) for pk in Post.objects.values_list("pk", flat=True))
